@@ -1,0 +1,37 @@
+# parallel-stacks: the cookiecutter template's own tasks.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+##@ Main
+demo: $(VENV)/.installed ## Bake a demo project with defaults and run two copies side by side
+	@$(PY) scripts/demo.py
+
+test: $(VENV)/.installed ## Run the whole test suite (unit, bake, end-to-end on real Docker)
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+##@ Setup
+setup: $(VENV)/.installed ## Create .venv with the pinned dev dependencies
+
+offline-images: ## Build offline stand-ins for the postgres/redis/python images (Debian, root)
+	@bash scripts/offline-images.sh
+
+$(VENV)/.installed: env/requirements-dev.txt
+	@python3 -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -r env/requirements-dev.txt
+	@touch $@
+
+demo-clean: $(VENV)/.installed ## Nuke the demo's copies and remove build/demo
+	@$(PY) scripts/demo.py --clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} \
+	  /^##@/ {printf "\n%s\n", substr($$0, 5); next} \
+	  /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: demo demo-clean test setup offline-images help

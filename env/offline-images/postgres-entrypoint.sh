@@ -1,0 +1,26 @@
+#!/bin/sh
+# Offline stand-in for the official postgres image's entrypoint contract:
+# POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB, data in
+# /var/lib/postgresql/data, password auth from other hosts.
+set -eu
+PGBIN=/usr/lib/postgresql/15/bin
+PGDATA=${PGDATA:-/var/lib/postgresql/data}
+POSTGRES_USER=${POSTGRES_USER:-postgres}
+POSTGRES_DB=${POSTGRES_DB:-$POSTGRES_USER}
+: "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
+mkdir -p "$PGDATA" /run/postgresql
+chown -R postgres:postgres "$PGDATA" /run/postgresql
+chmod 700 "$PGDATA"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  pwfile=$(mktemp); printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"; chown postgres "$pwfile"
+  su postgres -s /bin/sh -c "$PGBIN/initdb -D '$PGDATA' -U '$POSTGRES_USER' --pwfile='$pwfile' --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >/dev/null"
+  rm -f "$pwfile"
+  echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
+  echo "host all all ::/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
+  if [ "$POSTGRES_DB" != "postgres" ]; then
+    su postgres -s /bin/sh -c "$PGBIN/postgres --single -D '$PGDATA' postgres" >/dev/null <<SQL
+CREATE DATABASE "$POSTGRES_DB";
+SQL
+  fi
+fi
+exec su postgres -s /bin/sh -c "exec $PGBIN/postgres -D '$PGDATA' -c listen_addresses='*'"

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Build offline stand-ins for the official postgres, redis and python images
+# from Debian packages (debootstrap + docker import), for hosts that reach
+# Debian's mirror but no container registry. They keep the official images'
+# contract, so the generated compose file works with either.
+# Prints KEY=VALUE lines naming the images (for `export $(...)`).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+ctx="$here/env/offline-images"
+prefix=parallel-stacks-offline
+base="$prefix/base:bookworm"
+log() { printf 'offline-images: %s\n' "$*" >&2; }
+
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+
+if ! have "$base"; then
+  command -v debootstrap >/dev/null || { log "debootstrap is missing (apt-get install debootstrap)"; exit 1; }
+  rootfs=$(mktemp -d /tmp/ps-rootfs.XXXXXX)
+  trap 'rm -rf "$rootfs"' EXIT
+  log "debootstrap bookworm into $rootfs (about a minute)"
+  debootstrap --variant=minbase \
+    --include=postgresql-15,redis-server,python3,python3-psycopg,python3-redis,ca-certificates \
+    bookworm "$rootfs" http://deb.debian.org/debian >/tmp/ps-debootstrap.log 2>&1 \
+    || { log "debootstrap failed; see /tmp/ps-debootstrap.log"; exit 1; }
+  rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
+  tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
+  log "imported $base"
+fi
+for kind in postgres redis python; do
+  img="$prefix/$kind:bookworm"
+  if ! have "$img"; then
+    docker build -q -f "$ctx/Dockerfile.$kind" -t "$img" "$ctx" >/dev/null
+    log "built $img"
+  fi
+done
+printf 'POSTGRES_IMAGE=%s\nREDIS_IMAGE=%s\nPYTHON_IMAGE=%s\n' \
+  "$prefix/postgres:bookworm" "$prefix/redis:bookworm" "$prefix/python:bookworm"

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Read-only questions to the Docker engine about one copy (by compose labels).
+
+Also the ownership guard shared by `make up` and `make nuke`: a compose
+project or volume of this copy's name that another worktree created is
+never used or removed from here.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from stack_config import StackError
+
+PROJECT_LABEL = "com.docker.compose.project"
+WORKDIR_LABEL = "com.docker.compose.project.working_dir"
+WORKTREE_LABEL = "dev.parallel-stacks.worktree"
+
+
+def docker(*args: str) -> str:
+    """Run `docker ARGS` (no shell) and return stdout; StackError on failure."""
+    try:
+        proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise StackError("docker is not installed or not on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise StackError(f"docker {args[0]} did not answer within 60 s") from None
+    if proc.returncode != 0:
+        err = proc.stderr.strip().splitlines()
+        first = err[-1] if err else f"exit code {proc.returncode}"
+        if "Cannot connect to the Docker daemon" in proc.stderr or "daemon running" in proc.stderr:
+            raise StackError("the Docker engine is not reachable (is it running?): " + first)
+        raise StackError(f"docker {' '.join(args[:2])} failed: {first}")
+    return proc.stdout
+
+
+def _ids(kind: str, project: str) -> list[str]:
+    filt = ["--filter", f"label={PROJECT_LABEL}={project}"]
+    if kind == "container":
+        out = docker("ps", "-aq", *filt)
+    else:
+        out = docker(kind, "ls", "--format", "{{.Name}}", *filt)
+    return [line for line in out.split() if line]
+
+
+def containers(project: str) -> list[dict]:
+    """`docker inspect` records of every container (running or not) of the compose project."""
+    ids = _ids("container", project)
+    return json.loads(docker("inspect", *ids)) if ids else []
+
+
+def volumes(project: str) -> list[dict]:
+    names = _ids("volume", project)
+    return json.loads(docker("volume", "inspect", *names)) if names else []
+
+
+def networks(project: str) -> list[str]:
+    return _ids("network", project)
+
+
+def volume(name: str) -> dict | None:
+    """The volume's inspect record, or None if it does not exist."""
+    try:
+        return json.loads(docker("volume", "inspect", name))[0]
+    except StackError as exc:
+        if "no such volume" in str(exc).lower():
+            return None
+        raise
+
+
+def published_ports(records: list[dict]) -> set[int]:
+    """Host ports published by running containers among `records`."""
+    ports = set()
+    for rec in records:
+        if not rec.get("State", {}).get("Running"):
+            continue
+        for bindings in (rec.get("NetworkSettings", {}).get("Ports") or {}).values():
+            for b in bindings or []:
+                if b.get("HostPort"):
+                    ports.add(int(b["HostPort"]))
+    return ports
+
+
+def check_ownership(values: dict, records: list[dict] | None = None) -> list[dict]:
+    """Refuse (StackError) when this copy's compose project or volumes belong elsewhere.
+
+    Returns the container records so callers need not ask twice.
+    """
+    project = values["COMPOSE_PROJECT_NAME"]
+    here = str(Path(values["STACK_WORKTREE"]).resolve())
+    records = containers(project) if records is None else records
+    for rec in records:
+        workdir = (rec.get("Config", {}).get("Labels") or {}).get(WORKDIR_LABEL)
+        if workdir and str(Path(workdir).resolve()) != here:
+            raise StackError(
+                f"compose project {project} belongs to another worktree ({workdir}); "
+                "use another PORT_OFFSET here, or stop that copy there"
+            )
+    for key, name in values.items():
+        if not key.endswith("_VOLUME"):
+            continue
+        rec = volume(name)
+        if rec is None:
+            continue
+        labels = rec.get("Labels") or {}
+        owner = labels.get(PROJECT_LABEL)
+        tree = labels.get(WORKTREE_LABEL)
+        if owner != project:
+            raise StackError(
+                f"volume {name} exists but was not created by this copy (compose project {owner or 'none'}); "
+                "refusing to touch it: rename or remove it yourself, or use another PORT_OFFSET"
+            )
+        if tree and str(Path(tree).resolve()) != here:
+            raise StackError(
+                f"volume {name} belongs to another worktree ({tree}); refusing to touch it: "
+                "use another PORT_OFFSET here"
+            )
+    return records

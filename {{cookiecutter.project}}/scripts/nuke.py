@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Remove this copy's containers, networks and volumes, and nothing else.
+
+Only objects labelled with this copy's compose project are removed, by name.
+Asks for confirmation unless FORCE=1 or CI is set.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import docker_state
+import stack_config
+from stack_config import StackError
+
+
+def truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() not in ("", "0", "false", "no")
+
+
+def plan(values: dict) -> tuple[list[dict], list[str], list[str]]:
+    """(containers, networks, volume names) carrying this copy's compose project label."""
+    project = values["COMPOSE_PROJECT_NAME"]
+    records = docker_state.check_ownership(values)
+    here = values["STACK_WORKTREE"]
+    vols = []
+    for rec in docker_state.volumes(project):
+        tree = (rec.get("Labels") or {}).get(docker_state.WORKTREE_LABEL)
+        if tree and tree != here:
+            raise StackError(f"volume {rec['Name']} of {project} belongs to another worktree ({tree}); nothing removed")
+        vols.append(rec["Name"])
+    return records, docker_state.networks(project), vols
+
+
+def confirm(project: str, stdin=sys.stdin) -> bool:
+    if not stdin.isatty():
+        raise StackError(f"refusing to remove {project} without confirmation: no terminal; run with FORCE=1")
+    print(f"Remove these from {project}? Type the project name to confirm: ", end="", flush=True)
+    return stdin.readline().strip() == project
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="nuke.py", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        default=truthy(os.environ.get("FORCE")) or truthy(os.environ.get("CI")),
+        help="do not ask for confirmation (default when FORCE=1 or CI is set)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    args = parser.parse_args(argv)
+    try:
+        values = stack_config.load()
+        project = values["COMPOSE_PROJECT_NAME"]
+        records, nets, vols = plan(values)
+        if not (records or nets or vols):
+            print(f"nothing to remove for {project}")
+            return 0
+        print(f"{project}:")
+        print("  containers: " + (", ".join(r["Name"].lstrip("/") for r in records) or "-"))
+        print("  networks:   " + (", ".join(nets) or "-"))
+        print("  volumes:    " + (", ".join(vols) or "-"))
+        if args.dry_run:
+            return 0
+        if not args.force and not confirm(project):
+            print("not confirmed; nothing removed")
+            return 1
+        if records:
+            docker_state.docker("rm", "-f", "-v", *[r["Id"] for r in records])
+        if nets:
+            docker_state.docker("network", "rm", *nets)
+        if vols:
+            docker_state.docker("volume", "rm", *vols)
+        print(f"removed {len(records)} container(s), {len(nets)} network(s), {len(vols)} volume(s) of {project}")
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Minimal UI of one stack copy: a page that says which copy it is and
+calls that copy's API (its URL comes from /config.json).
+`server.py --check` is the container healthcheck."""
+import json
+import os
+import sys
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+PORT = int(os.environ.get("UI_CONTAINER_PORT", "3000"))
+PAGE = (Path(__file__).parent / "index.html").read_bytes()
+
+
+def config():
+    return {
+        "api_url": os.environ.get("API_URL", ""),
+        "port_offset": int(os.environ.get("PORT_OFFSET", "0")),
+        "compose_project": os.environ.get("COMPOSE_PROJECT_NAME", ""),
+    }
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path in ("/", "/index.html"):
+            self.reply(200, "text/html; charset=utf-8", PAGE)
+        elif path == "/config.json":
+            self.reply(200, "application/json", json.dumps(config()).encode())
+        else:
+            self.reply(404, "text/plain", b"not found\n")
+
+    def reply(self, code, ctype, data):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+def check():
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/config.json", timeout=4) as resp:
+            return 0 if resp.status == 200 else 1
+    except Exception:
+        return 1
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--check"]:
+        sys.exit(check())
+    ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
