@@ -191,7 +191,7 @@ def load(root: Path = ROOT, environ=None) -> dict:
     raw, source = lookup("PORT_OFFSET", environ, layers)
     offset = 0 if raw is None else parse_offset(raw, source, stack)
     bind_raw, bind_source = lookup("BIND_ADDRESS", environ, layers)
-    bind = parse_bind_address(bind_raw or DEFAULTS["BIND_ADDRESS"], bind_source)
+    bind = parse_bind_address(DEFAULTS["BIND_ADDRESS"] if bind_raw is None else bind_raw, bind_source)
 
     project = stack["project"]
     suffix = f"{offset}" if env_name == "dev" else f"{env_name}-{offset}"

@@ -1,0 +1,98 @@
+"""Shared fixtures: the template's paths, the helper modules, Docker, bakes."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TEMPLATE = Path(__file__).resolve().parent.parent
+PROJECT_TEMPLATE = TEMPLATE / "{{cookiecutter.project}}"
+SCRIPTS = PROJECT_TEMPLATE / "scripts"
+OFFLINE_PREFIX = "parallel-stacks-offline"
+
+# The generated project's helpers contain no template tags: import them as-is.
+sys.path.insert(0, str(SCRIPTS))
+
+
+def docker_ok() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A reachable Docker engine: skip locally without one, fail under CI=true."""
+    if not docker_ok():
+        message = "no Docker engine answers `docker info` (see README: Prerequisites)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + "; CI=true, so this is a failure, not a skip")
+        pytest.skip(message)
+    return True
+
+
+@pytest.fixture(scope="session")
+def image_env(docker_engine) -> dict:
+    """Image overrides: the offline stand-ins when built here, else the official images."""
+    env = {}
+    for var, kind in (("POSTGRES_IMAGE", "postgres"), ("REDIS_IMAGE", "redis"), ("PYTHON_IMAGE", "python")):
+        name = f"{OFFLINE_PREFIX}/{kind}:bookworm"
+        found = subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0
+        if found:
+            env[var] = name
+    return env
+
+
+def bake(output_dir: Path, **answers) -> Path:
+    """Bake the template with --no-input (plus answers); return the project dir."""
+    from cookiecutter.main import cookiecutter
+
+    return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir), extra_context=answers))
+
+
+class Project:
+    """A baked project and a way to run its Makefile like a user would."""
+
+    def __init__(self, path: Path, base_env: dict):
+        self.path = path
+        self.base_env = base_env
+
+    def make(self, *targets, check=True, timeout=600, **env) -> subprocess.CompletedProcess:
+        full = {**os.environ, "PYTHON": sys.executable, **self.base_env, **{k: str(v) for k, v in env.items()}}
+        for key in ("PORT_OFFSET", "COMPOSE_PROJECT_NAME", "ENV"):
+            if key not in env:
+                full.pop(key, None)
+        proc = subprocess.run(
+            ["make", *targets], cwd=self.path, env=full, capture_output=True, text=True, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"make {' '.join(targets)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def values(self, **env) -> dict:
+        from dotenv import dotenv_values
+        import io
+
+        out = self.make("env", SHOW_SECRETS="1", **env).stdout
+        return dict(dotenv_values(stream=io.StringIO(out)))
+
+
+@pytest.fixture
+def baked(tmp_path) -> Project:
+    return Project(bake(tmp_path), {})
+
+
+def docker_snapshot() -> dict:
+    """Every container, volume and network on the engine (ids/names)."""
+    def lines(*args):
+        return sorted(subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.split())
+
+    return {
+        "containers": lines("ps", "-aq", "--no-trunc"),
+        "volumes": lines("volume", "ls", "-q"),
+        "networks": lines("network", "ls", "-q", "--no-trunc"),
+    }

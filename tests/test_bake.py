@@ -1,0 +1,165 @@
+"""Bake the template with supported and rejected answers (pytest-cookies)."""
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import stack_config
+
+SUPPORTED = [
+    pytest.param({}, id="defaults"),
+    pytest.param({"with_redis": False}, id="no-redis"),
+    pytest.param({"with_ui": False}, id="no-ui"),
+    pytest.param({"with_redis": False, "with_ui": False}, id="postgres-and-api-only"),
+    pytest.param({"project": "a"}, id="one-letter-slug"),
+    pytest.param({"project": "my_app-2"}, id="slug-underscore-dash-digit"),
+    pytest.param({"project_name": "Café Ünïcødé"}, id="unicode-name-slugified"),
+    pytest.param({"project_name": "It's \"quoted\" $(shell touch /tmp/pwned) `id` \\ ; & |"}, id="hostile-name"),
+    pytest.param({"description": "Uses \"quotes\", 'single', $HOME, ${PATH}, \\n and # hashes"}, id="hostile-description"),
+    pytest.param({"project_name": "Space Station 9"}, id="spaces-in-name"),
+    pytest.param({"postgres_user": "_svc_user"}, id="pg-user-underscore"),
+]
+
+REJECTED = [
+    pytest.param({"project": "My Project"}, "project", id="slug-space"),
+    pytest.param({"project": "Demo"}, "project", id="slug-uppercase"),
+    pytest.param({"project": "1demo"}, "project", id="slug-leading-digit"),
+    pytest.param({"project": "-demo"}, "project", id="slug-leading-dash"),
+    pytest.param({"project": "café"}, "project", id="slug-unicode"),
+    pytest.param({"project": "a\"b"}, "project", id="slug-quote"),
+    pytest.param({"project": "a;rm -rf ~"}, "project", id="slug-shell"),
+    pytest.param({"project": "$(shell id)"}, "project", id="slug-make-metachar"),
+    pytest.param({"project": "a/b"}, "project", id="slug-slash"),
+    pytest.param({"project": "x" * 41}, "project", id="slug-too-long"),
+    pytest.param({"project_name": "123"}, "project", id="name-slugifies-to-digits"),
+    pytest.param({"postgres_user": "Bad-User"}, "postgres_user", id="pg-user-dash"),
+    pytest.param({"postgres_user": "a b"}, "postgres_user", id="pg-user-space"),
+    pytest.param({"description": "two\nlines"}, "description", id="description-newline"),
+]
+
+TEMPLATE_LEFTOVER = re.compile(r"\{\{\s*cookiecutter\.|\{%|%\}")
+
+
+def all_files(path):
+    return [p for p in path.rglob("*") if p.is_file()]
+
+
+def assert_clean_bake(result):
+    assert result.exit_code == 0, result.exception
+    assert result.exception is None
+    project = result.project_path
+    for file in all_files(project):
+        text = file.read_text(encoding="utf-8", errors="replace")
+        assert not TEMPLATE_LEFTOVER.search(text), f"template tag left in {file.relative_to(project)}"
+    return project
+
+
+def compose_vars(text: str) -> set[str]:
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", code))
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_supported_answers_bake_a_consistent_project(cookies, answers):
+    result = cookies.bake(extra_context=answers)
+    project = assert_clean_bake(result)
+    slug = result.context["project"]
+    assert project.name == slug
+
+    stack = yaml.safe_load((project / "stack.yml").read_text())
+    compose_text = (project / "compose.yaml").read_text()
+    compose = yaml.safe_load(compose_text)
+
+    expected = {"postgres", "api"} | ({"redis"} if result.context["with_redis"] else set()) | (
+        {"ui"} if result.context["with_ui"] else set()
+    )
+    assert set(stack["services"]) == expected
+    assert set(compose["services"]) == expected, "compose and stack.yml must declare the same services"
+    assert stack["project"] == slug
+    assert (project / "ui").exists() == result.context["with_ui"]
+
+    for name, svc in compose["services"].items():
+        assert "container_name" not in svc
+        assert "healthcheck" in svc, f"{name} has no healthcheck"
+        for port in svc.get("ports", []):
+            assert port.startswith("${BIND_ADDRESS:-127.0.0.1}:"), port
+            var = stack_config.var_name(name)
+            assert f"${{{var}_PORT:?" in port, port
+    assert compose["volumes"]["db_data"]["name"].startswith("${DB_DATA_VOLUME")
+    assert compose["services"]["postgres"]["image"].startswith("${POSTGRES_IMAGE:-")
+
+    # every variable compose reads is derived by the helpers or an optional override
+    derived = stack_config.load(project, {"POSTGRES_PASSWORD": "x"})
+    optional = {"POSTGRES_IMAGE", "REDIS_IMAGE", "PYTHON_IMAGE"}
+    assert compose_vars(compose_text) - set(derived) <= optional
+
+    # helpers copied verbatim (no rendering), so the tests' imports are the real ones
+    for script in (project / "scripts").glob("*.py"):
+        template_copy = stack_config.ROOT.parent / "{{cookiecutter.project}}" / "scripts" / script.name
+        assert script.read_bytes() == template_copy.read_bytes()
+
+
+@pytest.mark.parametrize("answers", SUPPORTED[:1] + SUPPORTED[7:8])
+def test_baked_secrets_are_private_ignored_and_unique(cookies, answers):
+    first = assert_clean_bake(cookies.bake(extra_context=answers))
+    local = first / "env" / "local.env"
+    assert stat.S_IMODE(os.stat(local).st_mode) == 0o600
+    password = stack_config.read_env_file(local)["POSTGRES_PASSWORD"]
+    assert len(password) >= 30
+    assert "env/local.env" in (first / ".gitignore").read_text().splitlines()
+    for file in all_files(first):
+        if file != local:
+            assert password not in file.read_text(encoding="utf-8", errors="replace"), file
+    second = assert_clean_bake(cookies.bake(extra_context=answers))
+    assert stack_config.read_env_file(second / "env" / "local.env")["POSTGRES_PASSWORD"] != password
+
+
+def test_git_ignores_the_secret_file(cookies):
+    project = assert_clean_bake(cookies.bake())
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    tracked = subprocess.run(["git", "ls-files"], cwd=project, capture_output=True, text=True, check=True).stdout.split()
+    assert "env/local.env" not in tracked
+    assert "stack.yml" in tracked and "env/dev.env" in tracked
+
+
+@pytest.mark.parametrize("answers, field", REJECTED)
+def test_rejected_answers_fail_with_one_line(cookies, capfd, answers, field):
+    result = cookies.bake(extra_context=answers)
+    assert result.exit_code != 0
+    assert result.project_path is None or not result.project_path.exists()
+    err = capfd.readouterr().err
+    error_lines = [l for l in err.splitlines() if l.startswith("error:")]
+    assert len(error_lines) == 1, err
+    assert error_lines[0].startswith(f"error: {field}")
+
+
+@pytest.mark.parametrize("answers", [SUPPORTED[0], SUPPORTED[3], SUPPORTED[7]])
+def test_baked_makefile_runs(cookies, answers):
+    project = assert_clean_bake(cookies.bake(extra_context=answers))
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("PORT_OFFSET", None)
+    out = subprocess.run(["make"], cwd=project, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for target in ("up", "down", "ps", "logs", "ports", "env", "check-ports", "nuke"):
+        assert re.search(rf"^\s+{target}\s+\S", out.stdout, re.M), f"`make help` lacks {target}"
+    ports = subprocess.run(["make", "ports"], cwd=project, env={**env, "PORT_OFFSET": "10000"}, capture_output=True, text=True)
+    assert ports.returncode == 0, ports.stderr
+    assert "127.0.0.1:18003" in ports.stdout and "127.0.0.1:15432" in ports.stdout
+
+
+def test_hostile_name_does_not_execute(cookies, tmp_path):
+    marker = "/tmp/pwned"
+    if os.path.exists(marker):
+        os.remove(marker)
+    project = assert_clean_bake(cookies.bake(extra_context=SUPPORTED[7].values[0]))
+    env = {**os.environ, "PYTHON": sys.executable}
+    for target in ("help", "env", "ports"):
+        subprocess.run(["make", target], cwd=project, env=env, capture_output=True, check=True)
+    assert not os.path.exists(marker)

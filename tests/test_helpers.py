@@ -1,0 +1,337 @@
+"""Unit tests of the generated project's helper scripts, imported directly."""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import stat
+import textwrap
+
+import pytest
+from dotenv import dotenv_values
+
+import check_ports
+import compose_run
+import docker_state
+import nuke
+import stack_config
+from stack_config import StackError
+
+STACK = textwrap.dedent(
+    """\
+    project: shop
+    services:
+      postgres: {kind: postgres, container_port: 5432, host_port: 5432, volumes: [db_data]}
+      redis: {kind: redis, container_port: 6379, host_port: 6379}
+      api: {kind: http, container_port: 8003, host_port: 8003}
+      ui: {kind: http, container_port: 3000, host_port: 3000}
+    """
+)
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "env").mkdir()
+    (tmp_path / "stack.yml").write_text(STACK)
+    (tmp_path / "env" / "dev.env").write_text("PORT_OFFSET=0\nPOSTGRES_USER=app\n")
+    return tmp_path
+
+
+def load(root, **environ):
+    return stack_config.load(root, environ)
+
+
+# ---------------------------------------------------------------- arithmetic
+@pytest.mark.parametrize(
+    "offset, expected",
+    [
+        pytest.param("0", {"POSTGRES_PORT": "5432", "REDIS_PORT": "6379", "API_PORT": "8003", "UI_PORT": "3000"}, id="zero"),
+        pytest.param("10000", {"POSTGRES_PORT": "15432", "REDIS_PORT": "16379", "API_PORT": "18003", "UI_PORT": "13000"}, id="seed003-10000"),
+        pytest.param("20000", {"POSTGRES_PORT": "25432", "API_PORT": "28003", "UI_PORT": "23000"}, id="seed003-20000"),
+        pytest.param("57532", {"API_PORT": "65535"}, id="highest-allowed"),
+    ],
+)
+def test_ports_are_base_plus_offset(root, offset, expected):
+    values = load(root, PORT_OFFSET=offset)
+    for key, port in expected.items():
+        assert values[key] == port
+    assert values["POSTGRES_CONTAINER_PORT"] == "5432"
+
+
+def test_names_carry_project_and_offset(root):
+    values = load(root, PORT_OFFSET="10000")
+    assert values["COMPOSE_PROJECT_NAME"] == "shop-10000"
+    assert values["DB_DATA_VOLUME"] == "shop_db_data_10000"
+    assert values["STACK_WORKTREE"] == str(root.resolve())
+
+
+def test_names_differ_per_offset_and_env(root):
+    (root / "env" / "test.env").write_text("PORT_OFFSET=500\n")
+    names = {
+        (load(root, PORT_OFFSET=o, ENV=e)["COMPOSE_PROJECT_NAME"], load(root, PORT_OFFSET=o, ENV=e)["DB_DATA_VOLUME"])
+        for o in ("0", "1", "10000")
+        for e in ("dev", "test")
+    }
+    assert len(names) == 6
+    assert load(root, ENV="test")["COMPOSE_PROJECT_NAME"] == "shop-test-500"
+
+
+def test_urls_follow_ports(root):
+    values = load(root, PORT_OFFSET="10000", POSTGRES_PASSWORD="pw")
+    assert values["DATABASE_URL"] == "postgresql://app:pw@127.0.0.1:15432/shop"
+    assert values["REDIS_URL"] == "redis://127.0.0.1:16379/0"
+    assert values["API_URL"] == "http://127.0.0.1:18003"
+    assert values["UI_URL"] == "http://127.0.0.1:13000"
+
+
+@pytest.mark.parametrize(
+    "bind, host",
+    [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"), ("::", "[::1]"), ("::1", "[::1]"), ("192.168.1.5", "192.168.1.5")],
+    ids=["loopback", "any-v4", "any-v6", "loopback-v6", "lan"],
+)
+def test_client_host_for_bind_address(root, bind, host):
+    values = load(root, BIND_ADDRESS=bind)
+    assert values["BIND_ADDRESS"] == bind
+    assert values["API_URL"] == f"http://{host}:8003"
+
+
+# ---------------------------------------------------------------- validation
+BAD_OFFSETS = [
+    pytest.param("abc", "not a non-negative integer", id="letters"),
+    pytest.param("-1", "not a non-negative integer", id="negative"),
+    pytest.param("1.5", "not a non-negative integer", id="fraction"),
+    pytest.param("", "not a non-negative integer", id="empty"),
+    pytest.param(" 10", "not a non-negative integer", id="leading-space"),
+    pytest.param("1e3", "not a non-negative integer", id="exponent"),
+    pytest.param("\u0663", "not a non-negative integer", id="unicode-digit"),
+    pytest.param("70000", "out of range", id="70000"),
+    pytest.param("57533", "out of range", id="pushes-api-past-65535"),
+]
+
+
+@pytest.mark.parametrize("raw, problem", BAD_OFFSETS)
+def test_bad_offset_is_one_clear_line(root, raw, problem):
+    with pytest.raises(StackError) as info:
+        load(root, PORT_OFFSET=raw)
+    message = str(info.value)
+    assert "\n" not in message
+    assert problem in message
+    assert repr(raw) in message or raw in message
+    assert "0-57532" in message and "1024-65535" in message
+
+
+def test_offset_range_respects_low_bases(root):
+    (root / "stack.yml").write_text("project: x\nservices:\n  web: {container_port: 80, host_port: 80}\n")
+    with pytest.raises(StackError, match="integers 944-65455"):
+        load(root, PORT_OFFSET="0")
+    assert load(root, PORT_OFFSET="944")["WEB_PORT"] == "1024"
+
+
+def test_bad_offset_in_env_file_names_the_file(root):
+    (root / "env" / "local.env").write_text("PORT_OFFSET=oops\n")
+    with pytest.raises(StackError, match=r"from env/local.env"):
+        load(root)
+
+
+@pytest.mark.parametrize("bind", ["localhost", "999.1.1.1", "", "127.0.0.1:80"], ids=["name", "bad-octet", "empty", "with-port"])
+def test_bad_bind_address(root, bind):
+    with pytest.raises(StackError, match="BIND_ADDRESS"):
+        load(root, BIND_ADDRESS=bind)
+
+
+BAD_STACKS = [
+    pytest.param("project: [unclosed\n", "not valid YAML", id="not-yaml"),
+    pytest.param("- a\n- b\n", "must be a mapping", id="a-list"),
+    pytest.param("project: x\nservices: {}\nextra: 1\n", "unknown top-level", id="unknown-top-key"),
+    pytest.param("project: X\nservices:\n  a: {container_port: 1, host_port: 2000}\n", "lowercase slug", id="bad-project"),
+    pytest.param("project: x\nservices: {}\n", "non-empty mapping", id="no-services"),
+    pytest.param("project: x\nservices:\n  a: {container_port: 1, host_port: 2000, colour: red}\n", "unknown key", id="unknown-service-key"),
+    pytest.param("project: x\nservices:\n  a: {container_port: 1}\n", "missing host_port", id="no-host-port"),
+    pytest.param("project: x\nservices:\n  a: {host_port: 2000}\n", "missing container_port", id="no-container-port"),
+    pytest.param("project: x\nservices:\n  a: {container_port: 1, host_port: 70000}\n", "1-65535", id="port-too-big"),
+    pytest.param("project: x\nservices:\n  a: {container_port: 0, host_port: 2000}\n", "1-65535", id="port-zero"),
+    pytest.param("project: x\nservices:\n  a: {container_port: '80', host_port: 2000}\n", "1-65535", id="port-string"),
+    pytest.param(
+        "project: x\nservices:\n  a: {container_port: 1, host_port: 2000}\n  b: {container_port: 1, host_port: 2000}\n",
+        "also used by service 'a'",
+        id="duplicate-host-port",
+    ),
+    pytest.param("project: x\nservices:\n  a: {container_port: 1, host_port: 2000, kind: mysql}\n", "kind", id="unknown-kind"),
+    pytest.param(
+        "project: x\nservices:\n  a: {container_port: 1, host_port: 2000, volumes: [d]}\n  b: {container_port: 1, host_port: 2001, volumes: [d]}\n",
+        "also declared",
+        id="duplicate-volume",
+    ),
+]
+
+
+@pytest.mark.parametrize("text, problem", BAD_STACKS)
+def test_bad_stack_yml(root, text, problem):
+    (root / "stack.yml").write_text(text)
+    with pytest.raises(StackError, match=problem) as info:
+        load(root)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_stack_yml(root):
+    (root / "stack.yml").unlink()
+    with pytest.raises(StackError, match="cannot read"):
+        load(root)
+
+
+def test_malformed_env_line_names_file_and_line(root):
+    (root / "env" / "dev.env").write_text("PORT_OFFSET=0\n# fine\nthis is not an assignment\n")
+    with pytest.raises(StackError, match=r"env/dev.env: line 3 "):
+        load(root)
+
+
+def test_unknown_env_name(root):
+    with pytest.raises(StackError, match="env/staging.env does not exist"):
+        load(root, ENV="staging")
+    with pytest.raises(StackError, match="lowercase name"):
+        load(root, ENV="../etc")
+
+
+# ---------------------------------------------------------------- precedence
+def test_offset_precedence_env_over_local_over_dev(root):
+    assert load(root)["PORT_OFFSET"] == "0"
+    (root / "env" / "dev.env").write_text("PORT_OFFSET=100\n")
+    assert load(root)["PORT_OFFSET"] == "100"
+    (root / "env" / "local.env").write_text("PORT_OFFSET=200\n")
+    assert load(root)["PORT_OFFSET"] == "200"
+    assert load(root, PORT_OFFSET="300")["PORT_OFFSET"] == "300"
+
+
+def test_offset_defaults_to_zero_without_files(root):
+    (root / "env" / "dev.env").unlink()
+    assert load(root)["PORT_OFFSET"] == "0"
+
+
+def test_derived_values_beat_inherited_shell_values(root):
+    env = stack_config.compose_environment(root, {"PORT_OFFSET": "10000", "POSTGRES_PORT": "1", "COMPOSE_PROJECT_NAME": "other"})
+    assert env["POSTGRES_PORT"] == "15432"
+    assert env["COMPOSE_PROJECT_NAME"] == "shop-10000"
+
+
+def test_compose_environment_passes_env_file_settings(root):
+    (root / "env" / "local.env").write_text("POSTGRES_IMAGE=mirror/postgres:16\n")
+    assert stack_config.compose_environment(root, {})["POSTGRES_IMAGE"] == "mirror/postgres:16"
+    assert stack_config.compose_environment(root, {"POSTGRES_IMAGE": "x"})["POSTGRES_IMAGE"] == "x"
+
+
+# ---------------------------------------------------------------- output & secrets
+def test_env_output_is_dotenv_parseable(root):
+    values = load(root, PORT_OFFSET="10000", POSTGRES_PASSWORD="s3cret")
+    parsed = dotenv_values(stream=io.StringIO(stack_config.format_env(values)))
+    assert parsed == values
+    for key in ("PORT_OFFSET", "COMPOSE_PROJECT_NAME", "POSTGRES_PORT", "REDIS_PORT", "API_PORT", "UI_PORT", "DB_DATA_VOLUME"):
+        assert key in parsed
+
+
+def test_redact_masks_secret_everywhere(root):
+    values = stack_config.redact(load(root, POSTGRES_PASSWORD="s3cret-pw"))
+    assert not any("s3cret-pw" in v for v in values.values())
+    assert values["POSTGRES_PASSWORD"] == "********"
+    assert "********" in values["DATABASE_URL"]
+
+
+def test_ports_table_lists_every_service(root):
+    values = load(root, PORT_OFFSET="10000")
+    table = stack_config.format_ports(values, stack_config.services(root))
+    for service, port in (("postgres", "15432"), ("redis", "16379"), ("api", "18003"), ("ui", "13000")):
+        line = next(l for l in table.splitlines() if l.startswith(service))
+        assert f"127.0.0.1:{port}" in line
+    assert "shop_db_data_10000" in table
+
+
+def test_ensure_local_env_creates_private_secret_once(root):
+    path = stack_config.ensure_local_env(root)
+    first = path.read_text()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert "POSTGRES_PASSWORD=" in first
+    stack_config.ensure_local_env(root)
+    assert path.read_text() == first
+
+
+def test_ensure_local_env_keeps_existing_settings(root):
+    (root / "env" / "local.env").write_text("PORT_OFFSET=7")
+    stack_config.ensure_local_env(root)
+    values = stack_config.read_env_file(root / "env" / "local.env")
+    assert values["PORT_OFFSET"] == "7" and len(values["POSTGRES_PASSWORD"]) >= 30
+
+
+def test_main_env_prints_masked_and_exits_2_on_error(root, monkeypatch, capsys):
+    monkeypatch.setattr(stack_config, "ROOT", root)
+    monkeypatch.setattr(stack_config.load, "__defaults__", (root, None))
+    monkeypatch.setattr(stack_config.services, "__defaults__", (root,))
+    monkeypatch.setenv("POSTGRES_PASSWORD", "hunter2")
+    monkeypatch.delenv("SHOW_SECRETS", raising=False)
+    assert stack_config.main(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out and "POSTGRES_PASSWORD=********" in out
+    assert stack_config.main(["env", "--show-secrets"]) == 0
+    assert "hunter2" in capsys.readouterr().out
+    monkeypatch.setenv("PORT_OFFSET", "abc")
+    assert stack_config.main(["ports"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: PORT_OFFSET='abc'")
+
+
+# ---------------------------------------------------------------- ports
+def test_port_free_sees_a_real_listener():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert check_ports.port_free("127.0.0.1", port) is False
+    assert check_ports.port_free("127.0.0.1", port) is True
+
+
+def test_conflicts_name_service_and_port(root):
+    values = load(root, PORT_OFFSET="20000")
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 28003))
+        listener.listen()
+        busy = check_ports.busy_ports(values, stack_config.services(root))
+        assert busy == [("api", 28003)]
+        message = check_ports.describe(values, busy)
+        assert "port 28003 for service api on 127.0.0.1" in message and "PORT_OFFSET" in message
+
+
+def test_ports_of_this_copy_are_not_conflicts(root, monkeypatch):
+    values = load(root, PORT_OFFSET="20000")
+    record = {"State": {"Running": True}, "NetworkSettings": {"Ports": {"8003/tcp": [{"HostIp": "127.0.0.1", "HostPort": "28003"}]}}}
+    monkeypatch.setattr(docker_state, "containers", lambda project: [record] if project == "shop-20000" else [])
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 28003))
+        listener.listen()
+        assert check_ports.conflicts(values, stack_config.services(root)) == []
+        record["State"]["Running"] = False
+        assert check_ports.conflicts(values, stack_config.services(root)) == [("api", 28003)]
+
+
+# ---------------------------------------------------------------- compose & nuke
+def test_compose_command_honours_override():
+    assert compose_run.compose_command("docker-compose --verbose") == ["docker-compose", "--verbose"]
+
+
+def test_compose_base_args_pin_project_and_file(root):
+    values = load(root, PORT_OFFSET="10000")
+    args = compose_run.base_args(["docker", "compose"], values)
+    assert args[:4] == ["docker", "compose", "-p", "shop-10000"]
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("yes", True), ("", False), ("0", False), ("false", False), (None, False)])
+def test_truthy(value, expected):
+    assert nuke.truthy(value) is expected
+
+
+def test_nuke_refuses_without_terminal():
+    class NoTty(io.StringIO):
+        def isatty(self):
+            return False
+
+    with pytest.raises(StackError, match="FORCE=1"):
+        nuke.confirm("shop-0", NoTty("shop-0\n"))
