@@ -1,0 +1,226 @@
+"""End to end on a real Docker engine: two copies of one baked project side by side.
+
+Real `docker compose`, real PostgreSQL and Redis servers in containers
+(offline stand-in images when built here, else the official images).
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import urllib.request
+import uuid
+
+import psutil
+import psycopg
+import pytest
+import redis
+
+from conftest import Project, bake, docker_snapshot
+
+pytestmark = pytest.mark.docker
+OFFSETS = (0, 10000)
+
+
+def inspect_project(project: str) -> list[dict]:
+    ids = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True, check=True).stdout) if ids else []
+
+
+def volume_exists(name: str) -> bool:
+    return subprocess.run(["docker", "volume", "inspect", name], capture_output=True).returncode == 0
+
+
+def health(values: dict) -> dict:
+    with urllib.request.urlopen(values["API_URL"] + "/health", timeout=10) as resp:
+        return json.load(resp)
+
+
+def connect(values: dict):
+    return psycopg.connect(values["DATABASE_URL"], connect_timeout=10, autocommit=True)
+
+
+def read_marks(values: dict) -> set[str]:
+    with connect(values) as conn:
+        if conn.execute("SELECT to_regclass('public.e2e_marks')").fetchone()[0] is None:
+            return set()
+        return {r[0] for r in conn.execute("SELECT mark FROM e2e_marks")}
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory, image_env):
+    """One baked project, copies at offsets 0 and 10000 both up; nuked afterwards."""
+    project = Project(bake(tmp_path_factory.mktemp("worktree-a")), image_env)
+    try:
+        for offset in OFFSETS:
+            project.make("up", PORT_OFFSET=offset)
+        yield project, {offset: project.values(PORT_OFFSET=offset) for offset in OFFSETS}
+    finally:
+        for offset in OFFSETS:
+            project.make("nuke", check=False, PORT_OFFSET=offset, FORCE="1")
+
+
+def test_both_copies_healthy_at_once(copies):
+    project, values = copies
+    for offset in OFFSETS:
+        records = inspect_project(values[offset]["COMPOSE_PROJECT_NAME"])
+        services = {r["Config"]["Labels"]["com.docker.compose.service"] for r in records}
+        assert services == {"postgres", "redis", "api", "ui"}
+        for rec in records:
+            assert rec["State"]["Health"]["Status"] == "healthy", rec["Name"]
+
+
+def test_each_api_reports_its_own_offset_and_backends(copies):
+    _, values = copies
+    for offset in OFFSETS:
+        body = health(values[offset])
+        assert body["port_offset"] == offset
+        assert body["compose_project"] == values[offset]["COMPOSE_PROJECT_NAME"]
+        assert body["postgres"]["ok"] is True and body["redis"]["ok"] is True
+        assert body["status"] == "ok"
+
+
+def test_ui_names_its_copy_and_api(copies):
+    _, values = copies
+    for offset in OFFSETS:
+        with urllib.request.urlopen(values[offset]["UI_URL"] + "/config.json", timeout=10) as resp:
+            cfg = json.load(resp)
+        assert cfg["port_offset"] == offset and cfg["api_url"] == values[offset]["API_URL"]
+        with urllib.request.urlopen(values[offset]["UI_URL"] + "/", timeout=10) as resp:
+            assert b"/config.json" in resp.read()
+
+
+def test_ports_follow_the_offset(copies):
+    _, values = copies
+    assert values[10000]["POSTGRES_PORT"] == "15432" and values[10000]["API_PORT"] == "18003"
+    assert values[10000]["UI_PORT"] == "13000" and values[10000]["DB_DATA_VOLUME"].endswith("_db_data_10000")
+    assert values[0]["POSTGRES_PORT"] == "5432"
+
+
+def test_nothing_published_on_all_interfaces(copies):
+    _, values = copies
+    ports = set()
+    for offset in OFFSETS:
+        for rec in inspect_project(values[offset]["COMPOSE_PROJECT_NAME"]):
+            for bindings in rec["NetworkSettings"]["Ports"].values():
+                for b in bindings or []:
+                    assert b["HostIp"] == "127.0.0.1", (rec["Name"], b)
+                    ports.add(int(b["HostPort"]))
+    assert len(ports) == 8
+    listeners = [c for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports]
+    assert listeners, "docker-proxy should listen on the published ports"
+    assert all(c.laddr.ip == "127.0.0.1" for c in listeners), listeners
+
+
+def test_data_is_isolated_between_copies(copies):
+    _, values = copies
+    mark = f"a-{uuid.uuid4()}"
+    with connect(values[0]) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS e2e_marks (mark text PRIMARY KEY)")
+        conn.execute("INSERT INTO e2e_marks VALUES (%s)", (mark,))
+    assert mark in read_marks(values[0])
+    assert mark not in read_marks(values[10000])
+    r0 = redis.Redis.from_url(values[0]["REDIS_URL"])
+    r1 = redis.Redis.from_url(values[10000]["REDIS_URL"])
+    r0.set("e2e:key", mark)
+    assert r1.get("e2e:key") is None
+
+
+def test_up_on_a_running_copy_is_a_no_op(copies):
+    project, values = copies
+    before = {r["Id"]: r["State"]["StartedAt"] for r in inspect_project(values[0]["COMPOSE_PROJECT_NAME"])}
+    out = project.make("up", PORT_OFFSET=0)
+    assert "127.0.0.1:8003" in out.stdout
+    after = {r["Id"]: r["State"]["StartedAt"] for r in inspect_project(values[0]["COMPOSE_PROJECT_NAME"])}
+    assert after == before
+
+
+def test_down_keeps_data_and_nuke_removes_only_its_own_copy(copies):
+    project, values = copies
+    mark = f"keep-{uuid.uuid4()}"
+    with connect(values[0]) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS e2e_marks (mark text PRIMARY KEY)")
+        conn.execute("INSERT INTO e2e_marks VALUES (%s)", (mark,))
+
+    project.make("down", PORT_OFFSET=0)
+    assert inspect_project(values[0]["COMPOSE_PROJECT_NAME"]) == []
+    assert volume_exists(values[0]["DB_DATA_VOLUME"])
+    project.make("up", PORT_OFFSET=0)
+    assert mark in read_marks(values[0])
+
+    out = project.make("nuke", PORT_OFFSET=10000, FORCE="1")
+    assert "removed" in out.stdout
+    assert not volume_exists(values[10000]["DB_DATA_VOLUME"])
+    assert inspect_project(values[10000]["COMPOSE_PROJECT_NAME"]) == []
+    assert mark in read_marks(values[0]), "nuking copy 10000 touched copy 0"
+    assert health(values[0])["status"] == "ok"
+    project.make("up", PORT_OFFSET=10000)  # leave both up for later tests in this module
+    assert read_marks(values[10000]) == set()
+
+
+def test_make_up_refuses_a_busy_port_and_creates_nothing(copies):
+    project, _ = copies
+    values = project.values(PORT_OFFSET=30000)
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", int(values["API_PORT"])))
+        listener.listen()
+        before = docker_snapshot()
+        out = project.make("up", check=False, PORT_OFFSET=30000)
+        assert docker_snapshot() == before
+        check = project.make("check-ports", check=False, PORT_OFFSET=30000)
+    assert out.returncode != 0 and check.returncode != 0
+    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1
+    assert f"port {values['API_PORT']} for service api" in errors[0]
+    assert project.make("check-ports", PORT_OFFSET=30000).returncode == 0
+
+
+def test_foreign_volume_of_the_same_name_is_never_used_or_removed(copies):
+    project, _ = copies
+    values = project.values(PORT_OFFSET=31000)
+    name = values["DB_DATA_VOLUME"]
+    subprocess.run(["docker", "volume", "create", name], capture_output=True, check=True)
+    try:
+        before = docker_snapshot()
+        for target in ("nuke", "up"):
+            out = project.make(target, check=False, PORT_OFFSET=31000, FORCE="1")
+            assert out.returncode != 0
+            assert f"volume {name} exists but was not created by this copy" in out.stderr
+            assert docker_snapshot() == before
+    finally:
+        subprocess.run(["docker", "volume", "rm", name], capture_output=True)
+
+
+def test_another_worktree_cannot_take_over_or_nuke_a_running_copy(copies, tmp_path, image_env):
+    _, values = copies
+    other = Project(bake(tmp_path), image_env)  # same slug, another directory
+    before = docker_snapshot()
+    for target in ("up", "nuke"):
+        out = other.make(target, check=False, PORT_OFFSET=0, FORCE="1")
+        assert out.returncode != 0
+        assert "belongs to another worktree" in out.stderr, out.stderr
+    assert docker_snapshot() == before
+    assert health(values[0])["status"] == "ok"
+
+
+BAD_OFFSETS = ["abc", "-1", "1.5", "", "70000", "57533", "0x10"]
+
+
+@pytest.mark.parametrize("target", ["up", "nuke", "check-ports", "env"])
+@pytest.mark.parametrize("offset", BAD_OFFSETS, ids=lambda v: repr(v))
+def test_bad_offset_creates_nothing(tmp_path_factory, image_env, docker_engine, offset, target):
+    project = Project(bake(tmp_path_factory.mktemp("bad")), image_env)
+    (project.path / "env" / "local.env").unlink()
+    before = docker_snapshot()
+    out = project.make(target, check=False, PORT_OFFSET=offset, FORCE="1")
+    assert out.returncode != 0
+    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1, out.stderr
+    assert f"PORT_OFFSET={offset!r}" in errors[0] or f"PORT_OFFSET={offset} " in errors[0]
+    assert "1024-65535" in errors[0]
+    assert docker_snapshot() == before
+    assert not (project.path / "env" / "local.env").exists()
