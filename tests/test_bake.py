@@ -163,3 +163,15 @@ def test_hostile_name_does_not_execute(cookies, tmp_path):
     for target in ("help", "env", "ports"):
         subprocess.run(["make", target], cwd=project, env=env, capture_output=True, check=True)
     assert not os.path.exists(marker)
+
+
+def test_fresh_project_installs_its_own_virtualenv(cookies):
+    """A user's fresh clone: no PYTHON given, so make builds .venv from requirements-dev.txt."""
+    project = assert_clean_bake(cookies.bake())
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PORT_OFFSET", "VIRTUAL_ENV")}
+    out = subprocess.run(["make", "env"], cwd=project, env={**env, "PORT_OFFSET": "10000"}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert (project / ".venv" / ".installed").exists()
+    assert "POSTGRES_PORT=15432" in out.stdout.splitlines()
+    again = subprocess.run(["make", "env"], cwd=project, env=env, capture_output=True, text=True)
+    assert "POSTGRES_PORT=5432" in again.stdout.splitlines()
