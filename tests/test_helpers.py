@@ -287,29 +287,34 @@ def test_port_free_sees_a_real_listener():
     assert check_ports.port_free("127.0.0.1", port) is True
 
 
+def api_listener():
+    """A real listener on a kernel-chosen port, and the offset that puts the api there."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    return listener, port, str(port - 8003)
+
+
 def test_conflicts_name_service_and_port(root):
-    values = load(root, PORT_OFFSET="20000")
-    with socket.socket() as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 28003))
-        listener.listen()
+    listener, port, offset = api_listener()
+    with listener:
+        values = load(root, PORT_OFFSET=offset)
         busy = check_ports.busy_ports(values, stack_config.services(root))
-        assert busy == [("api", 28003)]
-        message = check_ports.describe(values, busy)
-        assert "port 28003 for service api on 127.0.0.1" in message and "PORT_OFFSET" in message
+        assert ("api", port) in busy
+        message = check_ports.describe(values, [("api", port)])
+        assert f"port {port} for service api on 127.0.0.1" in message and "PORT_OFFSET" in message
 
 
 def test_ports_of_this_copy_are_not_conflicts(root, monkeypatch):
-    values = load(root, PORT_OFFSET="20000")
-    record = {"State": {"Running": True}, "NetworkSettings": {"Ports": {"8003/tcp": [{"HostIp": "127.0.0.1", "HostPort": "28003"}]}}}
-    monkeypatch.setattr(docker_state, "containers", lambda project: [record] if project == "shop-20000" else [])
-    with socket.socket() as listener:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 28003))
-        listener.listen()
-        assert check_ports.conflicts(values, stack_config.services(root)) == []
+    listener, port, offset = api_listener()
+    record = {"State": {"Running": True}, "NetworkSettings": {"Ports": {"8003/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}}
+    monkeypatch.setattr(docker_state, "containers", lambda project: [record] if project == f"shop-{offset}" else [])
+    with listener:
+        values = load(root, PORT_OFFSET=offset)
+        assert ("api", port) not in check_ports.conflicts(values, stack_config.services(root))
         record["State"]["Running"] = False
-        assert check_ports.conflicts(values, stack_config.services(root)) == [("api", 28003)]
+        assert ("api", port) in check_ports.conflicts(values, stack_config.services(root))
 
 
 # ---------------------------------------------------------------- compose & nuke
@@ -335,3 +340,31 @@ def test_nuke_refuses_without_terminal():
 
     with pytest.raises(StackError, match="FORCE=1"):
         nuke.confirm("shop-0", NoTty("shop-0\n"))
+
+
+def test_compose_detection_prefers_v2_then_falls_back_to_v1(monkeypatch):
+    import shutil
+    import subprocess as sp
+
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append(argv)
+        return sp.CompletedProcess(argv, 1 if argv[:2] == ["docker", "compose"] else 0, b"", b"")
+
+    monkeypatch.delenv("COMPOSE", raising=False)
+    monkeypatch.setattr(compose_run.subprocess, "run", fake_run)
+    monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/docker-compose" if name == "docker-compose" else None)
+    assert compose_run.compose_command() == ["docker-compose"]
+    assert calls[0] == ["docker", "compose", "version"]
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(StackError, match="neither `docker compose`"):
+        compose_run.compose_command()
+
+
+@pytest.mark.parametrize("version, v1", [("1.29.2", True), ("2.26.1", False), ("v2.30.0", False)])
+def test_is_v1(monkeypatch, version, v1):
+    import subprocess as sp
+
+    monkeypatch.setattr(compose_run.subprocess, "run", lambda argv, **kw: sp.CompletedProcess(argv, 0, version + "\n", ""))
+    assert compose_run.is_v1(["docker-compose"]) is v1
