@@ -225,6 +225,21 @@ def drop_owned_databases(conn, values: dict, keep: tuple[str, ...] = ()) -> list
     return dropped
 
 
+def clear_stale_redis(values: dict, mode: str) -> int:
+    """Delete this copy's test keys (left by killed runs) from Redis; return how many."""
+    if "REDIS_URL" not in values:
+        return 0
+    import redis  # lazy
+
+    prefix = f"test:{values['COMPOSE_PROJECT_NAME']}:"
+    removed = 0
+    for db in range(REDIS_DBS) if mode == "db" else (0,):
+        client = redis.Redis.from_url(values["REDIS_URL"], db=db, socket_connect_timeout=5)
+        keys = list(client.scan_iter(match=prefix + "*", count=500))
+        removed += client.delete(*keys) if keys else 0
+    return removed
+
+
 def build_template(conn, values: dict, schema_files: list[Path]) -> str:
     """(Re)create the run's template database from the schema files."""
     import psycopg
@@ -337,6 +352,7 @@ def pytest_configure(config):
     try:
         with admin_connect(state.values) as conn:
             drop_owned_databases(conn, state.values)
+            clear_stale_redis(state.values, state.redis_mode)
             build_template(conn, state.values, [p for p in state.schema if p.exists()])
             if not state.isolated:
                 clone_database(conn, state.values, ctx.database_name)

@@ -1,0 +1,149 @@
+"""Unit tests of the generated project's pytest isolation plugin (imported directly)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import pytest_isolation as iso
+from stack_config import StackError
+
+SERVICES = {"postgres": {}, "redis": {}, "api": {}, "ui": {}}
+
+
+def values(offset=0, project="shop"):
+    base = {"postgres": 5432, "redis": 6379, "api": 8003, "ui": 3000}
+    out = {
+        "PORT_OFFSET": str(offset),
+        "COMPOSE_PROJECT_NAME": f"{project}-{offset}",
+        "DATABASE_URL": f"postgresql://app:pw@127.0.0.1:{5432 + offset}/{project}",
+        "REDIS_URL": f"redis://127.0.0.1:{6379 + offset}/0",
+        "BIND_ADDRESS": "127.0.0.1",
+    }
+    for name, port in base.items():
+        out[f"{name.upper()}_PORT"] = str(port + offset)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def services(monkeypatch):
+    monkeypatch.setattr(iso.stack_config, "services", lambda root=None: SERVICES)
+
+
+@pytest.mark.parametrize("worker, index", [("master", 0), ("gw0", 0), ("gw1", 1), ("gw13", 13)])
+def test_worker_index(worker, index):
+    assert iso.worker_index(worker) == index
+
+
+@pytest.mark.parametrize("worker", ["gw", "gw-1", "worker1", "", "GW0"])
+def test_bad_worker_id(worker):
+    with pytest.raises(StackError, match="worker id"):
+        iso.worker_index(worker)
+
+
+def test_database_names_carry_project_offset_and_worker():
+    assert iso.database_name(values(10000, "demo-stack"), "gw0") == "test_demo_stack_10000_gw0"
+    assert iso.database_name(values(0, "demo-stack"), "template") == "test_demo_stack_0_template"
+    with pytest.raises(StackError, match="63 characters"):
+        iso.database_name(values(0, "x" * 60), "gw0")
+
+
+@pytest.mark.parametrize(
+    "name, owned",
+    [
+        ("test_shop_0_gw0", True),
+        ("test_shop_0_gw12", True),
+        ("test_shop_0_master", True),
+        ("test_shop_0_template", True),
+        ("test_shop_0_shared", True),
+        ("test_shop_10000_gw0", False),  # another copy
+        ("test_shop_0_gw0_extra", False),
+        ("test_shop_0_gwx", False),
+        ("shop", False),
+        ("test_shop_0_", False),
+    ],
+)
+def test_only_this_copys_databases_are_owned(name, owned):
+    assert iso.owned_database(values(0), name) is owned
+
+
+def test_port_blocks_follow_worker_and_offset():
+    assert iso.port_block(values(0), 0, SERVICES) == iso.PortBlock(20000)
+    assert iso.port_block(values(0), 1, SERVICES).start == 20100  # seed 002: base + index * 100
+    assert iso.port_block(values(10000), 4, SERVICES).start == 30400  # a replacement gw4 under -n 4
+    blocks = [set(iso.port_block(values(o), i, SERVICES)) for o in (0, 1000, 10000) for i in range(10)]
+    assert sum(len(b) for b in blocks) == len(set().union(*blocks)), "blocks overlap"
+
+
+def test_port_block_range_runs_out_clearly():
+    with pytest.raises(StackError, match="worker 10 has no port block: range 20000-20999 holds 10 blocks"):
+        iso.port_block(values(0), 10, SERVICES)
+    with pytest.raises(StackError, match="past 65535"):
+        iso.port_block(values(45000), 0, SERVICES)
+
+
+def test_port_block_never_overlaps_the_stack():
+    v = values(0)
+    v["UI_PORT"] = "20050"
+    with pytest.raises(StackError, match="overlaps the stack's ui port 20050"):
+        iso.port_block(v, 0, SERVICES)
+    for offset in (0, 1000, 10000, 20000):
+        stack_ports = {int(values(offset)[f"{s.upper()}_PORT"]) for s in SERVICES}
+        for i in range(10):
+            assert not stack_ports & set(iso.port_block(values(offset), i, SERVICES))
+
+
+def test_port_block_index_checks():
+    block = iso.PortBlock(20100)
+    assert list(block)[:2] == [20100, 20101] and len(list(block)) == 100
+    with pytest.raises(StackError, match="outside this worker's block"):
+        block.port(100)
+
+
+def test_topic_namespace_translates_and_strips():
+    ns = iso.TopicNamespace("test/gw1")
+    assert ns.topic("frigate/camera_0/fire") == "test/gw1/frigate/camera_0/fire"
+    assert ns.topic("/a") == "test/gw1/a"
+    assert ns.strip("test/gw1/frigate/camera_0/fire") == "frigate/camera_0/fire"
+    assert ns.owns("test/gw1/x") and not ns.owns("test/gw10/x")
+    with pytest.raises(ValueError):
+        ns.strip("test/gw10/x")  # seed 002's str.replace would have mangled this
+
+
+def test_contexts_differ_per_worker_and_coincide_without_isolation(tmp_path):
+    a = iso.build_context(values(0), "gw0", True, tmp_path)
+    b = iso.build_context(values(0), "gw1", True, tmp_path)
+    for field in ("database_name", "database_url", "ports", "tmp_dir", "topics"):
+        assert getattr(a, field) != getattr(b, field), field
+    assert a.redis.prefix != b.redis.prefix
+    assert a.container_name("broker") != b.container_name("broker")
+    assert "gw0" in a.tmp_dir.name and a.database_url.endswith("/test_shop_0_gw0")
+    shared = [iso.build_context(values(0), w, False, tmp_path) for w in ("gw0", "gw1")]
+    for field in ("database_name", "ports", "tmp_dir", "topics"):
+        assert getattr(shared[0], field) == getattr(shared[1], field), field
+
+
+def test_two_copies_never_share_names(tmp_path):
+    a = iso.build_context(values(0), "gw0", True, tmp_path)
+    b = iso.build_context(values(10000), "gw0", True, tmp_path)
+    assert a.database_name != b.database_name and a.redis.prefix != b.redis.prefix
+    assert a.container_name("x") != b.container_name("x") and a.tmp_dir != b.tmp_dir
+    assert not set(a.ports) & set(b.ports)
+
+
+def test_redis_db_mode_respects_sixteen_databases(tmp_path):
+    assert iso.build_context(values(0), "gw3", True, tmp_path, "db").redis.db == 4
+    with pytest.raises(StackError, match="Redis has 16"):
+        iso.build_context(values(0), "gw15", True, tmp_path, "db")
+
+
+def test_container_name_rejects_bad_service(tmp_path):
+    ctx = iso.build_context(values(0), "gw2", True, tmp_path)
+    assert ctx.container_name("mqtt-broker") == "shop-0-gw2-mqtt-broker"
+    with pytest.raises(ValueError):
+        ctx.container_name("a b")
+
+
+def test_unsafe_identifiers_are_refused():
+    with pytest.raises(StackError, match="unsafe"):
+        iso._ident('x"; DROP DATABASE postgres; --')

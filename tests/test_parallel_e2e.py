@@ -1,0 +1,129 @@
+"""`make test` / `make test-parallel` of a baked project on a real engine.
+
+Real pytest-xdist workers, real per-worker databases cloned on each copy's
+own PostgreSQL, real Redis.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import psutil
+import psycopg
+import pytest
+
+from conftest import Project, bake
+
+pytestmark = pytest.mark.docker
+OFFSETS = (0, 10000)
+
+
+def passed_ids(junit_path) -> set[str]:
+    ids = set()
+    for case in ET.parse(junit_path).getroot().iter("testcase"):
+        if not any(child.tag in ("failure", "error", "skipped") for child in case):
+            ids.add(f"{case.get('classname')}::{case.get('name')}")
+    return ids
+
+
+def test_databases(values: dict) -> set[str]:
+    with psycopg.connect(values["DATABASE_URL"], autocommit=True, connect_timeout=10) as conn:
+        return {r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test%'")}
+
+
+test_databases.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory, image_env):
+    project = Project(bake(tmp_path_factory.mktemp("worktree-par")), image_env)
+    try:
+        for offset in OFFSETS:
+            project.make("up", PORT_OFFSET=offset)
+        yield project, {offset: project.values(PORT_OFFSET=offset) for offset in OFFSETS}
+    finally:
+        for offset in OFFSETS:
+            project.make("nuke", check=False, PORT_OFFSET=offset, FORCE="1")
+
+
+def test_sequential_and_parallel_pass_the_same_tests(copies, tmp_path):
+    project, values = copies
+    seq, par = tmp_path / "seq.xml", tmp_path / "par.xml"
+    project.make("test", PORT_OFFSET=0, ARGS=f"--junitxml={seq}")
+    out = project.make("test-parallel", PORT_OFFSET=0, PYTEST_WORKERS="2", ARGS=f"--junitxml={par}")
+    assert "2 workers" in out.stdout
+    assert passed_ids(seq) == passed_ids(par)
+    assert len(passed_ids(seq)) >= 20
+    assert test_databases(values[0]) == set(), "a run left databases behind"
+
+
+def test_two_copies_run_their_suites_at_the_same_time(copies):
+    project, values = copies
+    env = {**os.environ, "PYTHON": sys.executable, **project.base_env, "PYTEST_WORKERS": "2"}
+    procs = [
+        subprocess.Popen(
+            ["make", "test-parallel"], cwd=project.path, env={**env, "PORT_OFFSET": str(offset)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for offset in OFFSETS
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out
+        assert " passed" in out and "failed" not in out
+    for offset in OFFSETS:
+        assert test_databases(values[offset]) == set()
+
+
+def test_killed_run_leaves_nothing_after_the_next_run(copies):
+    project, values = copies
+    env = {**os.environ, "PYTHON": sys.executable, **project.base_env, "PORT_OFFSET": "0", "PYTEST_WORKERS": "2"}
+    proc = subprocess.Popen(
+        ["make", "test-parallel"], cwd=project.path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    seen: set[str] = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any("_gw" in n for n in seen):
+        seen = test_databases(values[0])
+        time.sleep(0.05)
+    group = [p for p in psutil.process_iter() if _in_group(p, proc.pid)]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    psutil.wait_procs(group, timeout=30)
+    assert any("_gw" in n for n in seen), "the run never reached its workers' databases"
+    assert not [p for p in group if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], "workers survived kill -9"
+    leftover = test_databases(values[0])
+    assert leftover, "kill -9 should have left the killed run's databases"
+
+    project.make("test-parallel", PORT_OFFSET=0, PYTEST_WORKERS="2")
+    assert test_databases(values[0]) == set(), "databases of the killed run remain"
+
+
+def _in_group(proc, pgid) -> bool:
+    try:
+        return os.getpgid(proc.pid) == pgid
+    except (ProcessLookupError, psutil.Error):
+        return False
+
+
+def test_suite_detects_collisions_without_isolation(copies):
+    project, values = copies
+    out = project.make("test-parallel", check=False, PORT_OFFSET=0, PYTEST_WORKERS="2", ARGS="--no-isolation")
+    assert out.returncode != 0
+    assert "already exists" in out.stdout or "already claimed" in out.stdout or "Address already in use" in out.stdout
+    assert test_databases(values[0]) == set()
+
+
+def test_suite_says_in_one_line_when_the_stack_is_down(copies):
+    project, _ = copies
+    out = project.make("test", check=False, PORT_OFFSET=30000)
+    assert out.returncode != 0
+    lines = [l for l in (out.stdout + out.stderr).splitlines() if "is not up" in l]
+    assert len(lines) == 1 and "make up" in lines[0], out.stdout + out.stderr
+    unit = project.make("test-unit", PORT_OFFSET=30000, PYTEST_WORKERS="2")
+    assert " passed" in unit.stdout and "failed" not in unit.stdout
