@@ -15,6 +15,10 @@ demo: $(VENV)/.installed ## Bake a demo project with defaults and run two copies
 test: $(VENV)/.installed ## Run the whole test suite (unit, bake, end-to-end on real Docker)
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
+##@ Measure
+bench: $(VENV)/.installed ## Benchmark isolation (suite sequential vs parallel, DB clone vs schema vs container)
+	@$(PY) bench/isolation.py
+
 ##@ Setup
 setup: $(VENV)/.installed ## Create .venv with the pinned dev dependencies
 
@@ -34,4 +38,4 @@ help: ## Show this help
 	  /^##@/ {printf "\n%s\n", substr($$0, 5); next} \
 	  /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-.PHONY: demo demo-clean test setup offline-images help
+.PHONY: demo demo-clean test bench setup offline-images help

@@ -99,6 +99,19 @@ def test_supported_answers_bake_a_consistent_project(cookies, answers):
     optional = {"POSTGRES_IMAGE", "REDIS_IMAGE", "PYTHON_IMAGE"}
     assert compose_vars(compose_text) - set(derived) <= optional
 
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "tests.yml").read_text())
+    runs = [step.get("run", "") for step in workflow["jobs"]["test"]["steps"]]
+    assert "make test-parallel" in runs and "FORCE=1 make nuke" in runs
+    assert workflow["jobs"]["test"]["concurrency"]["group"].startswith("tests-${{ github.workflow }}")
+
+    import configparser
+
+    ini = configparser.ConfigParser()
+    ini.read(project / "pytest.ini")
+    markers = {line.split(":")[0].strip() for line in ini["pytest"]["markers"].strip().splitlines()}
+    assert markers == {"unit", "api", "processing", "e2e"}
+    assert "--strict-markers" in ini["pytest"]["addopts"]
+
     # helpers copied verbatim (no rendering), so the tests' imports are the real ones
     for script in (project / "scripts").glob("*.py"):
         template_copy = stack_config.ROOT.parent / "{{cookiecutter.project}}" / "scripts" / script.name

@@ -224,3 +224,20 @@ def test_bad_offset_creates_nothing(tmp_path_factory, image_env, docker_engine, 
     assert "1024-65535" in errors[0]
     assert docker_snapshot() == before
     assert not (project.path / "env" / "local.env").exists()
+
+
+def test_up_refuses_a_volume_whose_password_was_lost(tmp_path, image_env):
+    project = Project(bake(tmp_path), image_env)
+    try:
+        project.make("up", PORT_OFFSET=32000)
+        project.make("down", PORT_OFFSET=32000)
+        (project.path / "env" / "local.env").unlink()
+        before = docker_snapshot()
+        out = project.make("up", check=False, PORT_OFFSET=32000)
+        assert out.returncode != 0
+        errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+        assert len(errors) == 1 and "POSTGRES_PASSWORD is missing from env/local.env" in errors[0]
+        assert docker_snapshot() == before
+        assert not (project.path / "env" / "local.env").exists()
+    finally:
+        project.make("nuke", check=False, PORT_OFFSET=32000, FORCE="1")

@@ -77,6 +77,13 @@ def up(values: dict, env: dict, cmd: list[str], extra: list[str]) -> int:
     found = check_ports.conflicts(values, stack_config.services())
     if found:
         raise StackError(check_ports.describe(values, found))
+    if not values["POSTGRES_PASSWORD"]:
+        for key, name in values.items():
+            if key.endswith("_VOLUME") and docker_state.volume(name) is not None:
+                raise StackError(
+                    f"volume {name} holds a database set up with a password this worktree no longer has "
+                    "(POSTGRES_PASSWORD is missing from env/local.env); restore it there, or `make nuke` to start over"
+                )
     stack_config.ensure_local_env(ROOT)
     env = stack_config.compose_environment(ROOT, env)  # re-read: the password may be new
     v1 = is_v1(cmd)

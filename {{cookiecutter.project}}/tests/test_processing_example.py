@@ -45,7 +45,7 @@ def file_server(worker_ports, worker_tmp_dir):
     (worker_tmp_dir / "hello.txt").write_text("hello")
     handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(worker_tmp_dir), **kw)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", worker_ports.port(1)), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{worker_ports.port(1)}"
     server.shutdown()
