@@ -254,19 +254,32 @@ def build_template(conn, values: dict, schema_files: list[Path]) -> str:
     return template
 
 
-def clone_database(conn, values: dict, name: str) -> None:
-    """CREATE DATABASE name TEMPLATE <template>, serialised by an advisory lock."""
+def clone_database(conn, values: dict, name: str, attempts: int = 20) -> None:
+    """CREATE DATABASE name TEMPLATE <template>.
+
+    Only sessions connected to the template block a clone (clones from other
+    sessions take compatible locks and run concurrently), so stray sessions
+    on the template are terminated first and a clone that still meets one is
+    retried, bounded.
+    """
+    import time
+
+    import psycopg
+
     template = database_name(values, "template")
-    conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (template,))
-    try:
+    conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+    for attempt in range(attempts):
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (template,),
         )
-        conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(template)}")
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (template,))
+        try:
+            conn.execute(f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(template)}")
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == attempts - 1:
+                raise StackError(f"cannot clone {template}: other sessions keep using it") from None
+            time.sleep(0.1)
 
 
 def drop_database(conn, name: str) -> None:
