@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,9 +82,20 @@ class Project:
         return dict(dotenv_values(stream=io.StringIO(out)))
 
 
-@pytest.fixture
-def baked(tmp_path) -> Project:
-    return Project(bake(tmp_path), {})
+@contextmanager
+def running_copies(directory: Path, image_env: dict, offsets):
+    """Bake one project into `directory`, `make up` a copy per offset; nuke them all afterwards.
+
+    Yields (project, {offset: values as `make env` prints them}).
+    """
+    project = Project(bake(directory), image_env)
+    try:
+        for offset in offsets:
+            project.make("up", PORT_OFFSET=offset)
+        yield project, {offset: project.values(PORT_OFFSET=offset) for offset in offsets}
+    finally:
+        for offset in offsets:
+            project.make("nuke", check=False, PORT_OFFSET=offset, FORCE="1")
 
 
 def docker_snapshot() -> dict:

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import redis
 
-from conftest import Project, bake, docker_snapshot
+from conftest import Project, bake, docker_snapshot, running_copies
 
 pytestmark = pytest.mark.docker
 OFFSETS = (0, 10000)
@@ -53,14 +53,8 @@ def read_marks(values: dict) -> set[str]:
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory, image_env):
     """One baked project, copies at offsets 0 and 10000 both up; nuked afterwards."""
-    project = Project(bake(tmp_path_factory.mktemp("worktree-a")), image_env)
-    try:
-        for offset in OFFSETS:
-            project.make("up", PORT_OFFSET=offset)
-        yield project, {offset: project.values(PORT_OFFSET=offset) for offset in OFFSETS}
-    finally:
-        for offset in OFFSETS:
-            project.make("nuke", check=False, PORT_OFFSET=offset, FORCE="1")
+    with running_copies(tmp_path_factory.mktemp("worktree-a"), image_env, OFFSETS) as result:
+        yield result
 
 
 def test_both_copies_healthy_at_once(copies):

@@ -1,7 +1,6 @@
 """Unit tests of the generated project's pytest isolation plugin (imported directly)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

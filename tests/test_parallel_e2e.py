@@ -16,7 +16,7 @@ import psutil
 import psycopg
 import pytest
 
-from conftest import Project, bake
+from conftest import running_copies
 
 pytestmark = pytest.mark.docker
 OFFSETS = (0, 10000)
@@ -40,14 +40,9 @@ test_databases.__test__ = False  # a helper, not a test
 
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory, image_env):
-    project = Project(bake(tmp_path_factory.mktemp("worktree-par")), image_env)
-    try:
-        for offset in OFFSETS:
-            project.make("up", PORT_OFFSET=offset)
-        yield project, {offset: project.values(PORT_OFFSET=offset) for offset in OFFSETS}
-    finally:
-        for offset in OFFSETS:
-            project.make("nuke", check=False, PORT_OFFSET=offset, FORCE="1")
+    """One baked project, copies at offsets 0 and 10000 both up; nuked afterwards."""
+    with running_copies(tmp_path_factory.mktemp("worktree-par"), image_env, OFFSETS) as result:
+        yield result
 
 
 def test_sequential_and_parallel_pass_the_same_tests(copies, tmp_path):
