@@ -235,3 +235,25 @@ def test_up_refuses_a_volume_whose_password_was_lost(tmp_path, image_env):
         assert not (project.path / "env" / "local.env").exists()
     finally:
         project.make("nuke", check=False, PORT_OFFSET=32000, FORCE="1")
+
+
+def test_port_held_by_another_copys_container_is_named(copies):
+    project, values = copies
+    # offset 12432 puts this copy's ui on 15432: the postgres port of copy 10000
+    before = docker_snapshot()
+    for target in ("check-ports", "up"):
+        out = project.make(target, check=False, PORT_OFFSET=12432)
+        assert out.returncode != 0
+        errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+        assert len(errors) == 1, out.stderr
+        line = errors[0]
+        assert "port 15432 for service ui on 127.0.0.1 is held by container demo-stack-10000-postgres-1" in line
+        assert f"compose project demo-stack-10000, worktree {project.path}" in line
+        assert "is free" in line
+    assert docker_snapshot() == before
+
+
+def test_check_ports_of_a_running_copy_passes(copies):
+    project, _ = copies
+    out = project.make("check-ports", PORT_OFFSET=10000)
+    assert "ports ok for demo-stack-10000" in out.stdout

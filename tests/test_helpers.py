@@ -12,7 +12,6 @@ from dotenv import dotenv_values
 
 import check_ports
 import compose_run
-import docker_state
 import nuke
 import stack_config
 from stack_config import StackError
@@ -287,34 +286,81 @@ def test_port_free_sees_a_real_listener():
     assert check_ports.port_free("127.0.0.1", port) is True
 
 
-def api_listener():
+def api_listener(family=socket.AF_INET, host="127.0.0.1", v6only=None):
     """A real listener on a kernel-chosen port, and the offset that puts the api there."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
+    listener = socket.socket(family)
+    if v6only is not None:
+        listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+    listener.bind((host, 0))
     listener.listen()
     port = listener.getsockname()[1]
     return listener, port, str(port - 8003)
 
 
-def test_conflicts_name_service_and_port(root):
+def api_conflict(found, port):
+    return next(c for c in found if c.service == "api" and c.port == port)
+
+
+def test_foreign_ipv4_listener_is_named_with_its_pid(root):
     listener, port, offset = api_listener()
     with listener:
         values = load(root, PORT_OFFSET=offset)
-        busy = check_ports.busy_ports(values, stack_config.services(root))
-        assert ("api", port) in busy
-        message = check_ports.describe(values, [("api", port)])
-        assert f"port {port} for service api on 127.0.0.1" in message and "PORT_OFFSET" in message
+        found = check_ports.find_conflicts(values, stack_config.services(root), running=[])
+        conflict = api_conflict(found, port)
+        assert f"pid {os.getpid()} (" in conflict.owner and "python" in conflict.owner
+        message = check_ports.describe(values, found, 12000)
+        assert message.startswith(f"port {port} for service api on 127.0.0.1 is held by pid {os.getpid()}")
+        assert "PORT_OFFSET=12000 is free" in message and "\n" not in message
 
 
-def test_ports_of_this_copy_are_not_conflicts(root, monkeypatch):
-    listener, port, offset = api_listener()
-    record = {"State": {"Running": True}, "NetworkSettings": {"Ports": {"8003/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}}
-    monkeypatch.setattr(docker_state, "containers", lambda project: [record] if project == f"shop-{offset}" else [])
+@pytest.mark.skipif(not check_ports._ipv6_available(), reason="this machine has no IPv6 loopback")
+def test_foreign_dual_stack_listener_on_any_v6_is_named(root):
+    listener, port, offset = api_listener(socket.AF_INET6, "::", v6only=0)
     with listener:
         values = load(root, PORT_OFFSET=offset)
-        assert ("api", port) not in check_ports.conflicts(values, stack_config.services(root))
-        record["State"]["Running"] = False
-        assert ("api", port) in check_ports.conflicts(values, stack_config.services(root))
+        conflict = api_conflict(check_ports.find_conflicts(values, stack_config.services(root), running=[]), port)
+        assert f"pid {os.getpid()}" in conflict.owner
+
+
+@pytest.mark.skipif(not check_ports._ipv6_available(), reason="this machine has no IPv6 loopback")
+def test_v6_only_listener_on_loopback_counts_for_localhost(root):
+    listener, port, offset = api_listener(socket.AF_INET6, "::1", v6only=1)
+    with listener:
+        assert check_ports.port_free("127.0.0.1", port)  # IPv4 alone would miss it
+        values = load(root, PORT_OFFSET=offset)
+        assert api_conflict(check_ports.find_conflicts(values, stack_config.services(root), running=[]), port)
+
+
+def test_container_published_port_without_listener_is_a_conflict(root):
+    values = load(root, PORT_OFFSET="23000")
+    other = {"name": "other-1-api-1", "project": "other-1", "working_dir": "/src/other", "ports": [("127.0.0.1", 31003)]}
+    found = check_ports.find_conflicts(values, stack_config.services(root), running=[other])
+    conflict = api_conflict(found, 31003)
+    assert conflict.owner == "container other-1-api-1 (compose project other-1, worktree /src/other)"
+
+
+def test_ports_of_this_copy_are_not_conflicts(root):
+    listener, port, offset = api_listener()
+    with listener:
+        values = load(root, PORT_OFFSET=offset)
+        mine = {"name": f"shop-{offset}-api-1", "project": f"shop-{offset}", "working_dir": str(root), "ports": [("127.0.0.1", port)]}
+        found = check_ports.find_conflicts(values, stack_config.services(root), running=[mine])
+        assert not [c for c in found if c.port == port]
+        other = dict(mine, project="someone-else")
+        found = check_ports.find_conflicts(values, stack_config.services(root), running=[other])
+        assert "compose project someone-else" in api_conflict(found, port).owner
+
+
+def test_container_on_another_address_is_not_a_conflict(root):
+    values = load(root, PORT_OFFSET="23000", BIND_ADDRESS="127.0.0.2")
+    other = {"name": "x", "project": "x", "working_dir": None, "ports": [("127.0.0.1", 31003)]}
+    assert check_ports.find_conflicts(values, stack_config.services(root), running=[other]) == []
+
+
+def test_nearest_free_offset_skips_taken_ports(root):
+    values = load(root, PORT_OFFSET="23000")
+    taken = {"name": "x", "project": "x", "working_dir": None, "ports": [("0.0.0.0", 32003)]}  # api of offset 24000
+    assert check_ports.nearest_free_offset(values, stack_config.services(root), [taken]) == 22000
 
 
 # ---------------------------------------------------------------- compose & nuke

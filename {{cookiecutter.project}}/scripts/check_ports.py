@@ -1,18 +1,55 @@
 #!/usr/bin/env python3
-"""Check that every host port of this copy can be bound before `up`.
+"""Check every host port of this copy before `up`, and say who holds a taken one.
 
-A port published by this same copy's running containers is not a conflict,
-so `make up` on a running copy is a no-op rather than an error.
+A port is taken when a server can't bind it on the address the copy
+publishes on (IPv4, and IPv6 where the machine has it), or when a running
+container of another copy publishes it (Docker can hold a published port
+without any listening socket when its userland proxy is off). Ports that
+this same copy's containers publish are not conflicts, so `make up` on a
+running copy is a no-op.
 """
 from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import socket
 import sys
+from dataclasses import dataclass
 
 import stack_config
 from stack_config import StackError
+
+SEARCH_STEP = 1000  # suggested offsets keep ports readable (15432 = postgres of copy 10000)
+SEARCH_TRIES = 60
+
+
+@dataclass
+class Conflict:
+    service: str
+    port: int
+    owner: str  # who holds it, in words
+
+
+def _ipv6_available() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def addresses(bind: str) -> list[str]:
+    """Addresses to test for a copy publishing on `bind`."""
+    addr = ipaddress.ip_address(bind)
+    if addr.is_unspecified:
+        return ["0.0.0.0"] + (["::"] if _ipv6_available() else [])
+    if addr.is_loopback and addr.version == 4:
+        return [bind] + (["::1"] if _ipv6_available() else [])  # `localhost` may resolve to ::1 first
+    return [bind]
 
 
 def port_free(host: str, port: int) -> bool:
@@ -20,6 +57,8 @@ def port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -29,38 +68,113 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def busy_ports(values: dict, services: dict) -> list[tuple[str, int]]:
-    """[(service, port)] that cannot be bound on BIND_ADDRESS."""
-    host = values["BIND_ADDRESS"]
-    busy = []
-    for name in services:
-        port = int(values[f"{stack_config.var_name(name)}_PORT"])
-        if not port_free(host, port):
-            busy.append((name, port))
-    return busy
+def service_ports(values: dict, services: dict) -> list[tuple[str, int]]:
+    return [(name, int(values[f"{stack_config.var_name(name)}_PORT"])) for name in services]
 
 
-def conflicts(values: dict, services: dict) -> list[tuple[str, int]]:
-    """Busy ports minus those this copy's own running containers publish."""
-    busy = busy_ports(values, services)
-    if not busy:
-        return []  # common case: no need to ask Docker anything
+def process_owner(port: int) -> str:
+    """'pid 123 (cmdline)' of the listener on `port`, as far as this user may see."""
+    try:
+        import psutil  # lazy: only when a port is taken
+    except ImportError:
+        return "another process (install psutil to name it)"
+    try:
+        listeners = [
+            c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+        ]
+    except psutil.AccessDenied:
+        return f"a process this user may not see (try: sudo lsof -i :{port})"
+    pids = sorted({c.pid for c in listeners if c.pid})
+    if not pids:
+        return f"a process this user may not see (try: sudo lsof -i :{port})" if listeners else "something that is not listening (TIME_WAIT or a reserved port)"
+    described = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            cmd = " ".join(proc.cmdline()) or proc.name()
+            described.append(f"pid {pid} ({cmd[:120]})")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            described.append(f"pid {pid}")
+    return ", ".join(described)
+
+
+def _same_address(a: str, b: str) -> bool:
+    try:
+        x, y = ipaddress.ip_address(a or "0.0.0.0"), ipaddress.ip_address(b or "0.0.0.0")
+    except ValueError:
+        return True
+    return x.is_unspecified or y.is_unspecified or x == y
+
+
+def container_owner(rec: dict) -> str:
+    where = f", worktree {rec['working_dir']}" if rec.get("working_dir") else ""
+    project = f"compose project {rec['project']}" if rec.get("project") else "not from compose"
+    return f"container {rec['name']} ({project}{where})"
+
+
+def find_conflicts(values: dict, services: dict, running: list[dict] | None) -> list[Conflict]:
+    """Conflicts of this copy's ports; `running` is every running container, or None if Docker is unreachable."""
+    bind = values["BIND_ADDRESS"]
+    project = values["COMPOSE_PROJECT_NAME"]
+    own, held = set(), {}
+    for rec in running or []:
+        for host_ip, port in rec["ports"]:
+            if rec.get("project") == project:
+                own.add(port)
+            elif _same_address(host_ip, bind):
+                held.setdefault(port, rec)
+    found = []
+    hosts = addresses(bind)
+    for name, port in service_ports(values, services):
+        if port in own:
+            continue
+        if port in held:
+            found.append(Conflict(name, port, container_owner(held[port])))
+        elif not all(port_free(h, port) for h in hosts):
+            found.append(Conflict(name, port, process_owner(port)))
+    return found
+
+
+def nearest_free_offset(values: dict, services: dict, running: list[dict] | None) -> int | None:
+    """The closest offset (in steps of 1000) whose every port is free, or None."""
+    offset = int(values["PORT_OFFSET"])
+    bases = {name: int(values[f"{stack_config.var_name(name)}_PORT"]) - offset for name in services}
+    high = stack_config.PORT_MAX - max(bases.values())
+    taken = {port for rec in running or [] for _, port in rec["ports"]}
+    hosts = addresses(values["BIND_ADDRESS"])
+    for k in range(1, SEARCH_TRIES + 1):
+        for cand in (offset + k * SEARCH_STEP, offset - k * SEARCH_STEP):
+            if not 0 <= cand <= high or min(bases.values()) + cand < stack_config.PORT_MIN:
+                continue
+            ports = [b + cand for b in bases.values()]
+            if not taken & set(ports) and all(port_free(h, p) for p in ports for h in hosts):
+                return cand
+    return None
+
+
+def describe(values: dict, found: list[Conflict], suggestion: int | None = None) -> str:
+    first = found[0]
+    more = ""
+    if found[1:]:
+        more = " (and " + "; ".join(f"{c.service} {c.port} by {c.owner}" for c in found[1:]) + ")"
+    advice = f"PORT_OFFSET={suggestion} is free" if suggestion is not None else "choose another PORT_OFFSET"
+    return (
+        f"port {first.port} for service {first.service} on {values['BIND_ADDRESS']} is held by {first.owner}{more}; "
+        f"{advice} (now {values['PORT_OFFSET']}), or stop what holds it"
+    )
+
+
+def check(values: dict, services: dict) -> None:
+    """Raise StackError naming the owner and a free offset when any port is taken."""
     import docker_state
 
     try:
-        own = docker_state.published_ports(docker_state.containers(values["COMPOSE_PROJECT_NAME"]))
+        running = docker_state.running_containers()
     except StackError:
-        own = set()  # engine down: every busy port is a conflict
-    return [(name, port) for name, port in busy if port not in own]
-
-
-def describe(values: dict, found: list[tuple[str, int]]) -> str:
-    first_name, first_port = found[0]
-    more = f" (and {len(found) - 1} more: " + ", ".join(f"{n} {p}" for n, p in found[1:]) + ")" if found[1:] else ""
-    return (
-        f"port {first_port} for service {first_name} on {values['BIND_ADDRESS']} is already in use{more}; "
-        f"stop what holds it or choose another PORT_OFFSET (now {values['PORT_OFFSET']})"
-    )
+        running = None
+    found = find_conflicts(values, services, running)
+    if found:
+        raise StackError(describe(values, found, nearest_free_offset(values, services, running)))
 
 
 def main(argv=None) -> int:
@@ -70,16 +184,13 @@ def main(argv=None) -> int:
     try:
         values = stack_config.load()
         services = stack_config.services()
-        found = conflicts(values, services)
-        if found:
-            print(f"error: {describe(values, found)}", file=sys.stderr)
-            return 1
+        check(values, services)
         if not args.quiet:
-            ports = ", ".join(values[f"{stack_config.var_name(n)}_PORT"] for n in services)
-            print(f"ports free for {values['COMPOSE_PROJECT_NAME']} on {values['BIND_ADDRESS']}: {ports}")
+            ports = ", ".join(str(p) for _, p in service_ports(values, services))
+            print(f"ports ok for {values['COMPOSE_PROJECT_NAME']} on {values['BIND_ADDRESS']}: {ports} (free, or already this copy's)")
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1
     return 0
 
 

@@ -74,9 +74,7 @@ def up(values: dict, env: dict, cmd: list[str], extra: list[str]) -> int:
     import docker_state
 
     docker_state.check_ownership(values)
-    found = check_ports.conflicts(values, stack_config.services())
-    if found:
-        raise StackError(check_ports.describe(values, found))
+    check_ports.check(values, stack_config.services())
     if not values["POSTGRES_PASSWORD"]:
         for key, name in values.items():
             if key.endswith("_VOLUME") and docker_state.volume(name) is not None:
