@@ -64,7 +64,8 @@ class Project:
 
     def make(self, *targets, check=True, timeout=600, **env) -> subprocess.CompletedProcess:
         full = {**os.environ, "PYTHON": sys.executable, **self.base_env, **{k: str(v) for k, v in env.items()}}
-        for key in ("PORT_OFFSET", "COMPOSE_PROJECT_NAME", "ENV"):
+        for key in ("PORT_OFFSET", "COMPOSE_PROJECT_NAME", "ENV", "STACK_ENV", "TASK_ID", "ZENFLOW_TASK_ID",
+                    "CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID"):
             if key not in env:
                 full.pop(key, None)
         proc = subprocess.run(

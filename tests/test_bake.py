@@ -112,6 +112,11 @@ def test_supported_answers_bake_a_consistent_project(cookies, answers):
     assert markers == {"unit", "api", "processing", "e2e"}
     assert "--strict-markers" in ini["pytest"]["addopts"]
 
+    # dev, test and ci copies coexist: distinct names, volumes and ports
+    copies = [stack_config.load(project, {"ENV": e, "POSTGRES_PASSWORD": "x"}) for e in ("dev", "test", "ci")]
+    for key in ("COMPOSE_PROJECT_NAME", "DB_DATA_VOLUME", "POSTGRES_PORT", "API_PORT"):
+        assert len({c[key] for c in copies}) == 3, key
+
     # helpers copied verbatim (no rendering), so the tests' imports are the real ones
     for script in (project / "scripts").glob("*.py"):
         template_copy = stack_config.ROOT.parent / "{{cookiecutter.project}}" / "scripts" / script.name
@@ -165,6 +170,10 @@ def test_baked_makefile_runs(cookies, answers):
     ports = subprocess.run(["make", "ports"], cwd=project, env={**env, "PORT_OFFSET": "10000"}, capture_output=True, text=True)
     assert ports.returncode == 0, ports.stderr
     assert "127.0.0.1:18003" in ports.stdout and "127.0.0.1:15432" in ports.stdout
+    task = subprocess.run(["make", "env"], cwd=project, env={**env, "TASK_ID": "ci-suite-tests-parallele-zenflow-9947"}, capture_output=True, text=True)
+    assert "PORT_OFFSET=9470" in task.stdout.splitlines() and "PORT_OFFSET_SOURCE=TASK_ID" in task.stdout.splitlines()
+    bad = subprocess.run(["make", "up"], cwd=project, env={**env, "TASK_ID": "no-number"}, capture_output=True, text=True)
+    assert bad.returncode != 0 and "TASK_ID='no-number' (from environment) has no numeric suffix" in bad.stderr
 
 
 def test_hostile_name_does_not_execute(cookies, tmp_path):

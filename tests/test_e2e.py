@@ -257,3 +257,19 @@ def test_check_ports_of_a_running_copy_passes(copies):
     project, _ = copies
     out = project.make("check-ports", PORT_OFFSET=10000)
     assert "ports ok for demo-stack-10000" in out.stdout
+
+
+def test_test_environment_runs_beside_dev(copies):
+    project, values = copies
+    try:
+        out = project.make("up", ENV="test")
+        test_values = project.values(ENV="test")
+        assert test_values["COMPOSE_PROJECT_NAME"] == "demo-stack-test-1000"
+        assert test_values["DB_DATA_VOLUME"] == "demo-stack_test_db_data_1000"
+        assert "127.0.0.1:6432" in out.stdout
+        assert health(test_values)["port_offset"] == 1000
+        assert health(values[0])["status"] == "ok"
+    finally:
+        project.make("nuke", check=False, ENV="test", FORCE="1")
+    assert not volume_exists("demo-stack_test_db_data_1000")
+    assert volume_exists(values[0]["DB_DATA_VOLUME"])

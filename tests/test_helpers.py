@@ -188,7 +188,78 @@ def test_unknown_env_name(root):
     with pytest.raises(StackError, match="env/staging.env does not exist"):
         load(root, ENV="staging")
     with pytest.raises(StackError, match="lowercase name"):
-        load(root, ENV="../etc")
+        load(root, ENV="Bad Name")
+
+
+def test_env_from_the_posix_shell_is_not_ours(root):
+    (root / "env" / "test.env").write_text("PORT_OFFSET=1000\n")
+    assert load(root, ENV="/home/me/.shrc")["STACK_ENV"] == "dev"
+    assert load(root, ENV="test")["STACK_ENV"] == "test"
+    assert load(root, ENV="/home/me/.shrc", STACK_ENV="test")["PORT_OFFSET"] == "1000"
+
+
+# ---------------------------------------------------------------- task ids and CI numbers
+SEED_000_STACK = textwrap.dedent(
+    """\
+    # seed 000's layout: a range per service, slot = task number % 1000
+    project: shop
+    task_step: 1
+    services:
+      postgres: {kind: postgres, container_port: 5432, host_port: 10000}
+      redis: {kind: redis, container_port: 6379, host_port: 16000}
+      api: {kind: http, container_port: 8003, host_port: 18000}
+      ui: {kind: http, container_port: 3000, host_port: 15000}
+    """
+)
+
+
+def test_seed_000_layout_is_reproduced_exactly(root):
+    (root / "stack.yml").write_text(SEED_000_STACK)
+    (root / "env" / "dev.env").write_text("")
+    values = load(root, TASK_ID="ci-suite-tests-parallele-zenflow-9947")
+    assert (values["POSTGRES_PORT"], values["REDIS_PORT"], values["API_PORT"], values["UI_PORT"]) == ("10947", "16947", "18947", "15947")
+    assert values["PORT_OFFSET_SOURCE"] == "TASK_ID"
+    assert load(root, ZENFLOW_TASK_ID="task-b-2000")["POSTGRES_PORT"] == "10000"  # (2000 % 9000 + 1000) % 1000 = 0
+
+
+@pytest.mark.parametrize(
+    "task, offset",
+    [("ci-suite-tests-parallele-zenflow-9947", 9470), ("task-a-1000", 0), ("fix_login_42", 420), ("1234", 2340), ("agent.7", 70)],
+    ids=["seed-000", "seed-000-task-a", "underscore", "digits-only", "dot"],
+)
+def test_task_id_gives_offset_in_steps_of_ten(root, task, offset):
+    (root / "env" / "dev.env").write_text("")
+    values = load(root, TASK_ID=task)
+    assert values["PORT_OFFSET"] == str(offset)
+    assert values["COMPOSE_PROJECT_NAME"] == f"shop-{offset}"
+
+
+@pytest.mark.parametrize("task", ["no-number", "task-12a", "", "12-", "task 12 "], ids=["words", "mixed-suffix", "empty", "trailing-dash", "spaces"])
+def test_task_id_without_numeric_suffix_is_one_clear_line(root, task):
+    (root / "env" / "dev.env").write_text("")
+    with pytest.raises(StackError, match="has no numeric suffix") as info:
+        load(root, TASK_ID=task)
+    assert "\n" not in str(info.value)
+
+
+def test_offset_precedence_explicit_then_task_then_ci_then_zero(root):
+    (root / "env" / "dev.env").write_text("")
+    assert load(root)["PORT_OFFSET_SOURCE"] == "default"
+    assert load(root, BUILD_NUMBER="1234")["PORT_OFFSET"] == "2340"
+    assert load(root, BUILD_NUMBER="1234", TASK_ID="t-5")["PORT_OFFSET"] == "50"
+    assert load(root, BUILD_NUMBER="1234", TASK_ID="t-5", PORT_OFFSET="7")["PORT_OFFSET"] == "7"
+    (root / "env" / "local.env").write_text("TASK_ID=from-file-8\n")
+    assert load(root)["PORT_OFFSET"] == "80" and load(root, PORT_OFFSET="9")["PORT_OFFSET"] == "9"
+    (root / "env" / "local.env").unlink()
+    with pytest.raises(StackError, match="BUILD_NUMBER='#12' is not a build number"):
+        load(root, BUILD_NUMBER="#12")
+
+
+@pytest.mark.parametrize("step", [0, 1001, "10", 1.5, True], ids=["zero", "too-big", "string", "float", "bool"])
+def test_bad_task_step(root, step):
+    (root / "stack.yml").write_text(STACK + f"task_step: {step!r}\n".replace("'", '"'))
+    with pytest.raises(StackError, match="task_step"):
+        load(root)
 
 
 # ---------------------------------------------------------------- precedence

@@ -6,7 +6,9 @@ Makefile, compose, the other helpers, the tests) reads what this derives.
 
 Precedence of every setting, highest first: the process environment,
 env/local.env (gitignored, per machine), env/$ENV.env (committed), built-in
-defaults. PORT_OFFSET follows the same order and defaults to 0.
+defaults. The offset comes from, in order: PORT_OFFSET; TASK_ID (or
+ZENFLOW_TASK_ID); a CI build number (CI_BUILD_NUMBER, BUILD_NUMBER,
+CI_JOB_ID, GITHUB_RUN_ID); else 0. A derived offset never moves silently.
 """
 from __future__ import annotations
 
@@ -25,6 +27,10 @@ NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 COMPOSE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DIGITS = re.compile(r"^[0-9]+$")
 SECRET_KEYS = ("POSTGRES_PASSWORD",)
+TASK_VARS = ("TASK_ID", "ZENFLOW_TASK_ID")
+CI_NUMBER_VARS = ("CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID")
+TASK_SUFFIX = re.compile(r"(?:^|[-_.])([0-9]+)$")
+DEFAULT_TASK_STEP = 10
 DEFAULTS = {
     "BIND_ADDRESS": "127.0.0.1",
     "POSTGRES_USER": "app",
@@ -52,7 +58,7 @@ def load_stack(path: Path) -> dict:
         raise StackError(f"{path.name}{where} is not valid YAML") from None
     if not isinstance(data, dict):
         raise StackError(f"{path.name} must be a mapping with 'project' and 'services'")
-    unknown = set(data) - {"project", "services"}
+    unknown = set(data) - {"project", "services", "task_step"}
     if unknown:
         raise StackError(f"{path.name}: unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}")
     project = data.get("project")
@@ -61,6 +67,9 @@ def load_stack(path: Path) -> dict:
     services = data.get("services")
     if not isinstance(services, dict) or not services:
         raise StackError(f"{path.name}: 'services' must be a non-empty mapping")
+    step = data.get("task_step", DEFAULT_TASK_STEP)
+    if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= 1000:
+        raise StackError(f"{path.name}: task_step {step!r} must be an integer in 1-1000")
     seen_ports: dict[int, str] = {}
     seen_volumes: dict[str, str] = {}
     for name, svc in services.items():
@@ -158,6 +167,54 @@ def parse_offset(raw: str, source: str, stack: dict) -> int:
     return offset
 
 
+def task_number(task_id: str, source: str) -> int:
+    """Seed 000: the id's numeric suffix n gives (n % 9000) + 1000."""
+    match = TASK_SUFFIX.search(task_id.strip())
+    if not match:
+        raise StackError(
+            f"TASK_ID={task_id!r} (from {source}) has no numeric suffix; use an id like my-task-1234, or set PORT_OFFSET"
+        )
+    return int(match.group(1)) % 9000 + 1000
+
+
+def offset_for_number(number: int, stack: dict) -> int:
+    """A task or build number's offset: (number % 1000) * task_step."""
+    return (number % 1000) * stack.get("task_step", DEFAULT_TASK_STEP)
+
+
+def resolve_offset(environ, layers, stack: dict) -> tuple[int, str]:
+    """(offset, where it came from) by the documented precedence."""
+    raw, source = lookup("PORT_OFFSET", environ, layers)
+    if raw is not None:
+        return parse_offset(raw, source, stack), source
+    for var in TASK_VARS:
+        task, tsource = lookup(var, environ, layers)
+        if task is not None:
+            offset = offset_for_number(task_number(task, tsource), stack)
+            return parse_offset(str(offset), f"{var}={task}", stack), var
+    for var in CI_NUMBER_VARS:
+        raw = environ.get(var)
+        if raw:
+            if not DIGITS.match(raw):
+                raise StackError(f"{var}={raw!r} is not a build number; set PORT_OFFSET explicitly")
+            offset = offset_for_number(int(raw), stack)
+            return parse_offset(str(offset), f"{var}={raw}", stack), var
+    return 0, "default"
+
+
+def env_name_of(environ) -> str:
+    """STACK_ENV, else ENV (unless it is the POSIX shell's startup-file path), else dev."""
+    name = environ.get("STACK_ENV") or ""
+    if not name:
+        name = environ.get("ENV") or ""
+        if "/" in name:
+            name = ""  # sh(1)'s ENV=~/.shrc, not ours
+    name = name or "dev"
+    if not NAME.match(name):
+        raise StackError(f"ENV={name!r} must be a lowercase name like dev, test or ci")
+    return name
+
+
 def parse_bind_address(raw: str, source: str) -> str:
     try:
         return str(ipaddress.ip_address(raw))
@@ -182,14 +239,10 @@ def load(root: Path = ROOT, environ=None) -> dict:
     <SERVICE>_CONTAINER_PORT, <VOLUME>_VOLUME, settings and URLs.
     """
     environ = os.environ if environ is None else environ
-    env_name = environ.get("ENV", "") or "dev"
-    if not NAME.match(env_name):
-        raise StackError(f"ENV={env_name!r} must be a lowercase name like dev, test or ci")
+    env_name = env_name_of(environ)
     stack = load_stack(root / "stack.yml")
     layers = env_file_layers(root, env_name)
-
-    raw, source = lookup("PORT_OFFSET", environ, layers)
-    offset = 0 if raw is None else parse_offset(raw, source, stack)
+    offset, offset_source = resolve_offset(environ, layers, stack)
     bind_raw, bind_source = lookup("BIND_ADDRESS", environ, layers)
     bind = parse_bind_address(DEFAULTS["BIND_ADDRESS"] if bind_raw is None else bind_raw, bind_source)
 
@@ -201,6 +254,7 @@ def load(root: Path = ROOT, environ=None) -> dict:
 
     out = {
         "PORT_OFFSET": str(offset),
+        "PORT_OFFSET_SOURCE": offset_source,
         "STACK_ENV": env_name,
         "STACK_PROJECT": project,
         "STACK_WORKTREE": str(root.resolve()),
