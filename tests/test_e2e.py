@@ -273,3 +273,12 @@ def test_test_environment_runs_beside_dev(copies):
         project.make("nuke", check=False, ENV="test", FORCE="1")
     assert not volume_exists("demo-stack_test_db_data_1000")
     assert volume_exists(values[0]["DB_DATA_VOLUME"])
+
+
+@pytest.mark.parametrize("target", ["up", "nuke"])
+def test_unreachable_engine_is_one_clear_line(tmp_path, image_env, target):
+    project = Project(bake(tmp_path), image_env)
+    out = project.make(target, check=False, PORT_OFFSET=33000, FORCE="1", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert out.returncode != 0
+    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "Docker engine is not reachable" in errors[0], out.stderr
