@@ -69,7 +69,7 @@ def wait_healthy(project: str) -> None:
     raise StackError(f"{project} did not become healthy within {WAIT_SECONDS} s; see `make logs`")
 
 
-def up(values: dict, env: dict, cmd: list[str], extra: list[str]) -> int:
+def up(values: dict, environ: dict, cmd: list[str], extra: list[str]) -> int:
     import check_ports
     import docker_state
 
@@ -83,7 +83,8 @@ def up(values: dict, env: dict, cmd: list[str], extra: list[str]) -> int:
                     "(POSTGRES_PASSWORD is missing from env/local.env); restore it there, or `make nuke` to start over"
                 )
     stack_config.ensure_local_env(ROOT)
-    env = stack_config.compose_environment(ROOT, env)  # re-read: the password may be new
+    values = stack_config.load(ROOT, environ)  # re-read: the password may be new
+    env = stack_config.compose_environment(ROOT, environ, values)
     v1 = is_v1(cmd)
     args = [*base_args(cmd, values), "up", "-d", "--build", "--remove-orphans"]
     if not v1:
@@ -94,8 +95,7 @@ def up(values: dict, env: dict, cmd: list[str], extra: list[str]) -> int:
         return code
     if v1:
         wait_healthy(values["COMPOSE_PROJECT_NAME"])
-    shown = stack_config.redact(stack_config.load(ROOT, env))
-    sys.stdout.write(stack_config.format_ports(shown, stack_config.services()))
+    sys.stdout.write(stack_config.format_ports(stack_config.redact(values), stack_config.services()))
     return 0
 
 
@@ -106,11 +106,11 @@ def main(argv=None) -> int:
     parser.add_argument("--compose", default=None, help="compose command (default: $COMPOSE, else auto-detect)")
     args = parser.parse_args(argv)
     try:
-        env = stack_config.compose_environment()
         values = stack_config.load(ROOT, os.environ)
         cmd = compose_command(args.compose)
         if args.command == "up":
             return up(values, dict(os.environ), cmd, args.args)
+        env = stack_config.compose_environment(ROOT, os.environ, values)
         if args.command == "down":
             return run([*base_args(cmd, values), "down", "--remove-orphans", *args.args], env)
         return run([*base_args(cmd, values), args.command, *args.args], env)

@@ -42,8 +42,25 @@ class StackError(Exception):
 
 
 # ---------------------------------------------------------------- stack.yml
+_STACK_CACHE: dict = {}
+
+
 def load_stack(path: Path) -> dict:
-    """Read and validate stack.yml; return {'project': str, 'services': {...}}."""
+    """Read and validate stack.yml; return {'project': str, 'services': {...}}.
+
+    Parsed once per process and file version (helpers ask more than once).
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise StackError(f"cannot read {path}: {exc.strerror}") from None
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _STACK_CACHE:
+        _STACK_CACHE[key] = _parse_stack(path)
+    return _STACK_CACHE[key]
+
+
+def _parse_stack(path: Path) -> dict:
     import yaml  # lazy: keeps `make` targets close to bare interpreter start-up
 
     try:
@@ -311,10 +328,10 @@ def redact(values: dict) -> dict:
     return out
 
 
-def compose_environment(root: Path = ROOT, environ=None) -> dict:
+def compose_environment(root: Path = ROOT, environ=None, derived: dict | None = None) -> dict:
     """Environment for `docker compose`: env files < process env < derived values."""
     environ = os.environ if environ is None else environ
-    derived = load(root, environ)
+    derived = load(root, environ) if derived is None else derived
     merged = {}
     for _, values in env_file_layers(root, derived["STACK_ENV"]):
         merged.update(values)
