@@ -99,6 +99,13 @@ def running_copies(directory: Path, image_env: dict, offsets):
             project.make("nuke", check=False, PORT_OFFSET=offset, FORCE="1")
 
 
+def one_error_line(stderr: str) -> str:
+    """The single `error: ...` line a failing helper must print; fails if there are 0 or 2+."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, f"expected exactly one error line, got {len(errors)}:\n{stderr}"
+    return errors[0]
+
+
 def docker_snapshot() -> dict:
     """Every container, volume and network on the engine (ids/names)."""
     def lines(*args):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import stack_config
+from conftest import one_error_line
 
 SUPPORTED = [
     pytest.param({}, id="defaults"),
@@ -152,10 +153,7 @@ def test_rejected_answers_fail_with_one_line(cookies, capfd, answers, field):
     result = cookies.bake(extra_context=answers)
     assert result.exit_code != 0
     assert result.project_path is None or not result.project_path.exists()
-    err = capfd.readouterr().err
-    error_lines = [l for l in err.splitlines() if l.startswith("error:")]
-    assert len(error_lines) == 1, err
-    assert error_lines[0].startswith(f"error: {field}")
+    assert one_error_line(capfd.readouterr().err).startswith(f"error: {field}")
 
 
 @pytest.mark.parametrize("answers", [SUPPORTED[0], SUPPORTED[3], SUPPORTED[7]])

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 import redis
 
-from conftest import Project, bake, docker_snapshot, running_copies
+from conftest import Project, bake, docker_snapshot, one_error_line, running_copies
 
 pytestmark = pytest.mark.docker
 OFFSETS = (0, 10000)
@@ -167,9 +167,8 @@ def test_make_up_refuses_a_busy_port_and_creates_nothing(copies):
         assert docker_snapshot() == before
         check = project.make("check-ports", check=False, PORT_OFFSET=30000)
     assert out.returncode != 0 and check.returncode != 0
-    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
-    assert len(errors) == 1
-    assert f"port {values['API_PORT']} for service api" in errors[0]
+    error = one_error_line(out.stderr)
+    assert f"port {values['API_PORT']} for service api" in error
     assert project.make("check-ports", PORT_OFFSET=30000).returncode == 0
 
 
@@ -212,10 +211,9 @@ def test_bad_offset_creates_nothing(tmp_path_factory, image_env, docker_engine, 
     before = docker_snapshot()
     out = project.make(target, check=False, PORT_OFFSET=offset, FORCE="1")
     assert out.returncode != 0
-    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
-    assert len(errors) == 1, out.stderr
-    assert f"PORT_OFFSET={offset!r}" in errors[0] or f"PORT_OFFSET={offset} " in errors[0]
-    assert "1024-65535" in errors[0]
+    error = one_error_line(out.stderr)
+    assert f"PORT_OFFSET={offset!r}" in error or f"PORT_OFFSET={offset} " in error
+    assert "1024-65535" in error
     assert docker_snapshot() == before
     assert not (project.path / "env" / "local.env").exists()
 
@@ -229,8 +227,8 @@ def test_up_refuses_a_volume_whose_password_was_lost(tmp_path, image_env):
         before = docker_snapshot()
         out = project.make("up", check=False, PORT_OFFSET=32000)
         assert out.returncode != 0
-        errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
-        assert len(errors) == 1 and "POSTGRES_PASSWORD is missing from env/local.env" in errors[0]
+        error = one_error_line(out.stderr)
+        assert "POSTGRES_PASSWORD is missing from env/local.env" in error
         assert docker_snapshot() == before
         assert not (project.path / "env" / "local.env").exists()
     finally:
@@ -244,9 +242,7 @@ def test_port_held_by_another_copys_container_is_named(copies):
     for target in ("check-ports", "up"):
         out = project.make(target, check=False, PORT_OFFSET=12432)
         assert out.returncode != 0
-        errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
-        assert len(errors) == 1, out.stderr
-        line = errors[0]
+        line = one_error_line(out.stderr)
         assert "port 15432 for service ui on 127.0.0.1 is held by container demo-stack-10000-postgres-1" in line
         assert f"compose project demo-stack-10000, worktree {project.path}" in line
         assert "is free" in line
@@ -280,5 +276,5 @@ def test_unreachable_engine_is_one_clear_line(tmp_path, image_env, target):
     project = Project(bake(tmp_path), image_env)
     out = project.make(target, check=False, PORT_OFFSET=33000, FORCE="1", DOCKER_HOST="unix:///nonexistent/docker.sock")
     assert out.returncode != 0
-    errors = [l for l in out.stderr.splitlines() if l.startswith("error:")]
-    assert len(errors) == 1 and "Docker engine is not reachable" in errors[0], out.stderr
+    error = one_error_line(out.stderr)
+    assert "Docker engine is not reachable" in error, out.stderr
