@@ -175,7 +175,7 @@ def parse_offset(raw: str, source: str, stack: dict) -> int:
     bases = [svc["host_port"] for svc in stack["services"].values()]
     low = max(0, PORT_MIN - min(bases))
     high = PORT_MAX - max(bases)
-    allowed = f"allowed: integers {low}-{high}, so every host port stays within {PORT_MIN}-{PORT_MAX}"
+    allowed = f"allowed: integers {low}-{high} or auto, so every host port stays within {PORT_MIN}-{PORT_MAX}"
     if not DIGITS.match(raw):
         raise StackError(f"PORT_OFFSET={raw!r} (from {source}) is not a non-negative integer; {allowed}")
     offset = int(raw)
@@ -199,11 +199,21 @@ def offset_for_number(number: int, stack: dict) -> int:
     return (number % 1000) * stack.get("task_step", DEFAULT_TASK_STEP)
 
 
-def resolve_offset(environ, layers, stack: dict) -> tuple[int, str]:
+def resolve_offset(environ, layers, stack: dict, root: Path, env_name: str, bind: str) -> tuple[int, str]:
     """(offset, where it came from) by the documented precedence."""
     raw, source = lookup("PORT_OFFSET", environ, layers)
+    if raw is not None and raw.strip().lower() == "auto":
+        import registry  # lazy: only auto copies pay for the registry
+
+        return parse_offset(str(registry.claim(root, env_name, stack, bind, environ)), "PORT_OFFSET=auto", stack), "auto"
     if raw is not None:
         return parse_offset(raw, source, stack), source
+    if (root / ".env.dynamic").exists():
+        import registry
+
+        remembered = registry.read_dynamic(root, env_name)
+        if remembered is not None:
+            return parse_offset(str(remembered), ".env.dynamic", stack), ".env.dynamic"
     for var in TASK_VARS:
         task, tsource = lookup(var, environ, layers)
         if task is not None:
@@ -259,9 +269,9 @@ def load(root: Path = ROOT, environ=None) -> dict:
     env_name = env_name_of(environ)
     stack = load_stack(root / "stack.yml")
     layers = env_file_layers(root, env_name)
-    offset, offset_source = resolve_offset(environ, layers, stack)
     bind_raw, bind_source = lookup("BIND_ADDRESS", environ, layers)
     bind = parse_bind_address(DEFAULTS["BIND_ADDRESS"] if bind_raw is None else bind_raw, bind_source)
+    offset, offset_source = resolve_offset(environ, layers, stack, root, env_name, bind)
 
     project = stack["project"]
     suffix = f"{offset}" if env_name == "dev" else f"{env_name}-{offset}"

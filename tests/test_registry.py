@@ -1,0 +1,186 @@
+"""PORT_OFFSET=auto: the machine-wide slot registry (real files, locks, processes, sockets)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import registry
+import stack_config
+from conftest import SCRIPTS
+from stack_config import StackError
+
+STACK = textwrap.dedent(
+    """\
+    project: shop
+    services:
+      postgres: {kind: postgres, container_port: 5432, host_port: 5432, volumes: [db_data]}
+      redis: {kind: redis, container_port: 6379, host_port: 6379}
+      api: {kind: http, container_port: 8003, host_port: 8003}
+      ui: {kind: http, container_port: 3000, host_port: 3000}
+    """
+)
+
+
+def worktree(base, name):
+    root = base / name
+    (root / "env").mkdir(parents=True)
+    (root / "stack.yml").write_text(STACK)
+    (root / "env" / "dev.env").write_text("POSTGRES_USER=app\n")
+    return root
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch):
+    directory = tmp_path / "state"
+    monkeypatch.setenv("PARALLEL_STACKS_STATE_DIR", str(directory))
+    return directory
+
+
+def auto(root, **env):
+    return stack_config.load(root, {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": os.environ["PARALLEL_STACKS_STATE_DIR"], **env})
+
+
+def test_auto_claims_a_remembered_slot_outside_the_ephemeral_range(tmp_path, state):
+    root = worktree(tmp_path, "a")
+    values = auto(root)
+    offset = int(values["PORT_OFFSET"])
+    assert offset > 0 and offset % registry.AUTO_STEP == 0
+    low, high = registry.ephemeral_range()
+    for key in ("POSTGRES_PORT", "REDIS_PORT", "API_PORT", "UI_PORT"):
+        assert not low <= int(values[key]) <= high
+    assert values["PORT_OFFSET_SOURCE"] == "auto"
+    assert (root / ".env.dynamic").read_text().count(f"PORT_OFFSET={offset}") == 1
+    later = stack_config.load(root, {})  # a later plain `make` call agrees
+    assert later["PORT_OFFSET"] == str(offset) and later["PORT_OFFSET_SOURCE"] == ".env.dynamic"
+    assert auto(root)["PORT_OFFSET"] == str(offset)  # claiming again is idempotent
+    assert stack_config.load(root, {"PORT_OFFSET": "7"})["PORT_OFFSET"] == "7"  # explicit still wins
+    claims = json.loads((state / "registry.json").read_text())["claims"]
+    assert [c["offset"] for c in claims.values()] == [offset]
+
+
+def test_worktrees_get_distinct_slots_and_release_frees_one(tmp_path, state):
+    a, b = worktree(tmp_path, "a"), worktree(tmp_path, "b")
+    oa, ob = auto(a)["PORT_OFFSET"], auto(b)["PORT_OFFSET"]
+    assert oa != ob
+    assert registry.release(a, "dev") == int(oa)
+    assert not (a / ".env.dynamic").exists()
+    c = worktree(tmp_path, "c")
+    assert auto(c)["PORT_OFFSET"] == oa  # the freed slot is free again
+    assert registry.release(a, "dev") is None
+
+
+def test_taken_slot_is_skipped_and_logged(tmp_path, state, capsys, monkeypatch):
+    root = worktree(tmp_path, "a")
+    monkeypatch.setattr(registry, "AUTO_STEP", 1000)
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("127.0.0.1", 9003))  # the api port of the first candidate, offset 1000
+        except OSError:
+            pytest.fail("port 9003 is busy on this machine; the test needs it free")
+        listener.listen()
+        offset = int(auto(root)["PORT_OFFSET"])
+    assert offset >= 2000
+    err = capsys.readouterr().err
+    assert f"auto: skipped PORT_OFFSET=1000 (port 9003 is held by pid {os.getpid()}" in err
+
+
+def test_no_free_slot_is_one_clear_line(tmp_path, state, monkeypatch):
+    monkeypatch.setattr(registry, "ephemeral_range", lambda: (1024, 65535))
+    with pytest.raises(StackError, match="no free slot for PORT_OFFSET=auto") as info:
+        auto(worktree(tmp_path, "a"))
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "a" / ".env.dynamic").exists()
+
+
+def test_unusable_state_dir_is_a_clear_error(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("PARALLEL_STACKS_STATE_DIR", str(blocker / "state"))
+    with pytest.raises(StackError, match="cannot open the slot registry"):
+        auto(worktree(tmp_path, "a"))
+
+
+def test_state_dir_follows_xdg(tmp_path):
+    assert registry.state_dir({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "parallel-stacks"
+    assert registry.state_dir({"HOME": "/h"}).name == "parallel-stacks"
+
+
+def test_remembered_slot_taken_by_another_copy_is_refused(tmp_path, state):
+    a, b = worktree(tmp_path, "a"), worktree(tmp_path, "b")
+    offset = auto(a)["PORT_OFFSET"]
+    (b / ".env.dynamic").write_text(f"PORT_OFFSET={offset}\nSTACK_ENV=dev\n")  # copied by hand
+    with pytest.raises(StackError, match="now claimed by another copy"):
+        auto(b)
+
+
+def test_corrupt_registry_keeps_the_callers_claim(tmp_path, state, capsys):
+    a = worktree(tmp_path, "a")
+    offset = auto(a)["PORT_OFFSET"]
+    (state / "registry.json").write_text("{ not json")
+    assert auto(a)["PORT_OFFSET"] == offset
+    assert "was corrupt" in capsys.readouterr().err
+    assert list(state.glob("registry.json.corrupt-*"))
+    claims = json.loads((state / "registry.json").read_text())["claims"]
+    assert [c["offset"] for c in claims.values()] == [int(offset)]
+
+
+CLAIMER = """
+import sys, time
+sys.path.insert(0, {scripts!r})
+import stack_config
+from pathlib import Path
+while time.time() < {start}:
+    time.sleep(0.001)
+print(stack_config.load(Path(sys.argv[1]), {{"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": {state!r}}})["PORT_OFFSET"])
+"""
+
+
+def test_fifty_concurrent_claims_get_fifty_distinct_slots(tmp_path, state):
+    roots = [worktree(tmp_path, f"w{i}") for i in range(50)]
+    start = time.time() + 3  # every process waits for the same instant, then claims
+    code = CLAIMER.format(scripts=str(SCRIPTS), start=start, state=str(state))
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in roots]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [r[1] for r in results if r[1]][:3]
+    offsets = [int(out.strip()) for out, _ in results]
+    assert len(set(offsets)) == 50
+    claims = json.loads((state / "registry.json").read_text())["claims"]
+    assert sorted(c["offset"] for c in claims.values()) == sorted(offsets)
+    ports = [p for c in claims.values() for p in c["ports"]]
+    assert len(ports) == len(set(ports)) == 200, "two copies share a port"
+    for root, offset in zip(roots, offsets):
+        assert registry.read_dynamic(root, "dev") == offset
+
+
+@pytest.mark.docker
+def test_corrupt_registry_loses_no_live_copy(tmp_path, image_env, docker_engine):
+    from conftest import Project, bake
+
+    state_dir = str(tmp_path / "state")
+    a = Project(bake(tmp_path / "a"), {**image_env, "PARALLEL_STACKS_STATE_DIR": state_dir})
+    b = Project(bake(tmp_path / "b"), {**image_env, "PARALLEL_STACKS_STATE_DIR": state_dir})
+    try:
+        up = a.make("up", PORT_OFFSET="auto")
+        offset_a = a.values()["PORT_OFFSET"]  # later calls agree, no PORT_OFFSET needed
+        assert f"PORT_OFFSET={offset_a}" in up.stdout
+        (tmp_path / "state" / "registry.json").write_bytes(b"\x00garbage")
+        out = b.make("env", PORT_OFFSET="auto")
+        assert "was corrupt" in out.stderr
+        offset_b = b.values()["PORT_OFFSET"]
+        assert offset_b != offset_a, "a live copy's slot was handed out again"
+        claims = json.loads((tmp_path / "state" / "registry.json").read_text())["claims"]
+        assert {str(c["offset"]) for c in claims.values()} == {offset_a, offset_b}
+        released = b.make("release")
+        assert f"released PORT_OFFSET={offset_b}" in released.stdout
+        assert not (b.path / ".env.dynamic").exists()
+    finally:
+        a.make("nuke", check=False, FORCE="1")
+        a.make("release", check=False)

@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""PORT_OFFSET=auto: claim a free slot in a machine-wide registry, race-free.
+
+The registry is a JSON file under the user's state directory
+($XDG_STATE_HOME/parallel-stacks/registry.json), changed only under an
+exclusive lock, so concurrent claims never get the same slot. A worktree
+remembers its slot in its gitignored `.env.dynamic`, so every later `make`
+call there agrees. `make release` frees the claim.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import stack_config
+from stack_config import StackError
+
+AUTO_STEP = 100  # default base ports differ by non-multiples of 100: copies never cross services
+MAX_TRIES = 400
+DYNAMIC = ".env.dynamic"
+VERSION = 1
+
+
+def state_dir(environ=None) -> Path:
+    environ = os.environ if environ is None else environ
+    if environ.get("PARALLEL_STACKS_STATE_DIR"):
+        return Path(environ["PARALLEL_STACKS_STATE_DIR"])
+    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "parallel-stacks"
+
+
+def ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535  # IANA's dynamic range (macOS, BSD)
+
+
+class Registry:
+    """The registry file, open under an exclusive lock (use as a context manager)."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.path = directory / "registry.json"
+        self.claims: dict[str, dict] = {}
+        self.recovered_from: str | None = None
+
+    def __enter__(self):
+        import fcntl
+
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = open(self.dir / "registry.lock", "a")
+        except OSError as exc:
+            raise StackError(f"cannot open the slot registry in {self.dir}: {exc.strerror}") from None
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self._read()
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        fcntl.flock(self._lock, fcntl.LOCK_UN)
+        self._lock.close()
+
+    def _read(self):
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StackError(f"cannot read the slot registry {self.path}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+            claims = data["claims"]
+            if data.get("version") != VERSION or not isinstance(claims, dict):
+                raise ValueError("unexpected structure")
+            for key, claim in claims.items():
+                if not (isinstance(claim, dict) and isinstance(claim.get("offset"), int) and isinstance(claim.get("worktree"), str)):
+                    raise ValueError(f"bad claim {key!r}")
+            self.claims = claims
+        except (ValueError, KeyError, TypeError, AttributeError):
+            backup = self.path.with_name(f"registry.json.corrupt-{int(time.time())}")
+            os.replace(self.path, backup)
+            self.claims = rebuild_claims()
+            self.recovered_from = str(backup)
+            self.write()
+            print(
+                f"warning: slot registry {self.path} was corrupt (kept as {backup.name}); "
+                f"rebuilt {len(self.claims)} claim(s) from worktrees' {DYNAMIC} and Docker labels",
+                file=sys.stderr,
+            )
+
+    def write(self):
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": VERSION, "claims": self.claims}, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def claim_key(worktree: str, env_name: str) -> str:
+    return f"{worktree}|{env_name}"
+
+
+def read_dynamic(root: Path, env_name: str) -> int | None:
+    """This worktree's remembered slot for `env_name`, if any."""
+    path = root / DYNAMIC
+    if not path.exists():
+        return None
+    values = stack_config.read_env_file(path)
+    if values.get("STACK_ENV", "dev") != env_name or not stack_config.DIGITS.match(values.get("PORT_OFFSET", "")):
+        return None
+    return int(values["PORT_OFFSET"])
+
+
+def write_dynamic(root: Path, env_name: str, offset: int) -> None:
+    tmp = root / (DYNAMIC + ".tmp")
+    tmp.write_text(
+        "# Written by PORT_OFFSET=auto: this worktree's slot in the machine-wide registry.\n"
+        "# Gitignored. `make release` frees it and deletes this file.\n"
+        f"PORT_OFFSET={offset}\nSTACK_ENV={env_name}\n",
+        encoding="utf-8",
+    )
+    os.replace(tmp, root / DYNAMIC)
+
+
+def rebuild_claims() -> dict:
+    """Claims that are still true: worktrees named by Docker labels that hold a .env.dynamic."""
+    import docker_state
+
+    trees = set()
+    try:
+        for rec in docker_state.running_containers():
+            if rec.get("working_dir"):
+                trees.add(rec["working_dir"])
+        for name in docker_state.docker("volume", "ls", "-q", "--filter", f"label={docker_state.WORKTREE_LABEL}").split():
+            rec = docker_state.volume(name) or {}
+            tree = (rec.get("Labels") or {}).get(docker_state.WORKTREE_LABEL)
+            if tree:
+                trees.add(tree)
+    except StackError:
+        pass  # engine down: rebuild from the caller's worktree alone
+    claims = {}
+    for tree in sorted(trees):
+        path = Path(tree) / DYNAMIC
+        if path.exists():
+            try:
+                values = stack_config.read_env_file(path)
+                env_name = values.get("STACK_ENV", "dev")
+                claims[claim_key(tree, env_name)] = {"offset": int(values["PORT_OFFSET"]), "worktree": tree, "env": env_name}
+            except (StackError, KeyError, ValueError):
+                continue
+    return claims
+
+
+def _ports(bases: dict, offset: int) -> list[int]:
+    return [b + offset for b in bases.values()]
+
+
+def _slot_ok(bases: dict, offset: int, taken_by_claims: set[int], running, hosts, eph) -> str | None:
+    """None if every port of `offset` is usable, else why not."""
+    import check_ports
+
+    published = {port: rec for rec in running or [] for _, port in rec["ports"]}
+    for port in _ports(bases, offset):
+        if not stack_config.PORT_MIN <= port <= stack_config.PORT_MAX:
+            return f"port {port} out of range"
+        if eph[0] <= port <= eph[1]:
+            return f"port {port} is in the ephemeral range {eph[0]}-{eph[1]}"
+        if port in taken_by_claims:
+            return f"port {port} is claimed by another copy"
+        if port in published:
+            return f"port {port} is published by {check_ports.container_owner(published[port])}"
+        if not all(check_ports.port_free(h, port) for h in hosts):
+            return f"port {port} is held by {check_ports.process_owner(port)}"
+    return None
+
+
+def claim(root: Path, env_name: str, stack: dict, bind: str, environ=None) -> int:
+    """This worktree's slot: its remembered one if still valid, else the first free one."""
+    import check_ports
+    import docker_state
+
+    worktree = str(root.resolve())
+    key = claim_key(worktree, env_name)
+    bases = {name: svc["host_port"] for name, svc in stack["services"].items()}
+    eph = ephemeral_range()
+    hosts = check_ports.addresses(bind)
+    try:
+        running = docker_state.running_containers()
+    except StackError:
+        running = None
+    with Registry(state_dir(environ)) as reg:
+        others = {k: c for k, c in reg.claims.items() if k != key}
+        taken = {p for c in others.values() for p in c.get("ports") or _ports(bases, c["offset"])}
+        remembered = read_dynamic(root, env_name)
+        if remembered is None and key in reg.claims:
+            remembered = reg.claims[key]["offset"]
+        if remembered is not None:
+            if not taken & set(_ports(bases, remembered)):
+                offset = remembered  # ours: its ports may well be held by our own running copy
+            else:
+                raise StackError(
+                    f"this worktree's remembered slot PORT_OFFSET={remembered} is now claimed by another copy; "
+                    "`make release` here, then PORT_OFFSET=auto again"
+                )
+        else:
+            offset = None
+            skipped = []
+            for k in range(1, MAX_TRIES + 1):
+                cand = k * AUTO_STEP
+                why = _slot_ok(bases, cand, taken, running, hosts, eph)
+                if why is None:
+                    offset = cand
+                    break
+                if "claimed by another copy" not in why:
+                    skipped.append(f"{cand} ({why})")
+                if "out of range" in why or (min(bases.values()) + cand > stack_config.PORT_MAX):
+                    break
+            for line in skipped[:10]:
+                print(f"auto: skipped PORT_OFFSET={line}", file=sys.stderr)
+            if offset is None:
+                raise StackError(
+                    f"no free slot for PORT_OFFSET=auto below the ephemeral range {eph[0]}-{eph[1]} "
+                    f"({len(others)} claimed); `make gc` or `make release` in unused worktrees"
+                )
+        reg.claims[key] = {
+            "offset": offset,
+            "worktree": worktree,
+            "env": env_name,
+            "project": stack["project"],
+            "ports": _ports(bases, offset),
+            "claimed": reg.claims.get(key, {}).get("claimed") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        reg.write()
+        write_dynamic(root, env_name, offset)
+    return offset
+
+
+def release(root: Path, env_name: str, environ=None) -> int | None:
+    """Free this worktree's claim and forget its slot; return the freed offset."""
+    worktree = str(root.resolve())
+    with Registry(state_dir(environ)) as reg:
+        freed = reg.claims.pop(claim_key(worktree, env_name), None)
+        reg.write()
+    remembered = read_dynamic(root, env_name)
+    if remembered is not None:
+        (root / DYNAMIC).unlink()
+    if freed:
+        return freed["offset"]
+    return remembered
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="registry.py", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["claim", "release"], help="claim: print this worktree's slot; release: free it")
+    args = parser.parse_args(argv)
+    root = stack_config.ROOT
+    try:
+        env_name = stack_config.env_name_of(os.environ)
+        if args.command == "claim":
+            values = stack_config.load(root, {**os.environ, "PORT_OFFSET": "auto"})
+            print(values["PORT_OFFSET"])
+        else:
+            freed = release(root, env_name)
+            print(f"released PORT_OFFSET={freed}" if freed is not None else "nothing to release")
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
