@@ -163,7 +163,8 @@ def test_baked_makefile_runs(cookies, answers):
     env.pop("PORT_OFFSET", None)
     out = subprocess.run(["make"], cwd=project, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for target in ("up", "down", "ps", "logs", "ports", "env", "check-ports", "nuke"):
+    for target in ("up", "down", "ps", "logs", "ports", "env", "check-ports", "nuke", "release", "slots", "gc", "doctor",
+                   "test", "test-parallel", "test-unit", "test-integration", "test-processing"):
         assert re.search(rf"^\s+{target}\s+\S", out.stdout, re.M), f"`make help` lacks {target}"
     ports = subprocess.run(["make", "ports"], cwd=project, env={**env, "PORT_OFFSET": "10000"}, capture_output=True, text=True)
     assert ports.returncode == 0, ports.stderr

@@ -278,3 +278,23 @@ def test_unreachable_engine_is_one_clear_line(tmp_path, image_env, target):
     assert out.returncode != 0
     error = one_error_line(out.stderr)
     assert "Docker engine is not reachable" in error, out.stderr
+
+
+def test_slots_lists_both_copies(copies, tmp_path):
+    project, _ = copies
+    out = project.make("slots", PARALLEL_STACKS_STATE_DIR=str(tmp_path / "state")).stdout
+    for offset in OFFSETS:
+        row = next(l for l in out.splitlines() if l.startswith(f"demo-stack-{offset} "))
+        assert "running 4/4" in row and str(project.path) in row and f"demo-stack_db_data_{offset}" in row
+
+
+def test_doctor_passes_on_a_running_copy_and_names_trouble(copies, tmp_path):
+    project, _ = copies
+    env = {"PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state")}
+    ok = project.make("doctor", PORT_OFFSET=0, **env)
+    assert "ok    ports:" in ok.stdout and "ok    engine:" in ok.stdout and "FAIL" not in ok.stdout
+    warned = project.make("doctor", PORT_OFFSET=0, COMPOSE_PROJECT_NAME="stale-project", **env)
+    assert "warn  shell: inherited COMPOSE_PROJECT_NAME=stale-project (computed demo-stack-0)" in warned.stdout
+    bad = project.make("doctor", check=False, PORT_OFFSET=12432, **env)  # ui on copy 10000's postgres port
+    assert bad.returncode != 0
+    assert "FAIL  ports: port 15432 for service ui" in bad.stdout and "demo-stack-10000-postgres-1" in bad.stdout

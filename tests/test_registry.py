@@ -184,3 +184,35 @@ def test_corrupt_registry_loses_no_live_copy(tmp_path, image_env, docker_engine)
     finally:
         a.make("nuke", check=False, FORCE="1")
         a.make("release", check=False)
+
+
+@pytest.mark.docker
+def test_stale_claims_are_freed_only_with_force(tmp_path, state, capsys, docker_engine):
+    import shutil
+
+    import fleet
+
+    gone, idle, fresh = worktree(tmp_path, "gone"), worktree(tmp_path, "idle"), worktree(tmp_path, "fresh")
+    offsets = {name: auto(root)["PORT_OFFSET"] for name, root in (("gone", gone), ("idle", idle), ("fresh", fresh))}
+    shutil.rmtree(gone)
+    data = json.loads((state / "registry.json").read_text())
+    for claim in data["claims"].values():
+        if claim["worktree"] == str(idle.resolve()):
+            claim["claimed_at"] = time.time() - 3600  # claimed an hour ago, never started
+    (state / "registry.json").write_text(json.dumps(data))
+    environ = {"PARALLEL_STACKS_STATE_DIR": str(state)}
+
+    assert fleet.gc(environ, force=False) == 0
+    out = capsys.readouterr().out
+    assert f"would free PORT_OFFSET={offsets['gone']} of {gone.resolve()} (worktree directory is gone)" in out
+    assert f"would free PORT_OFFSET={offsets['idle']} of {idle.resolve()} (no containers or volumes left)" in out
+    assert str(fresh.resolve()) not in out  # young claims get a grace period
+    assert len(json.loads((state / "registry.json").read_text())["claims"]) == 3
+    assert (idle / ".env.dynamic").exists()
+
+    assert fleet.gc(environ, force=True) == 0
+    assert "freed 2 claim(s)" in capsys.readouterr().out
+    claims = json.loads((state / "registry.json").read_text())["claims"]
+    assert [c["offset"] for c in claims.values()] == [int(offsets["fresh"])]
+    assert not (idle / ".env.dynamic").exists() and (fresh / ".env.dynamic").exists()
+    assert fleet.gc(environ, force=False) == 0 and "no stale claims" in capsys.readouterr().out

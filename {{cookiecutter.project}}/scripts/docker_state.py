@@ -36,6 +36,11 @@ def docker(*args: str) -> str:
     return proc.stdout
 
 
+def json_list(*args: str) -> list:
+    """`docker ARGS` whose output is a JSON list (inspect)."""
+    return json.loads(docker(*args))
+
+
 def _ids(kind: str, project: str) -> list[str]:
     filt = ["--filter", f"label={PROJECT_LABEL}={project}"]
     if kind == "container":
@@ -48,12 +53,12 @@ def _ids(kind: str, project: str) -> list[str]:
 def containers(project: str) -> list[dict]:
     """`docker inspect` records of every container (running or not) of the compose project."""
     ids = _ids("container", project)
-    return json.loads(docker("inspect", *ids)) if ids else []
+    return json_list("inspect", *ids) if ids else []
 
 
 def volumes(project: str) -> list[dict]:
     names = _ids("volume", project)
-    return json.loads(docker("volume", "inspect", *names)) if names else []
+    return json_list("volume", "inspect", *names) if names else []
 
 
 def networks(project: str) -> list[str]:
@@ -63,7 +68,7 @@ def networks(project: str) -> list[str]:
 def volume(name: str) -> dict | None:
     """The volume's inspect record, or None if it does not exist."""
     try:
-        return json.loads(docker("volume", "inspect", name))[0]
+        return json_list("volume", "inspect", name)[0]
     except StackError as exc:
         if "no such volume" in str(exc).lower():
             return None
@@ -170,7 +175,7 @@ def running_containers() -> list[dict]:
         except (OSError, ValueError):
             pass  # permission denied, odd engine: ask the CLI instead
     ids = docker("ps", "-q").split()
-    records = json.loads(docker("inspect", *ids)) if ids else []
+    records = json_list("inspect", *ids) if ids else []
     out = []
     for rec in records:
         labels = rec.get("Config", {}).get("Labels") or {}

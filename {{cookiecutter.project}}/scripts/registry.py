@@ -233,8 +233,10 @@ def claim(root: Path, env_name: str, stack: dict, bind: str, environ=None) -> in
             "worktree": worktree,
             "env": env_name,
             "project": stack["project"],
+            "compose_project": stack_config.compose_project_name(stack["project"], env_name, offset),
             "ports": _ports(bases, offset),
             "claimed": reg.claims.get(key, {}).get("claimed") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "claimed_at": reg.claims.get(key, {}).get("claimed_at") or time.time(),
         }
         reg.write()
         write_dynamic(root, env_name, offset)

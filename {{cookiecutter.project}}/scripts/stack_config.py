@@ -274,10 +274,7 @@ def load(root: Path = ROOT, environ=None) -> dict:
     offset, offset_source = resolve_offset(environ, layers, stack, root, env_name, bind)
 
     project = stack["project"]
-    suffix = f"{offset}" if env_name == "dev" else f"{env_name}-{offset}"
-    compose_name = f"{project}-{suffix}"
-    if not COMPOSE_NAME.match(compose_name):
-        raise StackError(f"derived compose project name {compose_name!r} is invalid")
+    compose_name = compose_project_name(project, env_name, offset)
 
     out = {
         "PORT_OFFSET": str(offset),
@@ -313,6 +310,14 @@ def load(root: Path = ROOT, environ=None) -> dict:
         else:
             out[f"{var_name(name)}_URL"] = f"http://{host}:{port}"
     return out
+
+
+def compose_project_name(project: str, env_name: str, offset: int) -> str:
+    """`<project>-<offset>`, or `<project>-<env>-<offset>` outside dev."""
+    name = f"{project}-{offset}" if env_name == "dev" else f"{project}-{env_name}-{offset}"
+    if not COMPOSE_NAME.match(name):
+        raise StackError(f"derived compose project name {name!r} is invalid")
+    return name
 
 
 def var_name(name: str) -> str:

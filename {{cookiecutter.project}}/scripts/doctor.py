@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Check this copy's machine and settings; one line per check (ok, warn, FAIL).
+
+Exit status 1 when any check fails, else 0 (warnings do not fail).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import stack_config
+from stack_config import ROOT, StackError
+
+
+class Report:
+    def __init__(self):
+        self.failed = False
+
+    def line(self, level: str, topic: str, text: str) -> None:
+        self.failed |= level == "FAIL"
+        print(f"{level:<5} {topic}: {text}")
+
+
+def check_env_files(report: Report, root: Path) -> None:
+    files = sorted((root / "env").glob("*.env")) + ([root / ".env.dynamic"] if (root / ".env.dynamic").exists() else [])
+    for path in files:
+        try:
+            stack_config.read_env_file(path)
+        except StackError as exc:
+            report.line("FAIL", "env files", str(exc))
+            return
+    report.line("ok", "env files", f"{len(files)} parse cleanly")
+    local = root / "env" / "local.env"
+    if local.exists() and stat.S_IMODE(local.stat().st_mode) & 0o077:
+        report.line("warn", "secrets", f"{local.relative_to(root)} is readable by others (chmod 600 it)")
+
+
+def check_inherited(report: Report, values: dict, environ) -> None:
+    """Shell variables that disagree with the computed ones (a stale export from another worktree)."""
+    clashes = [
+        f"{key}={environ[key]} (computed {values[key]})"
+        for key in values
+        if (key == "COMPOSE_PROJECT_NAME" or key.endswith("_PORT")) and key in environ and environ[key] != values[key]
+    ]
+    if clashes:
+        report.line("warn", "shell", "inherited " + ", ".join(clashes) + "; make ignores them, but tools you run by hand may not")
+    else:
+        report.line("ok", "shell", "no inherited COMPOSE_PROJECT_NAME or *_PORT disagrees")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="doctor.py", description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
+    report = Report()
+    environ = os.environ
+    try:
+        values = stack_config.load(ROOT, environ)
+        services = stack_config.services()
+        report.line("ok", "config", f"stack.yml valid; copy {values['COMPOSE_PROJECT_NAME']}, PORT_OFFSET={values['PORT_OFFSET']} from {values['PORT_OFFSET_SOURCE']}")
+    except StackError as exc:
+        report.line("FAIL", "config", str(exc))
+        return 1
+    check_env_files(report, ROOT)
+    check_inherited(report, values, environ)
+
+    import check_ports
+    import docker_state
+
+    running = None
+    try:
+        version = docker_state.docker("version", "--format", "{{.Server.Version}}").strip()
+        report.line("ok", "engine", f"Docker {version} reachable")
+        running = docker_state.running_containers()
+    except StackError as exc:
+        report.line("FAIL", "engine", str(exc))
+    try:
+        import compose_run
+
+        cmd = compose_run.compose_command()
+        out = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=30).stdout.strip()
+        report.line("ok", "compose", f"{' '.join(cmd)} {out}")
+    except StackError as exc:
+        report.line("FAIL", "compose", str(exc))
+
+    found = check_ports.find_conflicts(values, services, running)
+    if found:
+        report.line("FAIL", "ports", check_ports.describe(values, found, check_ports.nearest_free_offset(values, services, running)))
+    else:
+        report.line("ok", "ports", "every port free or already this copy's")
+
+    import registry
+
+    low, high = registry.ephemeral_range()
+    inside = [p for _, p in check_ports.service_ports(values, services) if low <= p <= high]
+    if inside:
+        report.line("warn", "ephemeral", f"ports {inside} lie in the kernel's ephemeral range {low}-{high}: outgoing connections may take them")
+    else:
+        report.line("ok", "ephemeral", f"no port in the ephemeral range {low}-{high}")
+
+    try:
+        import fleet
+
+        with registry.Registry(registry.state_dir(environ)) as reg:
+            claims = dict(reg.claims)
+        copies = fleet.docker_copies() if running is not None else None
+        stale = fleet.stale_claims(claims, copies, time.time())
+        if stale:
+            report.line("warn", "registry", f"{len(stale)} stale claim(s) of {len(claims)}: `make gc` lists them, `make gc FORCE=1` frees them")
+        else:
+            report.line("ok", "registry", f"{len(claims)} claim(s), none stale")
+    except StackError as exc:
+        report.line("warn", "registry", str(exc))
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
