@@ -381,7 +381,7 @@ def test_foreign_ipv4_listener_is_named_with_its_pid(root):
         assert f"pid {os.getpid()} (" in conflict.owner and "python" in conflict.owner
         message = check_ports.describe(values, found, 12000)
         assert message.startswith(f"port {port} for service api on 127.0.0.1 is held by pid {os.getpid()}")
-        assert "PORT_OFFSET=12000 is free" in message and "\n" not in message
+        assert "PORT_OFFSET=12000 is free, or use PORT_OFFSET=auto" in message and "\n" not in message
 
 
 @pytest.mark.skipif(not check_ports._ipv6_available(), reason="this machine has no IPv6 loopback")

@@ -157,7 +157,7 @@ def describe(values: dict, found: list[Conflict], suggestion: int | None = None)
     more = ""
     if found[1:]:
         more = " (and " + "; ".join(f"{c.service} {c.port} by {c.owner}" for c in found[1:]) + ")"
-    advice = f"PORT_OFFSET={suggestion} is free" if suggestion is not None else "choose another PORT_OFFSET"
+    advice = f"PORT_OFFSET={suggestion} is free, or use PORT_OFFSET=auto" if suggestion is not None else "use PORT_OFFSET=auto"
     return (
         f"port {first.port} for service {first.service} on {values['BIND_ADDRESS']} is held by {first.owner}{more}; "
         f"{advice} (now {values['PORT_OFFSET']}), or stop what holds it"
