@@ -56,7 +56,7 @@ def test_auto_claims_a_remembered_slot_outside_the_ephemeral_range(tmp_path, sta
     for key in ("POSTGRES_PORT", "REDIS_PORT", "API_PORT", "UI_PORT"):
         assert not low <= int(values[key]) <= high
     assert values["PORT_OFFSET_SOURCE"] == "auto"
-    assert (root / ".env.dynamic").read_text().count(f"PORT_OFFSET={offset}") == 1
+    assert f"PORT_OFFSET_DEV={offset}\n" in (root / ".env.dynamic").read_text()
     later = stack_config.load(root, {})  # a later plain `make` call agrees
     assert later["PORT_OFFSET"] == str(offset) and later["PORT_OFFSET_SOURCE"] == ".env.dynamic"
     assert auto(root)["PORT_OFFSET"] == str(offset)  # claiming again is idempotent
@@ -74,6 +74,21 @@ def test_worktrees_get_distinct_slots_and_release_frees_one(tmp_path, state):
     c = worktree(tmp_path, "c")
     assert auto(c)["PORT_OFFSET"] == oa  # the freed slot is free again
     assert registry.release(a, "dev") is None
+
+
+def test_each_environment_keeps_its_own_slot(tmp_path, state):
+    root = worktree(tmp_path, "a")
+    (root / "env" / "test.env").write_text("POSTGRES_USER=app\n")
+    dev = auto(root)["PORT_OFFSET"]
+    test = auto(root, ENV="test")["PORT_OFFSET"]
+    assert dev != test
+    assert stack_config.load(root, {})["PORT_OFFSET"] == dev  # the test claim did not overwrite dev's
+    assert stack_config.load(root, {"ENV": "test"})["PORT_OFFSET"] == test
+    assert registry.release(root, "test") == int(test)
+    assert stack_config.load(root, {})["PORT_OFFSET"] == dev
+    assert stack_config.load(root, {"ENV": "test"})["PORT_OFFSET_SOURCE"] == "default"
+    assert registry.release(root, "dev") == int(dev)
+    assert not (root / ".env.dynamic").exists()
 
 
 def test_taken_slot_is_skipped_and_logged(tmp_path, state, capsys, monkeypatch):
@@ -116,7 +131,7 @@ def test_state_dir_follows_xdg(tmp_path):
 def test_remembered_slot_taken_by_another_copy_is_refused(tmp_path, state):
     a, b = worktree(tmp_path, "a"), worktree(tmp_path, "b")
     offset = auto(a)["PORT_OFFSET"]
-    (b / ".env.dynamic").write_text(f"PORT_OFFSET={offset}\nSTACK_ENV=dev\n")  # copied by hand
+    (b / ".env.dynamic").write_text(f"PORT_OFFSET_DEV={offset}\n")  # copied by hand
     with pytest.raises(StackError, match="now claimed by another copy"):
         auto(b)
 

@@ -108,9 +108,9 @@ def gc(environ, force: bool) -> int:
             return 0
         for key, claim, _ in stale:
             del reg.claims[key]
-            dynamic = Path(claim["worktree"]) / registry.DYNAMIC
-            if dynamic.exists():
-                dynamic.unlink()
+            tree = Path(claim["worktree"])
+            if tree.is_dir():
+                registry.write_dynamic(tree, claim.get("env", "dev"), None)
         reg.write()
     print(f"freed {len(stale)} claim(s)")
     return 0

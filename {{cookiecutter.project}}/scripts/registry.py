@@ -106,26 +106,41 @@ def claim_key(worktree: str, env_name: str) -> str:
     return f"{worktree}|{env_name}"
 
 
+def dynamic_key(env_name: str) -> str:
+    """`.env.dynamic` keeps one slot per environment: PORT_OFFSET_DEV, PORT_OFFSET_TEST, ..."""
+    return "PORT_OFFSET_" + stack_config.var_name(env_name)
+
+
+def _dynamic_values(root: Path) -> dict:
+    path = root / DYNAMIC
+    return stack_config.read_env_file(path) if path.exists() else {}
+
+
 def read_dynamic(root: Path, env_name: str) -> int | None:
     """This worktree's remembered slot for `env_name`, if any."""
+    raw = _dynamic_values(root).get(dynamic_key(env_name), "")
+    return int(raw) if stack_config.DIGITS.match(raw) else None
+
+
+def write_dynamic(root: Path, env_name: str, offset: int | None) -> None:
+    """Remember (or, with None, forget) this worktree's slot for `env_name`; no slots left, no file."""
+    values = {k: v for k, v in _dynamic_values(root).items() if k.startswith("PORT_OFFSET_")}
+    if offset is None:
+        values.pop(dynamic_key(env_name), None)
+    else:
+        values[dynamic_key(env_name)] = str(offset)
     path = root / DYNAMIC
-    if not path.exists():
-        return None
-    values = stack_config.read_env_file(path)
-    if values.get("STACK_ENV", "dev") != env_name or not stack_config.DIGITS.match(values.get("PORT_OFFSET", "")):
-        return None
-    return int(values["PORT_OFFSET"])
-
-
-def write_dynamic(root: Path, env_name: str, offset: int) -> None:
+    if not values:
+        if path.exists():
+            path.unlink()
+        return
     tmp = root / (DYNAMIC + ".tmp")
     tmp.write_text(
-        "# Written by PORT_OFFSET=auto: this worktree's slot in the machine-wide registry.\n"
-        "# Gitignored. `make release` frees it and deletes this file.\n"
-        f"PORT_OFFSET={offset}\nSTACK_ENV={env_name}\n",
+        "# Written by PORT_OFFSET=auto: this worktree's slots in the machine-wide registry, per ENV.\n"
+        "# Gitignored. `make release` frees this ENV's slot.\n" + "".join(f"{k}={v}\n" for k, v in sorted(values.items())),
         encoding="utf-8",
     )
-    os.replace(tmp, root / DYNAMIC)
+    os.replace(tmp, path)
 
 
 def rebuild_claims() -> dict:
@@ -146,14 +161,14 @@ def rebuild_claims() -> dict:
         pass  # engine down: rebuild from the caller's worktree alone
     claims = {}
     for tree in sorted(trees):
-        path = Path(tree) / DYNAMIC
-        if path.exists():
-            try:
-                values = stack_config.read_env_file(path)
-                env_name = values.get("STACK_ENV", "dev")
-                claims[claim_key(tree, env_name)] = {"offset": int(values["PORT_OFFSET"]), "worktree": tree, "env": env_name}
-            except (StackError, KeyError, ValueError):
-                continue
+        try:
+            values = _dynamic_values(Path(tree))
+        except StackError:
+            continue
+        for key, raw in values.items():
+            if key.startswith("PORT_OFFSET_") and stack_config.DIGITS.match(raw):
+                env_name = key[len("PORT_OFFSET_"):].lower().replace("_", "-")
+                claims[claim_key(tree, env_name)] = {"offset": int(raw), "worktree": tree, "env": env_name}
     return claims
 
 
@@ -250,8 +265,7 @@ def release(root: Path, env_name: str, environ=None) -> int | None:
         freed = reg.claims.pop(claim_key(worktree, env_name), None)
         reg.write()
     remembered = read_dynamic(root, env_name)
-    if remembered is not None:
-        (root / DYNAMIC).unlink()
+    write_dynamic(root, env_name, None)
     if freed:
         return freed["offset"]
     return remembered

@@ -26,6 +26,7 @@ KINDS = {"postgres", "redis", "http"}
 NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 COMPOSE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DIGITS = re.compile(r"^[0-9]+$")
+ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 SECRET_KEYS = ("POSTGRES_PASSWORD",)
 TASK_VARS = ("TASK_ID", "ZENFLOW_TASK_ID")
 CI_NUMBER_VARS = ("CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID")
@@ -237,8 +238,8 @@ def env_name_of(environ) -> str:
         if "/" in name:
             name = ""  # sh(1)'s ENV=~/.shrc, not ours
     name = name or "dev"
-    if not NAME.match(name):
-        raise StackError(f"ENV={name!r} must be a lowercase name like dev, test or ci")
+    if not ENV_NAME.match(name):
+        raise StackError(f"ENV={name!r} must be a lowercase name like dev, test or ci (letters, digits, '-')")
     return name
 
 
