@@ -17,6 +17,24 @@ OFFLINE_PREFIX = "parallel-stacks-offline"
 # The generated project's helpers contain no template tags: import them as-is.
 sys.path.insert(0, str(SCRIPTS))
 
+# A small project of the default shape, for unit tests of the helpers.
+TEST_STACK_YML = """\
+project: shop
+services:
+  postgres: {kind: postgres, container_port: 5432, host_port: 5432, volumes: [db_data]}
+  redis: {kind: redis, container_port: 6379, host_port: 6379}
+  api: {kind: http, container_port: 8003, host_port: 8003}
+  ui: {kind: http, container_port: 3000, host_port: 3000}
+"""
+
+
+def make_worktree(root: Path, dev_env: str = "POSTGRES_USER=app\n") -> Path:
+    """A minimal project directory: stack.yml and env/dev.env."""
+    (root / "env").mkdir(parents=True)
+    (root / "stack.yml").write_text(TEST_STACK_YML)
+    (root / "env" / "dev.env").write_text(dev_env)
+    return root
+
 
 def docker_ok() -> bool:
     try:

@@ -14,26 +14,15 @@ import check_ports
 import compose_run
 import nuke
 import stack_config
+from conftest import TEST_STACK_YML, make_worktree
 from stack_config import StackError
 
-STACK = textwrap.dedent(
-    """\
-    project: shop
-    services:
-      postgres: {kind: postgres, container_port: 5432, host_port: 5432, volumes: [db_data]}
-      redis: {kind: redis, container_port: 6379, host_port: 6379}
-      api: {kind: http, container_port: 8003, host_port: 8003}
-      ui: {kind: http, container_port: 3000, host_port: 3000}
-    """
-)
+STACK = TEST_STACK_YML
 
 
 @pytest.fixture
 def root(tmp_path):
-    (tmp_path / "env").mkdir()
-    (tmp_path / "stack.yml").write_text(STACK)
-    (tmp_path / "env" / "dev.env").write_text("PORT_OFFSET=0\nPOSTGRES_USER=app\n")
-    return tmp_path
+    return make_worktree(tmp_path, "PORT_OFFSET=0\nPOSTGRES_USER=app\n")
 
 
 def load(root, **environ):

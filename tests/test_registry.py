@@ -6,34 +6,17 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
 import registry
 import stack_config
-from conftest import SCRIPTS
+from conftest import SCRIPTS, make_worktree
 from stack_config import StackError
 
-STACK = textwrap.dedent(
-    """\
-    project: shop
-    services:
-      postgres: {kind: postgres, container_port: 5432, host_port: 5432, volumes: [db_data]}
-      redis: {kind: redis, container_port: 6379, host_port: 6379}
-      api: {kind: http, container_port: 8003, host_port: 8003}
-      ui: {kind: http, container_port: 3000, host_port: 3000}
-    """
-)
-
-
 def worktree(base, name):
-    root = base / name
-    (root / "env").mkdir(parents=True)
-    (root / "stack.yml").write_text(STACK)
-    (root / "env" / "dev.env").write_text("POSTGRES_USER=app\n")
-    return root
+    return make_worktree(base / name)
 
 
 @pytest.fixture
