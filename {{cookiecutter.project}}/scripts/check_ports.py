@@ -135,19 +135,39 @@ def find_conflicts(values: dict, services: dict, running: list[dict] | None) -> 
     return found
 
 
+def published_by(running: list[dict] | None) -> dict[int, dict]:
+    """{host port: container record} of every running container's published ports."""
+    return {port: rec for rec in running or [] for _, port in rec["ports"]}
+
+
+def unusable(ports, published: dict[int, dict], hosts: list[str], claimed=frozenset(), eph=None, name_owners=True) -> str | None:
+    """None when a copy could use every one of `ports`, else why not (the first reason found)."""
+    for port in ports:
+        if not stack_config.PORT_MIN <= port <= stack_config.PORT_MAX:
+            return f"port {port} out of range"
+        if eph and eph[0] <= port <= eph[1]:
+            return f"port {port} is in the ephemeral range {eph[0]}-{eph[1]}"
+        if port in claimed:
+            return f"port {port} is claimed by another copy"
+        if port in published:
+            return f"port {port} is published by {container_owner(published[port])}"
+        if not all(port_free(h, port) for h in hosts):
+            return f"port {port} is held by {process_owner(port) if name_owners else 'a process'}"
+    return None
+
+
 def nearest_free_offset(values: dict, services: dict, running: list[dict] | None) -> int | None:
     """The closest offset (in steps of 1000) whose every port is free, or None."""
     offset = int(values["PORT_OFFSET"])
     bases = {name: int(values[f"{stack_config.var_name(name)}_PORT"]) - offset for name in services}
     high = stack_config.PORT_MAX - max(bases.values())
-    taken = {port for rec in running or [] for _, port in rec["ports"]}
+    published = published_by(running)
     hosts = addresses(values["BIND_ADDRESS"])
     for k in range(1, SEARCH_TRIES + 1):
         for cand in (offset + k * SEARCH_STEP, offset - k * SEARCH_STEP):
             if not 0 <= cand <= high or min(bases.values()) + cand < stack_config.PORT_MIN:
                 continue
-            ports = [b + cand for b in bases.values()]
-            if not taken & set(ports) and all(port_free(h, p) for p in ports for h in hosts):
+            if unusable([b + cand for b in bases.values()], published, hosts, name_owners=False) is None:
                 return cand
     return None
 

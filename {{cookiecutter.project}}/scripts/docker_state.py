@@ -75,17 +75,19 @@ def volume(name: str) -> dict | None:
         raise
 
 
+def host_bindings(rec: dict) -> list[tuple[str, int]]:
+    """[(host ip, host port)] an inspect record publishes."""
+    return [
+        (b.get("HostIp", ""), int(b["HostPort"]))
+        for bindings in (rec.get("NetworkSettings", {}).get("Ports") or {}).values()
+        for b in bindings or []
+        if b.get("HostPort")
+    ]
+
+
 def published_ports(records: list[dict]) -> set[int]:
     """Host ports published by running containers among `records`."""
-    ports = set()
-    for rec in records:
-        if not rec.get("State", {}).get("Running"):
-            continue
-        for bindings in (rec.get("NetworkSettings", {}).get("Ports") or {}).values():
-            for b in bindings or []:
-                if b.get("HostPort"):
-                    ports.add(int(b["HostPort"]))
-    return ports
+    return {port for rec in records if rec.get("State", {}).get("Running") for _, port in host_bindings(rec)}
 
 
 def check_ownership(values: dict, records: list[dict] | None = None) -> list[dict]:
@@ -179,10 +181,5 @@ def running_containers() -> list[dict]:
     out = []
     for rec in records:
         labels = rec.get("Config", {}).get("Labels") or {}
-        ports = []
-        for bindings in (rec.get("NetworkSettings", {}).get("Ports") or {}).values():
-            for b in bindings or []:
-                if b.get("HostPort"):
-                    ports.append((b.get("HostIp", ""), int(b["HostPort"])))
-        out.append({"name": rec.get("Name", "?").lstrip("/"), "project": labels.get(PROJECT_LABEL), "working_dir": labels.get(WORKDIR_LABEL), "ports": ports})
+        out.append({"name": rec.get("Name", "?").lstrip("/"), "project": labels.get(PROJECT_LABEL), "working_dir": labels.get(WORKDIR_LABEL), "ports": host_bindings(rec)})
     return out

@@ -176,25 +176,6 @@ def _ports(bases: dict, offset: int) -> list[int]:
     return [b + offset for b in bases.values()]
 
 
-def _slot_ok(bases: dict, offset: int, taken_by_claims: set[int], running, hosts, eph) -> str | None:
-    """None if every port of `offset` is usable, else why not."""
-    import check_ports
-
-    published = {port: rec for rec in running or [] for _, port in rec["ports"]}
-    for port in _ports(bases, offset):
-        if not stack_config.PORT_MIN <= port <= stack_config.PORT_MAX:
-            return f"port {port} out of range"
-        if eph[0] <= port <= eph[1]:
-            return f"port {port} is in the ephemeral range {eph[0]}-{eph[1]}"
-        if port in taken_by_claims:
-            return f"port {port} is claimed by another copy"
-        if port in published:
-            return f"port {port} is published by {check_ports.container_owner(published[port])}"
-        if not all(check_ports.port_free(h, port) for h in hosts):
-            return f"port {port} is held by {check_ports.process_owner(port)}"
-    return None
-
-
 def claim(root: Path, env_name: str, stack: dict, bind: str, environ=None) -> int:
     """This worktree's slot: its remembered one if still valid, else the first free one."""
     import check_ports
@@ -206,9 +187,9 @@ def claim(root: Path, env_name: str, stack: dict, bind: str, environ=None) -> in
     eph = ephemeral_range()
     hosts = check_ports.addresses(bind)
     try:
-        running = docker_state.running_containers()
+        published = check_ports.published_by(docker_state.running_containers())
     except StackError:
-        running = None
+        published = {}
     with Registry(state_dir(environ)) as reg:
         others = {k: c for k, c in reg.claims.items() if k != key}
         taken = {p for c in others.values() for p in c.get("ports") or _ports(bases, c["offset"])}
@@ -228,7 +209,7 @@ def claim(root: Path, env_name: str, stack: dict, bind: str, environ=None) -> in
             skipped = []
             for k in range(1, MAX_TRIES + 1):
                 cand = k * AUTO_STEP
-                why = _slot_ok(bases, cand, taken, running, hosts, eph)
+                why = check_ports.unusable(_ports(bases, cand), published, hosts, taken, eph)
                 if why is None:
                     offset = cand
                     break
