@@ -267,15 +267,16 @@ def test_offset_defaults_to_zero_without_files(root):
 
 
 def test_derived_values_beat_inherited_shell_values(root):
-    env = stack_config.compose_environment(root, {"PORT_OFFSET": "10000", "POSTGRES_PORT": "1", "COMPOSE_PROJECT_NAME": "other"})
+    values, env = stack_config.compose_environment(root, {"PORT_OFFSET": "10000", "POSTGRES_PORT": "1", "COMPOSE_PROJECT_NAME": "other"})
+    assert values["POSTGRES_PORT"] == "15432"
     assert env["POSTGRES_PORT"] == "15432"
     assert env["COMPOSE_PROJECT_NAME"] == "shop-10000"
 
 
 def test_compose_environment_passes_env_file_settings(root):
     (root / "env" / "local.env").write_text("POSTGRES_IMAGE=mirror/postgres:16\n")
-    assert stack_config.compose_environment(root, {})["POSTGRES_IMAGE"] == "mirror/postgres:16"
-    assert stack_config.compose_environment(root, {"POSTGRES_IMAGE": "x"})["POSTGRES_IMAGE"] == "x"
+    assert stack_config.compose_environment(root, {})[1]["POSTGRES_IMAGE"] == "mirror/postgres:16"
+    assert stack_config.compose_environment(root, {"POSTGRES_IMAGE": "x"})[1]["POSTGRES_IMAGE"] == "x"
 
 
 # ---------------------------------------------------------------- output & secrets

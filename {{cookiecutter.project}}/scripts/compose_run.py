@@ -83,8 +83,7 @@ def up(values: dict, environ: dict, cmd: list[str], extra: list[str]) -> int:
                     "(POSTGRES_PASSWORD is missing from env/local.env); restore it there, or `make nuke` to start over"
                 )
     stack_config.ensure_local_env(ROOT)
-    values = stack_config.load(ROOT, environ)  # re-read: the password may be new
-    env = stack_config.compose_environment(ROOT, environ, values)
+    values, env = stack_config.compose_environment(ROOT, environ)  # re-read: the password may be new
     v1 = is_v1(cmd)
     args = [*base_args(cmd, values), "up", "-d", "--build", "--remove-orphans"]
     if not v1:
@@ -106,11 +105,10 @@ def main(argv=None) -> int:
     parser.add_argument("--compose", default=None, help="compose command (default: $COMPOSE, else auto-detect)")
     args = parser.parse_args(argv)
     try:
-        values = stack_config.load(ROOT, os.environ)
+        values, env = stack_config.compose_environment(ROOT, os.environ)
         cmd = compose_command(args.compose)
         if args.command == "up":
             return up(values, dict(os.environ), cmd, args.args)
-        env = stack_config.compose_environment(ROOT, os.environ, values)
         if args.command == "down":
             return run([*base_args(cmd, values), "down", "--remove-orphans", *args.args], env)
         return run([*base_args(cmd, values), args.command, *args.args], env)

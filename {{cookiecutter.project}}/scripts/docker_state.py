@@ -90,6 +90,12 @@ def published_ports(records: list[dict]) -> set[int]:
     return {port for rec in records if rec.get("State", {}).get("Running") for _, port in host_bindings(rec)}
 
 
+def foreign_worktree(labels: dict, here: str) -> str | None:
+    """The worktree a labelled object belongs to, when that is not `here`."""
+    tree = labels.get(WORKTREE_LABEL)
+    return tree if tree and str(Path(tree).resolve()) != str(Path(here).resolve()) else None
+
+
 def check_ownership(values: dict, records: list[dict] | None = None) -> list[dict]:
     """Refuse (StackError) when this copy's compose project or volumes belong elsewhere.
 
@@ -113,13 +119,13 @@ def check_ownership(values: dict, records: list[dict] | None = None) -> list[dic
             continue
         labels = rec.get("Labels") or {}
         owner = labels.get(PROJECT_LABEL)
-        tree = labels.get(WORKTREE_LABEL)
+        tree = foreign_worktree(labels, here)
         if owner != project:
             raise StackError(
                 f"volume {name} exists but was not created by this copy (compose project {owner or 'none'}); "
                 "refusing to touch it: rename or remove it yourself, or use another PORT_OFFSET"
             )
-        if tree and str(Path(tree).resolve()) != here:
+        if tree:
             raise StackError(
                 f"volume {name} belongs to another worktree ({tree}); refusing to touch it: "
                 "use another PORT_OFFSET here"

@@ -23,11 +23,10 @@ def plan(values: dict) -> tuple[list[dict], list[str], list[str]]:
     """(containers, networks, volume names) carrying this copy's compose project label."""
     project = values["COMPOSE_PROJECT_NAME"]
     records = docker_state.check_ownership(values)
-    here = values["STACK_WORKTREE"]
     vols = []
     for rec in docker_state.volumes(project):
-        tree = (rec.get("Labels") or {}).get(docker_state.WORKTREE_LABEL)
-        if tree and tree != here:
+        tree = docker_state.foreign_worktree(rec.get("Labels") or {}, values["STACK_WORKTREE"])
+        if tree:
             raise StackError(f"volume {rec['Name']} of {project} belongs to another worktree ({tree}); nothing removed")
         vols.append(rec["Name"])
     return records, docker_state.networks(project), vols

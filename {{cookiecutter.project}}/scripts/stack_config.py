@@ -260,7 +260,12 @@ def client_host(bind: str) -> str:
 
 # ---------------------------------------------------------------- derivation
 def load(root: Path = ROOT, environ=None) -> dict:
-    """Everything a copy needs, as an ordered dict of strings.
+    """Everything a copy needs, as an ordered dict of strings (see load_with_layers)."""
+    return load_with_layers(root, environ)[0]
+
+
+def load_with_layers(root: Path = ROOT, environ=None) -> tuple[dict, list]:
+    """(values, env file layers): everything a copy needs, and the files it came from.
 
     Keys: PORT_OFFSET, STACK_ENV, STACK_PROJECT, STACK_WORKTREE,
     COMPOSE_PROJECT_NAME, BIND_ADDRESS, <SERVICE>_PORT,
@@ -310,7 +315,7 @@ def load(root: Path = ROOT, environ=None) -> dict:
             out["REDIS_URL"] = f"redis://{host}:{port}/0"
         else:
             out[f"{var_name(name)}_URL"] = f"http://{host}:{port}"
-    return out
+    return out, layers
 
 
 def compose_project_name(project: str, env_name: str, offset: int) -> str:
@@ -344,16 +349,19 @@ def redact(values: dict) -> dict:
     return out
 
 
-def compose_environment(root: Path = ROOT, environ=None, derived: dict | None = None) -> dict:
-    """Environment for `docker compose`: env files < process env < derived values."""
+def compose_environment(root: Path = ROOT, environ=None) -> tuple[dict, dict]:
+    """(values, environment for `docker compose`): env files < process env < derived values.
+
+    One pass over stack.yml and the env files serves both.
+    """
     environ = os.environ if environ is None else environ
-    derived = load(root, environ) if derived is None else derived
+    derived, layers = load_with_layers(root, environ)
     merged = {}
-    for _, values in env_file_layers(root, derived["STACK_ENV"]):
+    for _, values in layers:
         merged.update(values)
     merged.update(environ)
     merged.update(derived)
-    return merged
+    return derived, merged
 
 
 # ---------------------------------------------------------------- secrets
