@@ -139,12 +139,17 @@ class RedisNamespace:
     def client(self):
         import redis  # lazy
 
-        return redis.Redis.from_url(self.url, db=self.db)
+        return redis.Redis.from_url(self.url, db=self.db, socket_connect_timeout=5)
 
     def clear(self) -> int:
         client = self.client()
         keys = list(client.scan_iter(match=self.prefix.replace("*", r"\*") + "*", count=500))
         return client.delete(*keys) if keys else 0
+
+
+def redis_prefix(values: dict, who: str = "") -> str:
+    """`test:<copy>:<who>:`; without `who`, the prefix of all this copy's test keys."""
+    return f"test:{values['COMPOSE_PROJECT_NAME']}:" + (f"{who}:" if who else "")
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,7 @@ def build_context(values: dict, worker: str, isolated: bool, tmp_root: Path, red
             db_index = 1 + index
             if db_index >= REDIS_DBS:
                 raise StackError(f"worker {worker} needs Redis DB {db_index} but Redis has {REDIS_DBS}; use prefix mode or fewer workers")
-        redis_ns = RedisNamespace(values["REDIS_URL"], f"test:{values['COMPOSE_PROJECT_NAME']}:{who}:", db_index)
+        redis_ns = RedisNamespace(values["REDIS_URL"], redis_prefix(values, who), db_index)
     tmp_dir = tmp_root / f"media-{values['COMPOSE_PROJECT_NAME']}-{who}"
     return ParallelTestContext(
         worker=worker,
@@ -229,15 +234,8 @@ def clear_stale_redis(values: dict, mode: str) -> int:
     """Delete this copy's test keys (left by killed runs) from Redis; return how many."""
     if "REDIS_URL" not in values:
         return 0
-    import redis  # lazy
-
-    prefix = f"test:{values['COMPOSE_PROJECT_NAME']}:"
-    removed = 0
-    for db in range(REDIS_DBS) if mode == "db" else (0,):
-        client = redis.Redis.from_url(values["REDIS_URL"], db=db, socket_connect_timeout=5)
-        keys = list(client.scan_iter(match=prefix + "*", count=500))
-        removed += client.delete(*keys) if keys else 0
-    return removed
+    dbs = range(REDIS_DBS) if mode == "db" else (0,)
+    return sum(RedisNamespace(values["REDIS_URL"], redis_prefix(values), db).clear() for db in dbs)
 
 
 def build_template(conn, values: dict, schema_files: list[Path]) -> str:
