@@ -184,14 +184,21 @@ def describe(values: dict, found: list[Conflict], suggestion: int | None = None)
     )
 
 
-def check(values: dict, services: dict) -> None:
-    """Raise StackError naming the owner and a free offset when any port is taken."""
-    import docker_state
+_ASK = object()
 
-    try:
-        running = docker_state.running_containers()
-    except StackError:
-        running = None
+
+def check(values: dict, services: dict, running=_ASK) -> None:
+    """Raise StackError naming the owner and a free offset when any port is taken.
+
+    `running`: every running container (None: engine unreachable); asked for when not given.
+    """
+    if running is _ASK:
+        import docker_state
+
+        try:
+            running = docker_state.running_containers()
+        except StackError:
+            running = None
     found = find_conflicts(values, services, running)
     if found:
         raise StackError(describe(values, found, nearest_free_offset(values, services, running)))

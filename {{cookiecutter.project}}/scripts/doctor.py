@@ -87,11 +87,11 @@ def main(argv=None) -> int:
     except StackError as exc:
         report.line("FAIL", "compose", str(exc))
 
-    found = check_ports.find_conflicts(values, services, running)
-    if found:
-        report.line("FAIL", "ports", check_ports.describe(values, found, check_ports.nearest_free_offset(values, services, running)))
-    else:
+    try:
+        check_ports.check(values, services, running)
         report.line("ok", "ports", "every port free or already this copy's")
+    except StackError as exc:
+        report.line("FAIL", "ports", str(exc))
 
     import registry
 
