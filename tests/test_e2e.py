@@ -43,6 +43,15 @@ def connect(values: dict):
     return psycopg.connect(values["DATABASE_URL"], connect_timeout=10, autocommit=True)
 
 
+def write_mark(values: dict, kind: str) -> str:
+    """Insert a unique row through this copy's Postgres port; return it."""
+    mark = f"{kind}-{uuid.uuid4()}"
+    with connect(values) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS e2e_marks (mark text PRIMARY KEY)")
+        conn.execute("INSERT INTO e2e_marks VALUES (%s)", (mark,))
+    return mark
+
+
 def read_marks(values: dict) -> set[str]:
     with connect(values) as conn:
         if conn.execute("SELECT to_regclass('public.e2e_marks')").fetchone()[0] is None:
@@ -111,10 +120,7 @@ def test_nothing_published_on_all_interfaces(copies):
 
 def test_data_is_isolated_between_copies(copies):
     _, values = copies
-    mark = f"a-{uuid.uuid4()}"
-    with connect(values[0]) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS e2e_marks (mark text PRIMARY KEY)")
-        conn.execute("INSERT INTO e2e_marks VALUES (%s)", (mark,))
+    mark = write_mark(values[0], "a")
     assert mark in read_marks(values[0])
     assert mark not in read_marks(values[10000])
     r0 = redis.Redis.from_url(values[0]["REDIS_URL"])
@@ -134,10 +140,7 @@ def test_up_on_a_running_copy_is_a_no_op(copies):
 
 def test_down_keeps_data_and_nuke_removes_only_its_own_copy(copies):
     project, values = copies
-    mark = f"keep-{uuid.uuid4()}"
-    with connect(values[0]) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS e2e_marks (mark text PRIMARY KEY)")
-        conn.execute("INSERT INTO e2e_marks VALUES (%s)", (mark,))
+    mark = write_mark(values[0], "keep")
 
     project.make("down", PORT_OFFSET=0)
     assert inspect_project(values[0]["COMPOSE_PROJECT_NAME"]) == []
