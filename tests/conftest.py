@@ -80,14 +80,17 @@ class Project:
         self.path = path
         self.base_env = base_env
 
+    INHERITED = ("PORT_OFFSET", "COMPOSE_PROJECT_NAME", "ENV", "STACK_ENV", "TASK_ID", "ZENFLOW_TASK_ID",
+                 "CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID")
+
+    def environment(self, **env) -> dict:
+        """The caller's environment without copy-selecting values, then base_env, then `env`."""
+        full = {k: v for k, v in os.environ.items() if k not in self.INHERITED}
+        return {**full, "PYTHON": sys.executable, **self.base_env, **{k: str(v) for k, v in env.items()}}
+
     def make(self, *targets, check=True, timeout=600, **env) -> subprocess.CompletedProcess:
-        full = {**os.environ, "PYTHON": sys.executable, **self.base_env, **{k: str(v) for k, v in env.items()}}
-        for key in ("PORT_OFFSET", "COMPOSE_PROJECT_NAME", "ENV", "STACK_ENV", "TASK_ID", "ZENFLOW_TASK_ID",
-                    "CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID"):
-            if key not in env:
-                full.pop(key, None)
         proc = subprocess.run(
-            ["make", *targets], cwd=self.path, env=full, capture_output=True, text=True, timeout=timeout
+            ["make", *targets], cwd=self.path, env=self.environment(**env), capture_output=True, text=True, timeout=timeout
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"make {' '.join(targets)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

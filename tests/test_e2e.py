@@ -113,6 +113,9 @@ def test_nothing_published_on_all_interfaces(copies):
                     assert b["HostIp"] == "127.0.0.1", (rec["Name"], b)
                     ports.add(int(b["HostPort"]))
     assert len(ports) == 8
+    for rec in inspect_project(values[10000]["COMPOSE_PROJECT_NAME"]):  # and as `docker port` says it
+        mapping = subprocess.run(["docker", "port", rec["Id"]], capture_output=True, text=True, check=True).stdout
+        assert mapping and all(line.split(" -> ")[1].startswith("127.0.0.1:") for line in mapping.splitlines()), mapping
     listeners = [c for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports]
     assert listeners, "docker-proxy should listen on the published ports"
     assert all(c.laddr.ip == "127.0.0.1" for c in listeners), listeners
@@ -301,3 +304,49 @@ def test_doctor_passes_on_a_running_copy_and_names_trouble(copies, tmp_path):
     bad = project.make("doctor", check=False, PORT_OFFSET=12432, **env)  # ui on copy 10000's postgres port
     assert bad.returncode != 0
     assert "FAIL  ports: port 15432 for service ui" in bad.stdout and "demo-stack-10000-postgres-1" in bad.stdout
+
+
+def test_nuking_one_of_three_copies_ten_times_loses_nothing_of_the_others(copies, tmp_path, image_env):
+    project, values = copies
+    keep = {offset: write_mark(values[offset], f"keep-{offset}") for offset in OFFSETS}
+    third = Project(bake(tmp_path, with_redis=False, with_ui=False), {**image_env, "PORT_OFFSET": "36000"})
+    third_values = third.values()
+    volume = third_values["DB_DATA_VOLUME"]
+    try:
+        for round_ in range(10):
+            third.make("up")
+            assert read_marks(third_values) == set(), f"round {round_}: the nuked copy's data came back"
+            write_mark(third_values, f"third-{round_}")
+            out = third.make("nuke", FORCE="1")
+            assert f"1 volume(s) of {third_values['COMPOSE_PROJECT_NAME']}" in out.stdout
+            assert not volume_exists(volume) and inspect_project(third_values["COMPOSE_PROJECT_NAME"]) == []
+            for offset in OFFSETS:
+                assert keep[offset] in read_marks(values[offset]), f"round {round_}: copy {offset} lost its row"
+                assert health(values[offset])["status"] == "ok"
+    finally:
+        third.make("nuke", check=False, FORCE="1")
+
+
+def test_secrets_appear_in_no_output_unless_asked(copies, tmp_path):
+    project, values = copies
+    password = values[0]["POSTGRES_PASSWORD"]
+    assert len(password) >= 30
+    env = {"PORT_OFFSET": 0, "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state")}
+    for target in ("env", "ports", "up", "ps", "check-ports", "slots", "doctor", "help"):
+        out = project.make(target, **env)
+        assert password not in out.stdout + out.stderr, f"make {target} printed the password"
+        if target in ("env", "ports", "up"):
+            assert "********" in out.stdout, target
+    shown = project.make("env", SHOW_SECRETS="1", **env).stdout
+    assert f"POSTGRES_PASSWORD={password}" in shown.splitlines()
+    subprocess.run(["git", "init", "-q"], cwd=project.path, check=True)
+    try:
+        subprocess.run(["git", "add", "-A"], cwd=project.path, check=True)
+        staged = subprocess.run(["git", "grep", "--cached", "-l", "-F", password], cwd=project.path, capture_output=True, text=True)
+        assert staged.returncode == 1 and staged.stdout == "", f"committed files carry the password: {staged.stdout}"
+        listed = subprocess.run(["git", "ls-files"], cwd=project.path, capture_output=True, text=True, check=True).stdout.split()
+        assert "env/local.env" not in listed and "stack.yml" in listed
+    finally:
+        import shutil
+
+        shutil.rmtree(project.path / ".git")

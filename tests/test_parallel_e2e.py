@@ -6,6 +6,7 @@ own PostgreSQL, real Redis.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,6 +98,38 @@ def test_killed_run_leaves_nothing_after_the_next_run(copies):
 
     project.make("test-parallel", PORT_OFFSET=0, PYTEST_WORKERS="2")
     assert test_databases(values[0]) == set(), "databases of the killed run remain"
+
+
+CRASHER = """
+import os, signal
+
+def test_this_worker_dies():
+    os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+"""
+
+
+@pytest.mark.parametrize("dist", ["load", "loadscope"])
+def test_killed_worker_is_reported_and_leaves_nothing(copies, tmp_path, dist):
+    project, values = copies
+    crasher = tmp_path / "test_crash.py"
+    crasher.write_text(CRASHER)
+    junit = tmp_path / "crash.xml"
+    out = project.make("test-parallel", check=False, timeout=300, PORT_OFFSET=0, PYTEST_WORKERS="2", PYTEST_DIST=dist,
+                       ARGS=f"tests {crasher} --junitxml={junit}")
+    assert out.returncode != 0 and "Error 1" in out.stderr  # pytest's 1: tests failed (not 2+: aborted)
+    assert re.search(r"worker 'gw\d' crashed while running '[^']*::test_this_worker_dies'", out.stdout), out.stdout[-3000:]
+    if dist == "load":  # replaced; the rest of the suite ran
+        assert "replacing crashed worker" in out.stdout
+        assert len(passed_ids(junit)) == len(passed_ids_of_a_clean_run(project, tmp_path))
+    else:  # ended instead of hanging (pytest-xdist#1323)
+        assert re.search(r"worker gw\d crashed and worker restarting disabled", out.stdout)
+    assert test_databases(values[0]) == set(), "the crashed worker's database outlived the run"
+
+
+def passed_ids_of_a_clean_run(project, tmp_path) -> set[str]:
+    junit = tmp_path / "clean.xml"
+    project.make("test-parallel", PORT_OFFSET=0, PYTEST_WORKERS="2", ARGS=f"--junitxml={junit}")
+    return passed_ids(junit)
 
 
 def _in_group(proc, pgid) -> bool:

@@ -119,10 +119,24 @@ def test_remembered_slot_taken_by_another_copy_is_refused(tmp_path, state):
         auto(b)
 
 
-def test_corrupt_registry_keeps_the_callers_claim(tmp_path, state, capsys):
+CORRUPTIONS = [
+    pytest.param(lambda good: b"{ not json", id="not-json"),
+    pytest.param(lambda good: b"", id="truncated-to-empty"),
+    pytest.param(lambda good: good[: len(good) // 2], id="truncated-half-way"),
+    pytest.param(lambda good: b"\xff\xfe\x00garbage", id="binary"),
+    pytest.param(lambda good: b"[]", id="a-list"),
+    pytest.param(lambda good: good.replace(b'"claims": {', b'"claims": [{', 1)[:-1] + b"]}", id="claims-a-list"),
+    pytest.param(lambda good: good.replace(b'"offset": ', b'"offset": "x', 1).replace(b',\n', b'",\n', 1), id="offset-a-string"),
+    pytest.param(lambda good: good.replace(b'"version": 1', b'"version": 99'), id="unknown-version"),
+]
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS)
+def test_corrupt_registry_keeps_the_callers_claim(tmp_path, state, capsys, corrupt):
     a = worktree(tmp_path, "a")
     offset = auto(a)["PORT_OFFSET"]
-    (state / "registry.json").write_text("{ not json")
+    good = (state / "registry.json").read_bytes()
+    (state / "registry.json").write_bytes(corrupt(good))
     assert auto(a)["PORT_OFFSET"] == offset
     assert "was corrupt" in capsys.readouterr().err
     assert list(state.glob("registry.json.corrupt-*"))

@@ -197,7 +197,8 @@ def check(values: dict, services: dict, running=_ASK) -> None:
 
         try:
             running = docker_state.running_containers()
-        except StackError:
+        except StackError as exc:
+            print(f"warning: {exc}; checked this machine's sockets only", file=sys.stderr)
             running = None
     found = find_conflicts(values, services, running)
     if found:

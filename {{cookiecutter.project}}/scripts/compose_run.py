@@ -69,7 +69,43 @@ def wait_healthy(project: str) -> None:
     raise StackError(f"{project} did not become healthy within {WAIT_SECONDS} s; see `make logs`")
 
 
-def up(values: dict, environ: dict, cmd: list[str], extra: list[str]) -> int:
+def required_images(cmd: list[str], values: dict, env: dict) -> dict[str, str]:
+    """{image: service} of every image `up` needs and does not build (bases of builds included)."""
+    import yaml
+
+    proc = subprocess.run([*base_args(cmd, values), "config"], env=env, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
+        raise StackError(f"compose.yaml is not usable: {lines[-1]}")
+    needed = {}
+    for name, svc in (yaml.safe_load(proc.stdout).get("services") or {}).items():
+        build = svc.get("build")
+        if build:
+            for key, value in ((build.get("args") or {}) if isinstance(build, dict) else {}).items():
+                if key.endswith("_IMAGE") and value:
+                    needed.setdefault(value, name)
+        elif svc.get("image"):
+            needed.setdefault(svc["image"], name)
+    return needed
+
+
+def ensure_images(cmd: list[str], values: dict, env: dict) -> None:
+    """Pull what is missing before anything is created; one line if an image cannot be had."""
+    import docker_state
+
+    needed = required_images(cmd, values, env)
+    for image in docker_state.missing_images(list(needed)):
+        print(f"pulling {image} for service {needed[image]} (not on this machine yet)", file=sys.stderr, flush=True)
+        try:
+            docker_state.pull(image)
+        except StackError as exc:
+            raise StackError(
+                f"image {image} (service {needed[image]}) is not on this machine and could not be pulled "
+                f"({exc}); pull it, or point its *_IMAGE setting at an image you have"
+            ) from None
+
+
+def up(values: dict, env: dict, environ: dict, cmd: list[str], extra: list[str]) -> int:
     import check_ports
     import docker_state
 
@@ -82,6 +118,8 @@ def up(values: dict, environ: dict, cmd: list[str], extra: list[str]) -> int:
                     f"volume {name} holds a database set up with a password this worktree no longer has "
                     "(POSTGRES_PASSWORD is missing from env/local.env); restore it there, or `make nuke` to start over"
                 )
+    # images before the secret file: a copy that cannot start changes nothing
+    ensure_images(cmd, values, {**env, "POSTGRES_PASSWORD": values["POSTGRES_PASSWORD"] or "unset"})
     stack_config.ensure_local_env(ROOT)
     values, env = stack_config.compose_environment(ROOT, environ)  # re-read: the password may be new
     v1 = is_v1(cmd)
@@ -107,10 +145,13 @@ def main(argv=None) -> int:
     try:
         values, env = stack_config.compose_environment(ROOT, os.environ)
         cmd = compose_command(args.compose)
-        if args.command == "up":
-            return up(values, dict(os.environ), cmd, args.args)
-        if args.command == "down":
-            return run([*base_args(cmd, values), "down", "--remove-orphans", *args.args], env)
+        if args.command in ("up", "down"):
+            import oplock
+
+            with oplock.hold(ROOT, f"make {args.command} of {values['COMPOSE_PROJECT_NAME']}"):
+                if args.command == "up":
+                    return up(values, env, dict(os.environ), cmd, args.args)
+                return run([*base_args(cmd, values), "down", "--remove-orphans", *args.args], env)
         return run([*base_args(cmd, values), args.command, *args.args], env)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)

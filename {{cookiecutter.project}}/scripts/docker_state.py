@@ -75,6 +75,30 @@ def volume(name: str) -> dict | None:
         raise
 
 
+def missing_images(names: list[str]) -> list[str]:
+    """The image references among `names` that are not on this machine."""
+    import re
+
+    if not names:
+        return []
+    try:
+        proc = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", *names], capture_output=True, text=True, timeout=60)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        docker("version")  # raises the usual one-line error
+        raise
+    if proc.returncode == 0:
+        return []
+    missing = re.findall(r"No such image: (\S+)", proc.stderr)
+    if not missing:
+        docker("image", "inspect", *names)  # not a missing image: let docker() word the error
+    return [name for name in names if name in missing]
+
+
+def pull(name: str) -> None:
+    """`docker pull -q NAME`; StackError with docker's last line if it fails."""
+    docker("pull", "-q", name)
+
+
 def host_bindings(rec: dict) -> list[tuple[str, int]]:
     """[(host ip, host port)] an inspect record publishes."""
     return [

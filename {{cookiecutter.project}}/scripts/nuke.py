@@ -11,6 +11,7 @@ import os
 import sys
 
 import docker_state
+import oplock
 import stack_config
 from stack_config import StackError
 
@@ -52,29 +53,36 @@ def main(argv=None) -> int:
     try:
         values = stack_config.load()
         project = values["COMPOSE_PROJECT_NAME"]
-        records, nets, vols = plan(values)
-        if not (records or nets or vols):
-            print(f"nothing to remove for {project}")
-            return 0
-        print(f"{project}:")
-        print("  containers: " + (", ".join(r["Name"].lstrip("/") for r in records) or "-"))
-        print("  networks:   " + (", ".join(nets) or "-"))
-        print("  volumes:    " + (", ".join(vols) or "-"))
-        if args.dry_run:
-            return 0
-        if not args.force and not confirm(project):
-            print("not confirmed; nothing removed")
-            return 1
-        if records:
-            docker_state.docker("rm", "-f", "-v", *[r["Id"] for r in records])
-        if nets:
-            docker_state.docker("network", "rm", *nets)
-        if vols:
-            docker_state.docker("volume", "rm", *vols)
-        print(f"removed {len(records)} container(s), {len(nets)} network(s), {len(vols)} volume(s) of {project}")
+        with oplock.hold(stack_config.ROOT, f"make nuke of {project}"):
+            return remove(values, args)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def remove(values: dict, args) -> int:
+    """List, confirm and remove this copy's objects (under the operation lock)."""
+    project = values["COMPOSE_PROJECT_NAME"]
+    records, nets, vols = plan(values)
+    if not (records or nets or vols):
+        print(f"nothing to remove for {project}")
+        return 0
+    print(f"{project}:")
+    print("  containers: " + (", ".join(r["Name"].lstrip("/") for r in records) or "-"))
+    print("  networks:   " + (", ".join(nets) or "-"))
+    print("  volumes:    " + (", ".join(vols) or "-"))
+    if args.dry_run:
+        return 0
+    if not args.force and not confirm(project):
+        print("not confirmed; nothing removed")
+        return 1
+    if records:
+        docker_state.docker("rm", "-f", "-v", *[r["Id"] for r in records])
+    if nets:
+        docker_state.docker("network", "rm", *nets)
+    if vols:
+        docker_state.docker("volume", "rm", *vols)
+    print(f"removed {len(records)} container(s), {len(nets)} network(s), {len(vols)} volume(s) of {project}")
     return 0
 
 

@@ -338,8 +338,21 @@ def _stack_down_message(values: dict, exc: Exception) -> str:
     )
 
 
+GROUPING_SCHEDULERS = ("loadscope", "loadfile", "loadgroup")
+
+
+def _no_restart_under_grouping(config) -> None:
+    """xdist 3.8's grouping schedulers can hang for good after replacing a crashed
+    worker (pytest-xdist#1323, #1378): under them a crash ends the run instead."""
+    option = config.option
+    if getattr(option, "dist", "no") in GROUPING_SCHEDULERS and getattr(option, "maxworkerrestart", "") is None:
+        option.maxworkerrestart = "0"
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    if not _is_worker(config):
+        _no_restart_under_grouping(config)
     try:
         state = _State(config)
     except StackError as exc:
@@ -394,9 +407,10 @@ def pytest_unconfigure(config):
             for name in state.created:
                 drop_database(conn, name)
             if not _is_worker(config):
-                drop_database(conn, database_name(state.values, "template"))
-                if not state.isolated:
-                    drop_database(conn, state.context.database_name)
+                # The controller outlives its workers: whatever a crashed worker
+                # left (its database, its keys) goes too. One run per copy.
+                drop_owned_databases(conn, state.values)
+                clear_stale_redis(state.values, state.redis_mode)
     except Exception:
         pass  # the next run's start drops whatever is left
 

@@ -70,13 +70,13 @@ class Registry:
 
     def _read(self):
         try:
-            text = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return
         except OSError as exc:
             raise StackError(f"cannot read the slot registry {self.path}: {exc.strerror}") from None
         try:
-            data = json.loads(text)
+            data = json.loads(raw.decode("utf-8"))
             claims = data["claims"]
             if data.get("version") != VERSION or not isinstance(claims, dict):
                 raise ValueError("unexpected structure")

@@ -68,11 +68,16 @@ def _parse_stack(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise StackError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise StackError(f"{path.name}: byte {exc.start} is not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_key_loader(yaml))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or ""
+        if problem.startswith("duplicate key"):
+            raise StackError(f"{path.name}{where}: {problem}") from None
         raise StackError(f"{path.name}{where} is not valid YAML") from None
     if not isinstance(data, dict):
         raise StackError(f"{path.name} must be a mapping with 'project' and 'services'")
@@ -93,6 +98,26 @@ def _parse_stack(path: Path) -> dict:
     for name, svc in services.items():
         _check_service(path.name, name, svc, seen_ports, seen_volumes)
     return data
+
+
+def _unique_key_loader(yaml):
+    """yaml.SafeLoader that refuses a key given twice (PyYAML keeps the last silently)."""
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, (str, int, float, bool, type(None))):
+                    continue  # SafeLoader itself refuses unhashable keys
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Loader
 
 
 def _check_service(fname, name, svc, seen_ports, seen_volumes):
@@ -144,6 +169,8 @@ def read_env_file(path: Path) -> dict:
                     values[binding.key] = binding.value if binding.value is not None else ""
     except OSError as exc:
         raise StackError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise StackError(f"{path}: byte {exc.start} is not UTF-8 text; is this an env file?") from None
     return values
 
 
@@ -185,12 +212,12 @@ def parse_offset(raw: str, source: str, stack: dict) -> int:
     return offset
 
 
-def task_number(task_id: str, source: str) -> int:
+def task_number(task_id: str, source: str, var: str = "TASK_ID") -> int:
     """Seed 000: the id's numeric suffix n gives (n % 9000) + 1000."""
     match = TASK_SUFFIX.search(task_id.strip())
     if not match:
         raise StackError(
-            f"TASK_ID={task_id!r} (from {source}) has no numeric suffix; use an id like my-task-1234, or set PORT_OFFSET"
+            f"{var}={task_id!r} (from {source}) has no numeric suffix; use an id like my-task-1234, or set PORT_OFFSET"
         )
     return int(match.group(1)) % 9000 + 1000
 
@@ -218,7 +245,7 @@ def resolve_offset(environ, layers, stack: dict, root: Path, env_name: str, bind
     for var in TASK_VARS:
         task, tsource = lookup(var, environ, layers)
         if task is not None:
-            offset = offset_for_number(task_number(task, tsource), stack)
+            offset = offset_for_number(task_number(task, tsource, var), stack)
             return parse_offset(str(offset), f"{var}={task}", stack), var
     for var in CI_NUMBER_VARS:
         raw = environ.get(var)
