@@ -19,6 +19,9 @@ test: $(VENV)/.installed ## Run the whole test suite (unit, bake, end-to-end on 
 bench: $(VENV)/.installed ## Benchmark isolation (suite sequential vs parallel, DB clone vs schema vs container)
 	@$(PY) bench/isolation.py
 
+soak: $(VENV)/.installed ## Soak: 20 consecutive test-parallel runs, then 5 copies up at once and nuked (~3 min)
+	@$(PY) scripts/soak.py
+
 ##@ Setup
 setup: $(VENV)/.installed ## Create .venv with the pinned dev dependencies
 
@@ -38,4 +41,4 @@ help: ## Show this help
 	  /^##@/ {printf "\n%s\n", substr($$0, 5); next} \
 	  /^[a-zA-Z_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-.PHONY: demo demo-clean test bench setup offline-images help
+.PHONY: demo demo-clean test bench soak setup offline-images help
