@@ -10,66 +10,84 @@ running copy is a no-op.
 """
 from __future__ import annotations
 
-import argparse
 import errno
-import ipaddress
-import socket
 import sys
-from dataclasses import dataclass
 
-import stack_config
-from stack_config import StackError
+from errors import StackError
+
+PORT_MIN, PORT_MAX = 1024, 65535  # as stack_config's (a test keeps them equal)
 
 SEARCH_STEP = 1000  # suggested offsets keep ports readable (15432 = postgres of copy 10000)
 SEARCH_TRIES = 60
 
 
-@dataclass
 class Conflict:
-    service: str
-    port: int
-    owner: str  # who holds it, in words
+    """A port of this copy that something else holds."""
+
+    __slots__ = ("service", "port", "owner")
+
+    def __init__(self, service: str, port: int, owner: str):
+        self.service, self.port, self.owner = service, port, owner  # owner: who holds it, in words
+
+    def __eq__(self, other):
+        return isinstance(other, Conflict) and (self.service, self.port, self.owner) == (other.service, other.port, other.owner)
+
+    def __repr__(self):
+        return f"Conflict({self.service!r}, {self.port}, {self.owner!r})"
 
 
+def var_name(name: str) -> str:
+    return name.upper().replace("-", "_")
+
+
+# _socket is the C module under socket.py: the same calls without socket.py's
+# enum and selectors imports, which cost half of this helper's start-up.
 def _ipv6_available() -> bool:
-    if not socket.has_ipv6:
+    import _socket
+
+    if not _socket.has_ipv6:
         return False
+    sock = _socket.socket(_socket.AF_INET6, _socket.SOCK_STREAM)
     try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
+        sock.bind(("::1", 0))
         return True
     except OSError:
         return False
+    finally:
+        sock.close()
 
 
 def addresses(bind: str) -> list[str]:
-    """Addresses to test for a copy publishing on `bind`."""
-    addr = ipaddress.ip_address(bind)
-    if addr.is_unspecified:
+    """Addresses to test for a copy publishing on `bind` (as stack_config normalised it)."""
+    if bind in ("0.0.0.0", "::"):
         return ["0.0.0.0"] + (["::"] if _ipv6_available() else [])
-    if addr.is_loopback and addr.version == 4:
+    if bind.startswith("127.") and ":" not in bind:
         return [bind] + (["::1"] if _ipv6_available() else [])  # `localhost` may resolve to ::1 first
     return [bind]
 
 
 def port_free(host: str, port: int) -> bool:
     """True when a server could bind host:port right now (SO_REUSEADDR, as servers do)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise StackError(f"cannot test {host}:{port}: {exc.strerror}") from None
+    import _socket
+
+    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
+    sock = _socket.socket(family, _socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        if family == _socket.AF_INET6:
+            sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            return False
+        raise StackError(f"cannot test {host}:{port}: {exc.strerror}") from None
+    finally:
+        sock.close()
     return True
 
 
 def service_ports(values: dict, services: dict) -> list[tuple[str, int]]:
-    return [(name, int(values[f"{stack_config.var_name(name)}_PORT"])) for name in services]
+    return [(name, int(values[f"{var_name(name)}_PORT"])) for name in services]
 
 
 def process_owner(port: int) -> str:
@@ -99,6 +117,8 @@ def process_owner(port: int) -> str:
 
 
 def _same_address(a: str, b: str) -> bool:
+    import ipaddress
+
     try:
         x, y = ipaddress.ip_address(a or "0.0.0.0"), ipaddress.ip_address(b or "0.0.0.0")
     except ValueError:
@@ -143,7 +163,7 @@ def published_by(running: list[dict] | None) -> dict[int, dict]:
 def unusable(ports, published: dict[int, dict], hosts: list[str], claimed=frozenset(), eph=None, name_owners=True) -> str | None:
     """None when a copy could use every one of `ports`, else why not (the first reason found)."""
     for port in ports:
-        if not stack_config.PORT_MIN <= port <= stack_config.PORT_MAX:
+        if not PORT_MIN <= port <= PORT_MAX:
             return f"port {port} out of range"
         if eph and eph[0] <= port <= eph[1]:
             return f"port {port} is in the ephemeral range {eph[0]}-{eph[1]}"
@@ -159,13 +179,13 @@ def unusable(ports, published: dict[int, dict], hosts: list[str], claimed=frozen
 def nearest_free_offset(values: dict, services: dict, running: list[dict] | None) -> int | None:
     """The closest offset (in steps of 1000) whose every port is free, or None."""
     offset = int(values["PORT_OFFSET"])
-    bases = {name: int(values[f"{stack_config.var_name(name)}_PORT"]) - offset for name in services}
-    high = stack_config.PORT_MAX - max(bases.values())
+    bases = {name: int(values[f"{var_name(name)}_PORT"]) - offset for name in services}
+    high = PORT_MAX - max(bases.values())
     published = published_by(running)
     hosts = addresses(values["BIND_ADDRESS"])
     for k in range(1, SEARCH_TRIES + 1):
         for cand in (offset + k * SEARCH_STEP, offset - k * SEARCH_STEP):
-            if not 0 <= cand <= high or min(bases.values()) + cand < stack_config.PORT_MIN:
+            if not 0 <= cand <= high or min(bases.values()) + cand < PORT_MIN:
                 continue
             if unusable([b + cand for b in bases.values()], published, hosts, name_owners=False) is None:
                 return cand
@@ -205,22 +225,46 @@ def check(values: dict, services: dict, running=_ASK) -> None:
         raise StackError(describe(values, found, nearest_free_offset(values, services, running)))
 
 
+def quick_all_free(values: dict, services: dict) -> bool:
+    """True when every port is free on the host and no running container mentions it.
+
+    The common case, answered with sockets and one raw engine request; any
+    doubt (a busy port, a mention, no engine) returns False and the full
+    check names owners.
+    """
+    import docker_state
+
+    ports = [port for _, port in service_ports(values, services)]
+    hosts = addresses(values["BIND_ADDRESS"])
+    if not all(port_free(h, p) for p in ports for h in hosts):
+        return False
+    body = docker_state.engine_get("/containers/json")
+    if body is None or b'"PublicPort": ' in body:
+        return False
+    return not any(b'"PublicPort":%d,' % p in body or b'"PublicPort":%d}' % p in body for p in ports)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="check_ports.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--quiet", action="store_true", help="print nothing when every port is free")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if set(argv) - {"--quiet"}:  # --help and mistakes: argparse words them
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="check_ports.py", description=__doc__.splitlines()[0])
+        parser.add_argument("--quiet", action="store_true", help="print nothing when every port is free")
+        parser.parse_args(argv)
     try:
-        values = stack_config.load()
-        services = stack_config.services()
-        check(values, services)
-        if not args.quiet:
+        import derived_cache
+
+        values, services = derived_cache.values()
+        if not quick_all_free(values, services):
+            check(values, services)
+        if "--quiet" not in argv:
             ports = ", ".join(str(p) for _, p in service_ports(values, services))
             print(f"ports ok for {values['COMPOSE_PROJECT_NAME']} on {values['BIND_ADDRESS']}: {ports} (free, or already this copy's)")
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,12 +7,9 @@ never used or removed from here.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-from pathlib import Path
 
-from stack_config import StackError
+from errors import StackError
 
 PROJECT_LABEL = "com.docker.compose.project"
 WORKDIR_LABEL = "com.docker.compose.project.working_dir"
@@ -21,6 +18,8 @@ WORKTREE_LABEL = "dev.parallel-stacks.worktree"
 
 def docker(*args: str) -> str:
     """Run `docker ARGS` (no shell) and return stdout; StackError on failure."""
+    import subprocess
+
     try:
         proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
@@ -38,6 +37,8 @@ def docker(*args: str) -> str:
 
 def json_list(*args: str) -> list:
     """`docker ARGS` whose output is a JSON list (inspect)."""
+    import json
+
     return json.loads(docker(*args))
 
 
@@ -78,6 +79,7 @@ def volume(name: str) -> dict | None:
 def missing_images(names: list[str]) -> list[str]:
     """The image references among `names` that are not on this machine."""
     import re
+    import subprocess
 
     if not names:
         return []
@@ -117,7 +119,7 @@ def published_ports(records: list[dict]) -> set[int]:
 def foreign_worktree(labels: dict, here: str) -> str | None:
     """The worktree a labelled object belongs to, when that is not `here`."""
     tree = labels.get(WORKTREE_LABEL)
-    return tree if tree and str(Path(tree).resolve()) != str(Path(here).resolve()) else None
+    return tree if tree and os.path.realpath(tree) != os.path.realpath(here) else None
 
 
 def check_ownership(values: dict, records: list[dict] | None = None) -> list[dict]:
@@ -126,11 +128,11 @@ def check_ownership(values: dict, records: list[dict] | None = None) -> list[dic
     Returns the container records so callers need not ask twice.
     """
     project = values["COMPOSE_PROJECT_NAME"]
-    here = str(Path(values["STACK_WORKTREE"]).resolve())
+    here = os.path.realpath(values["STACK_WORKTREE"])
     records = containers(project) if records is None else records
     for rec in records:
         workdir = (rec.get("Config", {}).get("Labels") or {}).get(WORKDIR_LABEL)
-        if workdir and str(Path(workdir).resolve()) != here:
+        if workdir and os.path.realpath(workdir) != here:
             raise StackError(
                 f"compose project {project} belongs to another worktree ({workdir}); "
                 "use another PORT_OFFSET here, or stop that copy there"
@@ -168,32 +170,44 @@ def _socket_path() -> str | None:
     return None if host else "/var/run/docker.sock"
 
 
-def _api_containers(path: str) -> list[dict]:
-    """GET /containers/json over the unix socket (a few ms, against ~50 for the CLI)."""
-    import http.client
-    import socket
+def engine_get(path: str) -> bytes | None:
+    """GET `path` from the engine's local unix socket: the body, or None when it does not answer 200.
 
-    class Connection(http.client.HTTPConnection):
-        def connect(self):
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(10)
-            self.sock.connect(path)
+    Plain HTTP/1.0 on a socket: a few ms, where http.client's imports alone
+    (ssl, email) cost more than the request, and the CLI ~50 ms.
+    """
+    import _socket  # the C module under socket.py, without its enum/selectors imports
 
-    conn = Connection("localhost")
+    sock_path = _socket_path()
+    if not sock_path or not os.path.exists(sock_path):
+        return None
+    chunks = []
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        conn.request("GET", "/containers/json")
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise OSError(f"engine answered {resp.status}")
-        return json.loads(resp.read())
+        sock.settimeout(10)
+        sock.connect(sock_path)
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError:
+        return None  # permission denied, refused: callers ask the CLI, which words the error
     finally:
-        conn.close()
+        sock.close()
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    if head[:7] != b"HTTP/1." or head[9:12] != b"200":
+        return None
+    return body
 
 
 def running_containers() -> list[dict]:
     """[{name, project, working_dir, ports: [(host_ip, host_port)]}] of every running container."""
-    path = _socket_path()
-    if path and os.path.exists(path):
+    import json
+
+    body = engine_get("/containers/json")
+    if body is not None:
         try:
             return [
                 {
@@ -202,10 +216,10 @@ def running_containers() -> list[dict]:
                     "working_dir": (rec.get("Labels") or {}).get(WORKDIR_LABEL),
                     "ports": [(p.get("IP", ""), int(p["PublicPort"])) for p in rec.get("Ports") or [] if p.get("PublicPort")],
                 }
-                for rec in _api_containers(path)
+                for rec in json.loads(body)
             ]
-        except (OSError, ValueError):
-            pass  # permission denied, odd engine: ask the CLI instead
+        except (ValueError, TypeError, AttributeError):
+            pass  # an odd engine: ask the CLI instead
     ids = docker("ps", "-q").split()
     records = json_list("inspect", *ids) if ids else []
     out = []

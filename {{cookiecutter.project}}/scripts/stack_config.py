@@ -38,8 +38,7 @@ DEFAULTS = {
 }
 
 
-class StackError(Exception):
-    """A problem the user can fix; main() prints it as one line."""
+from errors import StackError  # noqa: E402,F401  (re-exported: helpers import it from here)
 
 
 # ---------------------------------------------------------------- stack.yml
