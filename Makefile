@@ -7,6 +7,7 @@ MAKEFLAGS += --no-print-directory
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 ##@ Main
 demo: $(VENV)/.installed ## Bake a demo project with defaults and run two copies side by side
@@ -16,8 +17,8 @@ test: $(VENV)/.installed ## Run the whole test suite (unit, bake, end-to-end on 
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 ##@ Measure
-bench: $(VENV)/.installed ## Benchmark isolation (suite sequential vs parallel, DB clone vs schema vs container)
-	@$(PY) bench/isolation.py
+bench: $(VENV)/.bench-installed ## Measure isolation's costs against the alternatives; writes docs/PERFORMANCE.md (~8 min)
+	@$(PY) bench/run.py $(BENCH_ARGS)
 
 soak: $(VENV)/.installed ## Soak: 20 consecutive test-parallel runs, then 5 copies up at once and nuked (~3 min)
 	@$(PY) scripts/soak.py
@@ -31,6 +32,10 @@ offline-images: ## Build offline stand-ins for the postgres/redis/python images 
 $(VENV)/.installed: env/requirements-dev.txt
 	@python3 -m venv $(VENV)
 	@$(VENV)/bin/pip install -q --disable-pip-version-check -r env/requirements-dev.txt
+	@touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.installed env/requirements-bench.txt
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -r env/requirements-bench.txt
 	@touch $@
 
 demo-clean: $(VENV)/.installed ## Nuke the demo's copies and remove build/demo

@@ -1,0 +1,480 @@
+#!/usr/bin/env python3
+"""Measure what isolation costs, against the alternatives, in one run (`make bench`).
+
+Bakes a project into build/bench/, runs every measurement several times and
+prints medians and ratios against a baseline measured in the same run:
+
+1. helper overhead: `make env`, `make ports` vs `python -c pass`
+2. collision check: `make check-ports`, all free and one port taken
+3. stack start: `make up` vs bare `docker compose up -d --build --wait`
+4. a database per worker: template clone vs fresh schema vs a new container
+   (testcontainers-python)
+5. the example suite: `make test` vs `make test-parallel`, and the limit two
+   cores allow
+6. 50 concurrent PORT_OFFSET=auto claims vs port-for and portpicker
+7. a fleet: 1, 5 and 10 copies up at once: time to healthy, memory per copy
+
+Writes the table into docs/PERFORMANCE.md (between the bench markers) and a
+plot to docs/performance.png. Not part of CI: absolute times on a shared
+machine mean little; the ratios from one run are the result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TEMPLATE = Path(__file__).resolve().parent.parent
+OUT = TEMPLATE / "build" / "bench"
+DOC = TEMPLATE / "docs" / "PERFORMANCE.md"
+PLOT = TEMPLATE / "docs" / "performance.png"
+OFFSET = "22000"  # the bench's main copy
+FREE_OFFSET = "41000"  # nothing runs there
+FLEET_BASE = 23000  # fleet copies at 23000, 24000, ...
+STARTED = []  # (project, offset) of fleet copies, nuked at the end whatever happens
+sys.path.insert(0, str(TEMPLATE / "tests"))
+sys.path.insert(0, str(TEMPLATE / "scripts"))
+
+
+# ---------------------------------------------------------------- measuring
+def timed(fn, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class Table:
+    """Rows of (section, label, median seconds, ratio, baseline label, target, note)."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, section, label, times, base=None, target="", note=""):
+        med = statistics.median(times) if times else float("nan")
+        ratio = med / statistics.median(base) if base else None
+        self.rows.append((section, label, med, ratio, len(times), target, note))
+        shown = f"{ratio:6.2f}x" if ratio is not None else "   base"
+        print(f"  {label:<58} {fmt(med):>10}  n={len(times):<2} {shown}  {target}  {note}", flush=True)
+        return med
+
+    def note(self, section, label, text):
+        self.rows.append((section, label, None, None, 0, "", text))
+        print(f"  {label:<58} {text}", flush=True)
+
+    def markdown(self) -> str:
+        lines = []
+        section = None
+        for sec, label, med, ratio, n, target, note in self.rows:
+            if sec != section:
+                section = sec
+                lines += ["", f"### {sec}", "", "| measurement | median | ratio | target | note |", "|---|---|---|---|---|"]
+            med_s = fmt(med) if med is not None else ""
+            ratio_s = f"{ratio:.2f}x" if ratio is not None else ("baseline" if med is not None else "")
+            lines.append(f"| {label} | {med_s} | {ratio_s} | {target} | {note} |")
+        return "\n".join(lines).strip() + "\n"
+
+
+def fmt(seconds) -> str:
+    if seconds is None or seconds != seconds:
+        return "-"
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+# ---------------------------------------------------------------- the baked project
+def image_env() -> dict:
+    from demo import image_overrides
+
+    return image_overrides()
+
+
+def bake_project(directory: Path):
+    from conftest import Project, bake
+
+    return Project(bake(directory), image_env())
+
+
+def run(cmd, cwd=None, env=None, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return proc
+
+
+# ---------------------------------------------------------------- 1, 2: helpers
+def helpers(table: Table, project, repeat: int) -> dict:
+    section = "1-2. Helper overhead (vs the interpreter's floor)"
+    print(f"\n{section}")
+    env = project.environment(PORT_OFFSET=FREE_OFFSET)
+    floor = timed(lambda: run([sys.executable, "-c", "pass"]), repeat)
+    table.add(section, f"`{Path(sys.executable).name} -c pass` (floor)", floor)
+    make = lambda target, e=env: run(["make", target], cwd=project.path, env=e)  # noqa: E731
+    make("env")  # fill the cache
+    out = {}
+    out["env"] = table.add(section, "`make env`", timed(lambda: make("env"), repeat), floor, "<= 2x")
+    out["ports"] = table.add(section, "`make ports`", timed(lambda: make("ports"), repeat), floor, "<= 2x")
+    cache = project.path / "scripts" / "__pycache__" / "derived.marshal"
+
+    def cold():
+        cache.unlink(missing_ok=True)
+        make("env")
+
+    table.add(section, "`make env`, cache emptied first (first call after an edit)", timed(cold, repeat), floor, "", "what every call cost before the cache")
+    out["check"] = table.add(section, "`make check-ports`, every port free", timed(lambda: make("check-ports"), repeat), floor, "<= 3x")
+    values = project.values(PORT_OFFSET=FREE_OFFSET)
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", int(values["API_PORT"])))
+        listener.listen()
+        taken = timed(lambda: run(["make", "check-ports"], cwd=project.path, env=env, check=False), repeat)
+    table.add(section, "`make check-ports`, one port taken (owner named via psutil)", taken, floor)
+    out["floor"] = statistics.median(floor)
+    return out
+
+
+# ---------------------------------------------------------------- 3: stack start
+def stack_start(table: Table, project, repeat: int) -> None:
+    section = "3. Stack start (fresh volume each time)"
+    print(f"\n{section}")
+    offset = "42000"
+    env = project.environment(PORT_OFFSET=offset, FORCE="1")
+    values = project.values(PORT_OFFSET=offset, SHOW_SECRETS="1")
+    compose_env = {**env, **values}
+    bare_cmd = ["docker", "compose", "-p", values["COMPOSE_PROJECT_NAME"], "-f", str(project.path / "compose.yaml"),
+                "--project-directory", str(project.path), "up", "-d", "--build", "--wait"]
+    make_t, bare_t = [], []
+    for i in range(repeat):
+        for label in (("make", "bare") if i % 2 == 0 else ("bare", "make")):  # alternate: no order bias
+            start = time.perf_counter()
+            if label == "make":
+                run(["make", "up"], cwd=project.path, env=env)
+                make_t.append(time.perf_counter() - start)
+            else:
+                run(bare_cmd, cwd=project.path, env=compose_env)
+                bare_t.append(time.perf_counter() - start)
+            run(["make", "nuke"], cwd=project.path, env=env)
+    table.add(section, "bare `docker compose up -d --build --wait`", bare_t)
+    table.add(section, "`make up` (ownership, ports, images, secret, then the same compose)", make_t, bare_t, "<= 1.10x")
+    run(["make", "up"], cwd=project.path, env=env)
+    table.add(section, "`make up` on a copy that is already up", timed(lambda: run(["make", "up"], cwd=project.path, env=env), repeat))
+    run(["make", "nuke"], cwd=project.path, env=env)
+
+
+# ---------------------------------------------------------------- 4: a database per worker
+def heavy_schema(tables: int) -> str:
+    """A schema the size of a real project's migration history."""
+    return "\n".join(
+        f"CREATE TABLE t{i} (id serial PRIMARY KEY, name text NOT NULL, ref integer, created timestamptz DEFAULT now(), payload jsonb);"
+        f"CREATE INDEX t{i}_name ON t{i} (name); CREATE INDEX t{i}_ref ON t{i} (ref);"
+        for i in range(tables)
+    )
+
+
+def databases(table: Table, project, values: dict, repeat: int, tables: int, containers: int) -> None:
+    import psycopg
+
+    section = "4. A database per worker"
+    print(f"\n{section}")
+    admin = values["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+    base = admin.rsplit("/", 1)[0]
+    clone_times = {}
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for label, schema in (("example schema", (project.path / "db" / "schema.sql").read_text()),
+                              (f"{tables}-table schema", heavy_schema(tables))):
+            conn.execute("DROP DATABASE IF EXISTS bench_tpl WITH (FORCE)")
+            conn.execute("CREATE DATABASE bench_tpl")
+            with psycopg.connect(base + "/bench_tpl", autocommit=True) as tpl:
+                tpl.execute(schema)
+
+            def clone():  # what a worker pays: connect, clone, connect to its database
+                with psycopg.connect(admin, autocommit=True) as c:
+                    c.execute("DROP DATABASE IF EXISTS bench_w WITH (FORCE)")
+                    c.execute("CREATE DATABASE bench_w TEMPLATE bench_tpl")
+                psycopg.connect(base + "/bench_w").close()
+
+            def fresh():
+                with psycopg.connect(admin, autocommit=True) as c:
+                    c.execute("DROP DATABASE IF EXISTS bench_w WITH (FORCE)")
+                    c.execute("CREATE DATABASE bench_w")
+                with psycopg.connect(base + "/bench_w", autocommit=True) as w:
+                    w.execute(schema)
+
+            fresh_t = timed(fresh, repeat)
+            table.add(section, f"fresh database + schema ({label})", fresh_t)
+            clone_times[label] = timed(clone, repeat)
+            table.add(section, f"template clone, what the plugin does ({label})", clone_times[label], fresh_t)
+        conn.execute("DROP DATABASE IF EXISTS bench_w WITH (FORCE)")
+        conn.execute("DROP DATABASE IF EXISTS bench_tpl WITH (FORCE)")
+
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # the reaper image needs a registry
+    import warnings
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from testcontainers.postgres import PostgresContainer
+
+    image = image_env().get("POSTGRES_IMAGE", "postgres:16-alpine")
+
+    def container():
+        with PostgresContainer(image, driver=None) as pg:
+            psycopg.connect(pg.get_connection_url()).close()
+
+    cont_t = timed(container, containers)
+    table.add(section, "testcontainers `PostgresContainer` per worker (start, connect, stop)", cont_t)
+    first = next(iter(clone_times))
+    table.add(section, f"template clone ({first}) vs a container per worker", clone_times[first], cont_t, "<= 0.05x")
+
+
+# ---------------------------------------------------------------- 5: the suite
+SCALED_MODULE = """
+import pytest
+
+pytestmark = pytest.mark.api
+
+
+@pytest.mark.parametrize("n", range(5))
+def test_scaled(db, redis_namespace, n):
+    db.execute("INSERT INTO items VALUES (%s, 'x', 1) ON CONFLICT (id) DO NOTHING", (1000 + n,))
+    db.execute("SELECT pg_sleep(0.1)")
+    client = redis_namespace.client()
+    assert client.incr(redis_namespace.key(f"scaled:{n}")) >= 1
+    assert db.execute("SELECT count(*) FROM items WHERE id = %s", (1000 + n,)).fetchone()[0] == 1
+"""
+
+
+def suite(table: Table, project, repeat: int, modules: int) -> dict:
+    section = "5. The example suite, sequential vs parallel"
+    print(f"\n{section} ({os.cpu_count()} CPUs)")
+    make = lambda target, **e: project.make(target, PORT_OFFSET=OFFSET, **e)  # noqa: E731
+    make("test")  # warm-up
+    out = {}
+    for label, extra in (("example suite (22 tests)", 0), (f"example suite + {modules * 5} api tests of ~0.1 s I/O", modules)):
+        for i in range(extra):
+            (project.path / "tests" / f"test_bench_scaled_{i}.py").write_text(SCALED_MODULE)
+        seq = timed(lambda: make("test"), repeat)
+        table.add(section, f"`make test`, {label}", seq)
+        par = timed(lambda: make("test-parallel", PYTEST_WORKERS="2"), repeat)
+        table.add(section, f"`make test-parallel` (2 workers), {label}", par, seq, ">= 2x faster (<= 0.50x)")
+        # fixed costs: the same runs with every test deselected
+        seq0 = statistics.median(timed(lambda: make("test", check=False, ARGS="-k no_test_matches_this"), repeat))
+        par0 = statistics.median(timed(lambda: make("test-parallel", check=False, PYTEST_WORKERS="2", ARGS="-k no_test_matches_this"), repeat))
+        work = statistics.median(seq) - seq0
+        limit = statistics.median(seq) / (par0 + work / 2)
+        table.note(section, f"two-core limit, {label}",
+                   f"fixed cost {fmt(seq0)} sequential, {fmt(par0)} parallel; work {fmt(work)}; "
+                   f"best possible on 2 workers {limit:.2f}x faster, measured {statistics.median(seq) / statistics.median(par):.2f}x")
+        out[label] = (statistics.median(seq), statistics.median(par), limit)
+    for path in project.path.glob("tests/test_bench_scaled_*.py"):
+        path.unlink()
+    return out
+
+
+# ---------------------------------------------------------------- 6: concurrent claims
+CLAIMER = """
+import sys, time
+sys.path.insert(0, {scripts!r})
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+t = time.perf_counter()
+if sys.argv[3] == "registry":
+    import stack_config
+    from pathlib import Path
+    out = stack_config.load(Path(sys.argv[1]), {{"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": {state!r}}})["PORT_OFFSET"]
+elif sys.argv[3] == "port-for":
+    import port_for
+    out = port_for.select_random()
+else:
+    import portpicker
+    out = portpicker.pick_unused_port()
+print(out, time.perf_counter() - t)
+"""
+
+
+def claims(table: Table, count: int) -> None:
+    section = f"6. {count} concurrent claims"
+    print(f"\n{section}")
+    from conftest import SCRIPTS, make_worktree
+
+    base = OUT / "claims"
+    shutil.rmtree(base, ignore_errors=True)
+    roots = [make_worktree(base / f"w{i}") for i in range(count)]
+    state = base / "state"
+    guarantees = {
+        "registry": "a slot per worktree, 4 ports each, kept until released, below the ephemeral range, "
+                    "checked against listeners and containers, remembered in .env.dynamic",
+        "port-for": "one free port now, outside the ephemeral range; nothing stops another process taking it next",
+        "portpicker": "one port free now, inside the ephemeral range (any outgoing connection may take it); no reservation without portserver",
+    }
+    for tool in ("registry", "port-for", "portpicker"):
+        code = CLAIMER.format(scripts=str(SCRIPTS), state=str(state))
+        start = time.time() + 3
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(r), str(start), tool], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for r in roots]
+        results = [p.communicate(timeout=300) for p in procs]
+        wall = time.time() - start
+        ok = [r[0].split() for p, r in zip(procs, results) if p.returncode == 0 and r[0].strip()]
+        distinct = len({o[0] for o in ok})
+        per_claim = statistics.median(float(o[1]) for o in ok) if ok else float("nan")
+        table.note(section, f"{tool}: {count} at once",
+                   f"{distinct}/{count} distinct, wall {wall:.2f} s, median per claim {fmt(per_claim)}; {guarantees[tool]}")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- 7: the fleet
+def memory_of(projects: list[str]) -> dict[str, float]:
+    """{compose project: MiB} summed over its running containers (docker stats)."""
+    out = run(["docker", "stats", "--no-stream", "--format", "{{json .}}"]).stdout
+    units = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}
+    mem = {p: 0.0 for p in projects}
+    for line in out.splitlines():
+        rec = json.loads(line)
+        used = rec["MemUsage"].split("/")[0].strip()
+        number = used.rstrip("BKMGib")
+        unit = used[len(number):]
+        for p in projects:
+            if rec["Name"].startswith(p + "-"):
+                mem[p] += float(number) * units.get(unit, 1)
+    return mem
+
+
+def fleet(table: Table, sizes: list[int]) -> dict:
+    section = "7. A fleet: copies up at once, one worktree each"
+    print(f"\n{section}")
+    results = {}
+    baked = [bake_project(OUT / "fleet" / f"w{i}") for i in range(max(sizes))]
+    for size in sizes:
+        members = baked[:size]
+        offsets = [str(FLEET_BASE + 1000 * i) for i in range(size)]
+        names = [m.values(PORT_OFFSET=o)["COMPOSE_PROJECT_NAME"] for m, o in zip(members, offsets)]
+        STARTED.extend(zip(members, offsets))
+        start = time.perf_counter()
+        procs = [subprocess.Popen(["make", "up"], cwd=m.path, env=m.environment(PORT_OFFSET=o), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for m, o in zip(members, offsets)]
+        errors = [p.communicate()[1] for p in procs]
+        elapsed = time.perf_counter() - start
+        failed = sum(p.returncode != 0 for p in procs)
+        time.sleep(2)  # let the containers settle before sampling memory
+        mem = memory_of(names)
+        per_copy = statistics.mean(mem.values())
+        start = time.perf_counter()
+        nukes = [subprocess.Popen(["make", "nuke"], cwd=m.path, env=m.environment(PORT_OFFSET=o, FORCE="1"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for m, o in zip(members, offsets)]
+        for p in nukes:
+            p.wait()
+        nuke_s = time.perf_counter() - start
+        results[size] = (elapsed, per_copy, nuke_s, failed)
+        note = f"memory {per_copy:.0f} MiB per copy; all nuked in {nuke_s:.1f} s" + (f"; {failed} FAILED: {errors[0][-200:]}" if failed else "")
+        table.add(section, f"{size} cop{'y' if size == 1 else 'ies'}: `make up` in each at once, until all healthy",
+                  [elapsed], [results[sizes[0]][0]] if size != sizes[0] else None, "", note)
+    return results
+
+
+# ---------------------------------------------------------------- report
+def plot(helper: dict, suite_out: dict, fleet_out: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    sizes = sorted(fleet_out)
+    ax.plot(sizes, [fleet_out[s][0] for s in sizes], "o-", label="time until all healthy (s)")
+    ax.plot(sizes, [fleet_out[s][2] for s in sizes], "s--", label="time to nuke all (s)")
+    ax.set_xlabel("copies started at once (2 cores)")
+    ax.set_ylabel("seconds")
+    ax2 = ax.twinx()
+    ax2.plot(sizes, [fleet_out[s][1] for s in sizes], "^:", color="tab:green", label="memory per copy (MiB)")
+    ax2.set_ylabel("MiB per copy")
+    ax2.set_ylim(bottom=0)
+    ax.set_ylim(bottom=0)
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(lines, [l.get_label() for l in lines], loc="upper left", fontsize=8)
+    ax.set_title("Fleet: cost per copy")
+    ax = axes[1]
+    labels = ["make env", "make ports", "check-ports"]
+    ratios = [helper["env"] / helper["floor"], helper["ports"] / helper["floor"], helper["check"] / helper["floor"]]
+    targets = [2, 2, 3]
+    ax.bar(labels, ratios, color="tab:blue", label="measured (x interpreter start)")
+    ax.scatter(labels, targets, color="tab:red", marker="_", s=600, label="target", zorder=3)
+    ax.set_ylabel("x `python -c pass`")
+    ax.set_title("Helpers vs the interpreter's floor")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=90)
+    print(f"\nwrote {PLOT.relative_to(TEMPLATE)}")
+
+
+def write_doc(table: Table, header: str) -> None:
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    text = DOC.read_text() if DOC.exists() else f"# Performance\n\n{begin}\n{end}\n"
+    if begin not in text:
+        text += f"\n{begin}\n{end}\n"
+    before, rest = text.split(begin, 1)
+    after = rest.split(end, 1)[1]
+    DOC.write_text(f"{before}{begin}\n{header}\n\n{table.markdown()}\n![fleet and helper figures](performance.png)\n{end}{after}")
+    print(f"wrote {DOC.relative_to(TEMPLATE)}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement (default 5; helpers run 6x as often)")
+    parser.add_argument("--tables", type=int, default=100, help="tables in the heavy schema (default 100)")
+    parser.add_argument("--modules", type=int, default=8, help="extra api test modules for the scaled suite (default 8)")
+    parser.add_argument("--containers", type=int, default=3, help="testcontainers starts to time (default 3)")
+    parser.add_argument("--claims", type=int, default=50, help="concurrent PORT_OFFSET=auto claims (default 50)")
+    parser.add_argument("--fleet", default="1,5,10", help="fleet sizes, comma-separated (default 1,5,10)")
+    parser.add_argument("--only", default="1234567", help="which measurements to run, e.g. 12 (default all)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
+    args = parser.parse_args(argv)
+
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    project = bake_project(OUT / "main")
+    table = Table()
+    started = time.strftime("%Y-%m-%d")
+    docker_version = run(["docker", "version", "--format", "{{.Server.Version}}"]).stdout.strip()
+    compose_version = run(["docker", "compose", "version", "--short"]).stdout.strip()
+    header = (f"Run of {started} on {os.cpu_count()} CPUs, Docker {docker_version}, Compose {compose_version}, "
+              f"Python {sys.version.split()[0]}; medians of {args.repeat} runs (helpers: {args.repeat * 6}).")
+    print(header)
+    helper, suite_out, fleet_out = {}, {}, {}
+    try:
+        if "1" in args.only or "2" in args.only:
+            helper = helpers(table, project, args.repeat * 6)
+        if "3" in args.only:
+            stack_start(table, project, max(3, args.repeat // 2 + 1))
+        if set("45") & set(args.only):
+            project.make("up", PORT_OFFSET=OFFSET)
+            values = project.values(PORT_OFFSET=OFFSET, SHOW_SECRETS="1")
+            if "4" in args.only:
+                databases(table, project, values, args.repeat, args.tables, args.containers)
+            if "5" in args.only:
+                suite_out = suite(table, project, args.repeat, args.modules)
+            project.make("nuke", PORT_OFFSET=OFFSET, FORCE="1")
+        if "6" in args.only:
+            claims(table, args.claims)
+        if "7" in args.only:
+            fleet_out = fleet(table, [int(s) for s in args.fleet.split(",")])
+    finally:
+        project.make("nuke", check=False, PORT_OFFSET=OFFSET, FORCE="1")
+        for member, offset in set(STARTED):
+            member.make("nuke", check=False, PORT_OFFSET=offset, FORCE="1")
+    if not args.no_write and args.only == "1234567":
+        plot(helper, suite_out, fleet_out)
+        write_doc(table, header)
+    shutil.rmtree(OUT, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
