@@ -146,3 +146,13 @@ def test_container_name_rejects_bad_service(tmp_path):
 def test_unsafe_identifiers_are_refused():
     with pytest.raises(StackError, match="unsafe"):
         iso._ident('x"; DROP DATABASE postgres; --')
+
+
+def test_services_are_read_from_the_derived_values(tmp_path):
+    import stack_config
+    from conftest import make_worktree
+
+    root = make_worktree(tmp_path / "w")
+    values = stack_config.load(root, {"PORT_OFFSET": "0"})
+    assert iso.services_of(values) == list(stack_config.services(root))
+

@@ -86,7 +86,13 @@ class PortBlock:
         return iter(range(self.start, self.stop))
 
 
-def port_block(values: dict, index: int, services: dict | None = None) -> PortBlock:
+def services_of(values: dict) -> list[str]:
+    """The stack's services as the derived values name them (no stack.yml, no yaml import)."""
+    suffix = "_CONTAINER_PORT"
+    return [key[: -len(suffix)].lower() for key in values if key.endswith(suffix)]
+
+
+def port_block(values: dict, index: int, services=None) -> PortBlock:
     """Worker `index`'s block inside this copy's test-port range."""
     offset = int(values["PORT_OFFSET"])
     low = TEST_PORT_BASE + offset
@@ -196,7 +202,7 @@ def build_context(values: dict, worker: str, isolated: bool, tmp_root: Path, red
         copy=values["COMPOSE_PROJECT_NAME"],
         database_name=db,
         database_url=url,
-        ports=port_block(values, index, stack_config.services()),
+        ports=port_block(values, index, services_of(values)),
         tmp_dir=tmp_dir,
         redis=redis_ns,
         topics=TopicNamespace(f"test/{who}"),
@@ -306,7 +312,12 @@ class _State:
     """Per-process state of the plugin, kept on config."""
 
     def __init__(self, config):
-        self.values = stack_config.load()
+        if _is_worker(config) and "isolation_values" in config.workerinput:
+            self.values = dict(config.workerinput["isolation_values"])  # the controller's: derived once per run
+        else:
+            import derived_cache
+
+            self.values = derived_cache.values()[0]
         self.isolated = not config.getoption("no_isolation")
         self.use_stack = not config.getoption("no_stack")
         self.redis_mode = config.getoption("isolation_redis") or config.getini("isolation_redis")
@@ -388,8 +399,9 @@ def pytest_configure(config):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
-    """xdist controller hook: hand every worker the run's temp root."""
+    """xdist controller hook: hand every worker the run's temp root and the copy's values."""
     node.workerinput["isolation_run_dir"] = str(node.config._isolation.run_dir)
+    node.workerinput["isolation_values"] = dict(node.config._isolation.values)
 
 
 def pytest_unconfigure(config):
