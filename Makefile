@@ -17,10 +17,10 @@ test: $(VENV)/.installed ## Run the whole test suite (unit, bake, end-to-end on 
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 ##@ Measure
-bench: $(VENV)/.bench-installed ## Measure isolation's costs against the alternatives; writes docs/PERFORMANCE.md (~8 min)
+bench: $(VENV)/.bench-installed ## Measure isolation's costs against the alternatives; writes docs/PERFORMANCE.md (~9 min)
 	@$(PY) bench/run.py $(BENCH_ARGS)
 
-soak: $(VENV)/.installed ## Soak: 20 consecutive test-parallel runs, then 5 copies up at once and nuked (~3 min)
+soak: $(VENV)/.installed ## Soak: 20 consecutive test-parallel runs, then 5 copies up at once and nuked (~2 min)
 	@$(PY) scripts/soak.py
 
 ##@ Setup

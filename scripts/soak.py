@@ -10,7 +10,7 @@
    that no container, network or volume of any of them is left.
 
 Prints the figures; exit status 1 if anything failed. Not part of CI
-(`make soak`, about 3 minutes on two cores).
+(`make soak`, about 2 minutes on two cores).
 """
 from __future__ import annotations
 
