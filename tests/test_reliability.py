@@ -16,7 +16,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_TEMPLATE, TEMPLATE, Project, bake, docker_snapshot, one_error_line
+from conftest import TEMPLATE, Project, bake, docker_snapshot, one_error_line
 
 # ---------------------------------------------------------------- bad input
 DEFAULT_STACK = """\
