@@ -85,9 +85,10 @@ def missing_images(names: list[str]) -> list[str]:
         return []
     try:
         proc = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", *names], capture_output=True, text=True, timeout=60)
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        docker("version")  # raises the usual one-line error
-        raise
+    except FileNotFoundError:
+        raise StackError("docker is not installed or not on PATH") from None
+    except subprocess.TimeoutExpired:
+        raise StackError("docker image inspect did not answer within 60 s") from None
     if proc.returncode == 0:
         return []
     missing = re.findall(r"No such image: (\S+)", proc.stderr)
