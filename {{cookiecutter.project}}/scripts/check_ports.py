@@ -13,9 +13,7 @@ from __future__ import annotations
 import errno
 import sys
 
-from errors import StackError
-
-PORT_MIN, PORT_MAX = 1024, 65535  # as stack_config's (a test keeps them equal)
+from basics import PORT_MAX, PORT_MIN, StackError, var_name
 
 SEARCH_STEP = 1000  # suggested offsets keep ports readable (15432 = postgres of copy 10000)
 SEARCH_TRIES = 60
@@ -34,10 +32,6 @@ class Conflict:
 
     def __repr__(self):
         return f"Conflict({self.service!r}, {self.port}, {self.owner!r})"
-
-
-def var_name(name: str) -> str:
-    return name.upper().replace("-", "_")
 
 
 # _socket is the C module under socket.py: the same calls without socket.py's
@@ -265,6 +259,7 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from errors import StackError
+from basics import StackError
 
 PROJECT_LABEL = "com.docker.compose.project"
 WORKDIR_LABEL = "com.docker.compose.project.working_dir"

@@ -19,8 +19,9 @@ import re
 import sys
 from pathlib import Path
 
+from basics import PORT_MAX, PORT_MIN, StackError, var_name  # noqa: F401  (re-exported: helpers import them from here)
+
 ROOT = Path(__file__).resolve().parent.parent
-PORT_MIN, PORT_MAX = 1024, 65535
 SERVICE_KEYS = {"container_port", "host_port", "kind", "volumes"}
 KINDS = {"postgres", "redis", "http"}
 NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -37,8 +38,6 @@ DEFAULTS = {
     "POSTGRES_USER": "app",
 }
 
-
-from errors import StackError  # noqa: E402,F401  (re-exported: helpers import it from here)
 
 
 # ---------------------------------------------------------------- stack.yml
@@ -350,10 +349,6 @@ def compose_project_name(project: str, env_name: str, offset: int) -> str:
     if not COMPOSE_NAME.match(name):
         raise StackError(f"derived compose project name {name!r} is invalid")
     return name
-
-
-def var_name(name: str) -> str:
-    return name.upper().replace("-", "_")
 
 
 def services(root: Path = ROOT) -> dict:
