@@ -93,43 +93,49 @@ def store(key, payload):
             pass  # a read-only checkout just runs uncached
 
 
+def cached(key, compute):
+    """The stored payload for `key`; else compute() -> (payload, ok), stored when ok and key is not None."""
+    if key is not None:
+        hit = lookup(key)
+        if hit is not None:
+            return hit
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    payload, ok = compute()
+    if ok and key is not None:
+        store(key, payload)
+    return payload
+
+
 def values(environ=None):
     """(values, services) as stack_config.load() and .services() give them, cached like `make env`."""
-    key = inputs_key("values", environ)
-    hit = lookup(key) if key is not None else None
-    if hit is not None:
-        return hit
-    sys.path.insert(0, HERE)
-    import stack_config
 
-    result = (stack_config.load(environ=environ), stack_config.services())
-    if key is not None:
-        store(key, result)
-    return result
+    def compute():
+        import stack_config
+
+        return (stack_config.load(environ=environ), stack_config.services()), True
+
+    return cached(inputs_key("values", environ), compute)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    key = inputs_key(argv[0]) if len(argv) == 1 and argv[0] in COMMANDS else None
-    if key is not None:
-        hit = lookup(key)
-        if hit is not None:
-            sys.stdout.write(hit)
-            return 0
-    import io
-    from contextlib import redirect_stdout
+    code = 0
 
-    sys.path.insert(0, HERE)
-    import stack_config
+    def compute():
+        nonlocal code
+        import io
+        from contextlib import redirect_stdout
 
-    buffer = io.StringIO()
-    with redirect_stdout(buffer):
-        code = stack_config.main(argv)
-    sys.stdout.write(buffer.getvalue())
-    if code == 0 and key is not None:
-        store(key, buffer.getvalue())
+        import stack_config
+
+        buffer = io.StringIO()
+        with redirect_stdout(buffer):
+            code = stack_config.main(argv)
+        return buffer.getvalue(), code == 0
+
+    sys.stdout.write(cached(inputs_key(argv[0]) if len(argv) == 1 and argv[0] in COMMANDS else None, compute))
     return code
-
 
 if __name__ == "__main__":
     sys.exit(main())
