@@ -45,6 +45,10 @@ def main(argv=None) -> int:
             for offset in OFFSETS:
                 make(project, "nuke", offset, FORCE="1")
         shutil.rmtree(OUT, ignore_errors=True)
+        try:
+            OUT.parent.rmdir()  # build/ too, unless something else lives there
+        except OSError:
+            pass
         return 0
     if not project.exists():
         from cookiecutter.main import cookiecutter
@@ -56,8 +60,10 @@ def main(argv=None) -> int:
         print(f"\n== PORT_OFFSET={offset} make up", flush=True)
         if make(project, "up", offset) != 0:
             return 1
-    print(f"\nTwo copies of {project.name} are running side by side.")
-    print(f"Try: cd {project} && PORT_OFFSET=21000 make ports | make ps | make nuke")
+    print(f"\nTwo copies of {project.name} are running side by side. Try, one line at a time:")
+    print(f"  cd {project}")
+    for target in ("ports", "ps", "psql ARGS=\"-c 'select version()'\"", "nuke"):
+        print(f"  PORT_OFFSET=21000 make {target}")
     print("Remove both: make demo-clean")
     return 0
 

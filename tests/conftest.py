@@ -28,6 +28,14 @@ services:
 """
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_slot_registry(tmp_path_factory):
+    """The suite's PORT_OFFSET=auto / task-id claims go to a registry of its own, never the user's."""
+    if "PARALLEL_STACKS_STATE_DIR" not in os.environ:
+        os.environ["PARALLEL_STACKS_STATE_DIR"] = str(tmp_path_factory.mktemp("slot-registry"))
+    yield os.environ["PARALLEL_STACKS_STATE_DIR"]
+
+
 def make_worktree(root: Path, dev_env: str = "POSTGRES_USER=app\n") -> Path:
     """A minimal project directory: stack.yml and env/dev.env."""
     (root / "env").mkdir(parents=True)

@@ -6,11 +6,13 @@ import re
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
 import stack_config
+from conftest import TEMPLATE
 from conftest import one_error_line
 
 SUPPORTED = [
@@ -124,6 +126,30 @@ def test_supported_answers_bake_a_consistent_project(cookies, answers):
         assert script.read_bytes() == template_copy.read_bytes()
 
 
+# The linters come from env/requirements-dev.txt, installed next to this interpreter.
+VENV_BIN = Path(sys.executable).parent
+
+
+def run_linter(tool: str, *args: str) -> subprocess.CompletedProcess:
+    exe = VENV_BIN / tool
+    assert exe.is_file(), f"{exe} missing: pip install -r env/requirements-dev.txt"
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("answers", SUPPORTED)
+def test_baked_workflow_passes_zizmor_and_schema(cookies, answers):
+    """Every supported variant's CI workflow: no zizmor findings and a valid workflow schema."""
+    project = assert_clean_bake(cookies.bake(extra_context=answers))
+    workflow = project / ".github" / "workflows" / "tests.yml"
+    # zizmor exits 0 only with no findings; 10-14 mean findings (by highest severity), 1-2 tool errors.
+    # --no-config: no zizmor.yml can silence an audit; --offline: no GitHub API calls.
+    audit = run_linter("zizmor", "--offline", "--no-config", str(workflow))
+    assert audit.returncode == 0, f"zizmor exit {audit.returncode}:\n{audit.stdout}\n{audit.stderr}"
+    schema = run_linter("check-jsonschema", "--builtin-schema", "vendor.github-workflows", str(workflow))
+    assert schema.returncode == 0, f"check-jsonschema exit {schema.returncode}:\n{schema.stdout}\n{schema.stderr}"
+
+
 @pytest.mark.parametrize("answers", SUPPORTED[:1] + SUPPORTED[7:8])
 def test_baked_secrets_are_private_ignored_and_unique(cookies, answers):
     first = assert_clean_bake(cookies.bake(extra_context=answers))
@@ -163,9 +189,10 @@ def test_baked_makefile_runs(cookies, answers):
     env.pop("PORT_OFFSET", None)
     out = subprocess.run(["make"], cwd=project, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for target in ("up", "down", "ps", "logs", "ports", "env", "check-ports", "nuke", "release", "slots", "gc", "doctor",
+    for target in ("up", "down", "ps", "logs", "ports", "env", "check-ports", "nuke", "psql", "release", "slots", "gc", "doctor",
                    "test", "test-parallel", "test-unit", "test-integration", "test-processing"):
         assert re.search(rf"^\s+{target}\s+\S", out.stdout, re.M), f"`make help` lacks {target}"
+    assert_help_aligned(out.stdout)
     ports = subprocess.run(["make", "ports"], cwd=project, env={**env, "PORT_OFFSET": "10000"}, capture_output=True, text=True)
     assert ports.returncode == 0, ports.stderr
     assert "127.0.0.1:18003" in ports.stdout and "127.0.0.1:15432" in ports.stdout
@@ -173,6 +200,18 @@ def test_baked_makefile_runs(cookies, answers):
     assert "PORT_OFFSET=9470" in task.stdout.splitlines() and "PORT_OFFSET_SOURCE=TASK_ID" in task.stdout.splitlines()
     bad = subprocess.run(["make", "up"], cwd=project, env={**env, "TASK_ID": "no-number"}, capture_output=True, text=True)
     assert bad.returncode != 0 and "TASK_ID='no-number' (from environment) has no numeric suffix" in bad.stderr
+
+
+def assert_help_aligned(text: str) -> None:
+    """Every target's description starts in one column, whatever the target's length."""
+    columns = {m.start(2) for m in re.finditer(r"^  ([a-z][a-z-]*) +(\S)", text, re.M)}
+    assert len(columns) == 1, f"`make help` descriptions start at columns {sorted(columns)}:\n{text}"
+
+
+def test_template_help_is_aligned():
+    out = subprocess.run(["make", "help"], cwd=TEMPLATE, capture_output=True, text=True, check=True)
+    assert "demo-clean" in out.stdout
+    assert_help_aligned(out.stdout)
 
 
 def test_hostile_name_does_not_execute(cookies, tmp_path):

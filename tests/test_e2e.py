@@ -30,6 +30,13 @@ def inspect_project(project: str) -> list[dict]:
     return json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True, check=True).stdout) if ids else []
 
 
+def built_images(project: str) -> list[str]:
+    return subprocess.run(
+        ["docker", "image", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+
+
 def volume_exists(name: str) -> bool:
     return subprocess.run(["docker", "volume", "inspect", name], capture_output=True).returncode == 0
 
@@ -136,9 +143,25 @@ def test_up_on_a_running_copy_is_a_no_op(copies):
     project, values = copies
     before = {r["Id"]: r["State"]["StartedAt"] for r in inspect_project(values[0]["COMPOSE_PROJECT_NAME"])}
     out = project.make("up", PORT_OFFSET=0)
-    assert "127.0.0.1:8003" in out.stdout
     after = {r["Id"]: r["State"]["StartedAt"] for r in inspect_project(values[0]["COMPOSE_PROJECT_NAME"])}
     assert after == before
+    # says so in one line: no build log, no compose progress
+    assert out.stdout.strip() == f"{values[0]['COMPOSE_PROJECT_NAME']} is already up and healthy; nothing changed (`make ports` shows its URLs)"
+    assert out.stderr.strip() == "", out.stderr
+
+
+def test_api_serves_an_index_of_its_endpoints(copies):
+    _, values = copies
+    with urllib.request.urlopen(values[0]["API_URL"] + "/", timeout=10) as resp:
+        index = json.load(resp)
+    assert index["compose_project"] == values[0]["COMPOSE_PROJECT_NAME"] and "/health" in index["endpoints"]
+
+
+def test_psql_target_reaches_this_copys_database(copies):
+    project, values = copies
+    mark = write_mark(values[10000], "psql")
+    out = project.make("psql", PORT_OFFSET=10000, ARGS="-At -c 'select mark from e2e_marks'")
+    assert mark in out.stdout.split()
 
 
 def test_down_keeps_data_and_nuke_removes_only_its_own_copy(copies):
@@ -151,9 +174,15 @@ def test_down_keeps_data_and_nuke_removes_only_its_own_copy(copies):
     project.make("up", PORT_OFFSET=0)
     assert mark in read_marks(values[0])
 
+    images = built_images(values[10000]["COMPOSE_PROJECT_NAME"])
+    assert images, "compose built no images labelled with the copy"
+    dry = project.make("nuke", PORT_OFFSET=10000, DRY_RUN="1")
+    assert "images:" in dry.stdout and inspect_project(values[10000]["COMPOSE_PROJECT_NAME"]), "DRY_RUN=1 removed something"
     out = project.make("nuke", PORT_OFFSET=10000, FORCE="1")
     assert "removed" in out.stdout
     assert not volume_exists(values[10000]["DB_DATA_VOLUME"])
+    assert built_images(values[10000]["COMPOSE_PROJECT_NAME"]) == [], "nuke left the copy's images behind"
+    assert built_images(values[0]["COMPOSE_PROJECT_NAME"]), "nuking copy 10000 removed copy 0's images"
     assert inspect_project(values[10000]["COMPOSE_PROJECT_NAME"]) == []
     assert mark in read_marks(values[0]), "nuking copy 10000 touched copy 0"
     assert health(values[0])["status"] == "ok"
@@ -194,16 +223,45 @@ def test_foreign_volume_of_the_same_name_is_never_used_or_removed(copies):
         subprocess.run(["docker", "volume", "rm", name], capture_output=True)
 
 
-def test_another_worktree_cannot_take_over_or_nuke_a_running_copy(copies, tmp_path, image_env):
+def started_at(values: dict) -> dict:
+    return {r["Id"]: r["State"]["StartedAt"] for r in inspect_project(values["COMPOSE_PROJECT_NAME"])}
+
+
+# Every command that changes or reads a copy, run from a second worktree of the
+# same project at the same offset (a fresh one: no env/local.env).
+FOREIGN_TARGETS = ["up", "down", "nuke", "ps", "logs", "test", "test-parallel", "test-integration"]
+
+
+def test_another_worktree_cannot_touch_or_read_a_running_copy(copies, tmp_path, image_env):
     _, values = copies
     other = Project(bake(tmp_path), image_env)  # same slug, another directory
-    before = docker_snapshot()
-    for target in ("up", "nuke"):
-        out = other.make(target, check=False, PORT_OFFSET=0, FORCE="1")
-        assert out.returncode != 0
-        assert "belongs to another worktree" in out.stderr, out.stderr
-    assert docker_snapshot() == before
+    mark = write_mark(values[0], "foreign")
+    before, started = docker_snapshot(), started_at(values[0])
+    for target in FOREIGN_TARGETS:
+        out = other.make(target, check=False, timeout=120, PORT_OFFSET=0, FORCE="1", PYTEST_WORKERS="2")
+        assert out.returncode != 0, f"make {target} from another worktree succeeded:\n{out.stdout}"
+        if not target.startswith("test"):
+            one_error_line(out.stderr)
+        lines = [line for line in out.stderr.splitlines() if "belongs to another worktree" in line]
+        assert len(lines) == 1 and project_dir(values[0]) in lines[0], (target, out.stderr)
+        assert docker_snapshot() == before, f"make {target} from another worktree changed the engine"
+        assert started_at(values[0]) == started, f"make {target} from another worktree restarted containers"
+    assert mark in read_marks(values[0])
     assert health(values[0])["status"] == "ok"
+
+
+def project_dir(values: dict) -> str:
+    return values["STACK_WORKTREE"]
+
+
+def test_check_ports_names_another_worktrees_copy(copies, tmp_path, image_env):
+    _, values = copies
+    other = Project(bake(tmp_path), image_env)
+    out = other.make("check-ports", check=False, PORT_OFFSET=0)
+    assert out.returncode != 0, out.stdout
+    line = one_error_line(out.stderr)
+    assert f"compose project {values[0]['COMPOSE_PROJECT_NAME']}, worktree {project_dir(values[0])}" in line, line
+    assert "ports ok" not in out.stdout
 
 
 BAD_OFFSETS = ["abc", "-1", "1.5", "", "70000", "57533", "0x10"]
@@ -318,7 +376,7 @@ def test_nuking_one_of_three_copies_ten_times_loses_nothing_of_the_others(copies
             assert read_marks(third_values) == set(), f"round {round_}: the nuked copy's data came back"
             write_mark(third_values, f"third-{round_}")
             out = third.make("nuke", FORCE="1")
-            assert f"1 volume(s) of {third_values['COMPOSE_PROJECT_NAME']}" in out.stdout
+            assert f"1 volume(s), 1 image(s) of {third_values['COMPOSE_PROJECT_NAME']}" in out.stdout
             assert not volume_exists(volume) and inspect_project(third_values["COMPOSE_PROJECT_NAME"]) == []
             for offset in OFFSETS:
                 assert keep[offset] in read_marks(values[offset]), f"round {round_}: copy {offset} lost its row"
@@ -335,7 +393,7 @@ def test_secrets_appear_in_no_output_unless_asked(copies, tmp_path):
     for target in ("env", "ports", "up", "ps", "check-ports", "slots", "doctor", "help"):
         out = project.make(target, **env)
         assert password not in out.stdout + out.stderr, f"make {target} printed the password"
-        if target in ("env", "ports", "up"):
+        if target in ("env", "ports"):  # (`up` of a running copy prints one line, no URLs)
             assert "********" in out.stdout, target
     shown = project.make("env", SHOW_SECRETS="1", **env).stdout
     assert f"POSTGRES_PASSWORD={password}" in shown.splitlines()

@@ -26,7 +26,8 @@ def root(tmp_path):
 
 
 def load(root, **environ):
-    return stack_config.load(root, environ)
+    """stack_config.load with a registry of the test's own (task ids and build numbers claim slots there)."""
+    return stack_config.load(root, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), **environ})
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -208,12 +209,13 @@ def test_seed_000_layout_is_reproduced_exactly(root):
     values = load(root, TASK_ID="ci-suite-tests-parallele-zenflow-9947")
     assert (values["POSTGRES_PORT"], values["REDIS_PORT"], values["API_PORT"], values["UI_PORT"]) == ("10947", "16947", "18947", "15947")
     assert values["PORT_OFFSET_SOURCE"] == "TASK_ID"
-    assert load(root, ZENFLOW_TASK_ID="task-b-2000")["POSTGRES_PORT"] == "10000"  # (2000 % 9000 + 1000) % 1000 = 0
+    # (2000 % 9000 + 1000) % 1000 = 0 is the default copy's slot: the next step is taken instead
+    assert load(root, ZENFLOW_TASK_ID="task-b-2000")["POSTGRES_PORT"] == "10001"
 
 
 @pytest.mark.parametrize(
     "task, offset",
-    [("ci-suite-tests-parallele-zenflow-9947", 9470), ("task-a-1000", 0), ("fix_login_42", 420), ("1234", 2340), ("agent.7", 70)],
+    [("ci-suite-tests-parallele-zenflow-9947", 9470), ("task-a-1000", 10), ("fix_login_42", 420), ("1234", 2340), ("agent.7", 70)],
     ids=["seed-000", "seed-000-task-a", "underscore", "digits-only", "dot"],
 )
 def test_task_id_gives_offset_in_steps_of_ten(root, task, offset):
@@ -221,6 +223,53 @@ def test_task_id_gives_offset_in_steps_of_ten(root, task, offset):
     values = load(root, TASK_ID=task)
     assert values["PORT_OFFSET"] == str(offset)
     assert values["COMPOSE_PROJECT_NAME"] == f"shop-{offset}"
+
+
+def test_task_ids_that_map_to_one_slot_get_distinct_slots_and_keep_them(root, capsys):
+    """Seed 000's own example of two tasks side by side: both ids map to offset 0."""
+    (root / "env" / "dev.env").write_text("")
+    a, b = load(root, TASK_ID="task-a-1000"), load(root, TASK_ID="task-b-2000")
+    assert (a["PORT_OFFSET"], b["PORT_OFFSET"]) == ("10", "20")
+    assert "TASK_ID=task-b-2000: preferred PORT_OFFSET=0 is the default copy's; using PORT_OFFSET=20" in capsys.readouterr().err
+    assert load(root, TASK_ID="task-b-2000")["PORT_OFFSET"] == "20" and load(root, TASK_ID="task-a-1000")["PORT_OFFSET"] == "10"
+    assert load(root, TASK_ID="task-c-1001")["PORT_OFFSET"] == "30"  # its preferred 10 is task a's
+    assert load(root, GITHUB_RUN_ID="1000")["PORT_OFFSET"] == "40"
+    assert load(root, GITHUB_RUN_ID="5")["PORT_OFFSET"] == "50"  # free: the formula's own slot
+
+
+def test_a_task_slot_with_a_busy_port_moves_to_the_next_one(root):
+    (root / "env" / "dev.env").write_text("")
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 8003 + 4560))
+        listener.listen()
+        assert load(root, TASK_ID="t-456")["PORT_OFFSET"] == "4570"
+
+
+def test_ci_jobs_on_one_runner_get_distinct_slots(root, tmp_path):
+    (root / "env" / "ci.env").write_text("DEFAULT_PORT_OFFSET=auto\n")
+    first = load(root, ENV="ci", CI_BUILD_NUMBER="1005")
+    other = make_worktree(tmp_path / "job-2", "")
+    (other / "env" / "ci.env").write_text("DEFAULT_PORT_OFFSET=auto\n")
+    second = stack_config.load(other, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), "ENV": "ci", "CI_BUILD_NUMBER": "2005"})
+    assert first["PORT_OFFSET"] == "50" and second["PORT_OFFSET"] == "60"
+    assert first["COMPOSE_PROJECT_NAME"] != second["COMPOSE_PROJECT_NAME"]
+    no_number = load(root, ENV="ci")
+    assert no_number["PORT_OFFSET_SOURCE"] == "auto" and int(no_number["PORT_OFFSET"]) % 100 == 0
+
+
+@pytest.mark.parametrize("var", ["TASK_ID", "CI_BUILD_NUMBER"])
+def test_a_five_thousand_digit_number_is_one_line(root, var):
+    (root / "env" / "dev.env").write_text("")
+    with pytest.raises(StackError) as info:
+        load(root, **{var: "t-" * (var == "TASK_ID") + "7" * 5000})
+    assert "\n" not in str(info.value) and len(str(info.value)) < 300, str(info.value)
+
+
+def test_a_five_thousand_digit_offset_is_one_line(root):
+    with pytest.raises(StackError, match="is out of range") as info:
+        load(root, PORT_OFFSET="7" * 5000)
+    assert len(str(info.value)) < 300
 
 
 @pytest.mark.parametrize("task", ["no-number", "task-12a", "", "12-", "task 12 "], ids=["words", "mixed-suffix", "empty", "trailing-dash", "spaces"])
@@ -371,7 +420,7 @@ def test_foreign_ipv4_listener_is_named_with_its_pid(root):
         assert f"pid {os.getpid()} (" in conflict.owner and "python" in conflict.owner
         message = check_ports.describe(values, found, 12000)
         assert message.startswith(f"port {port} for service api on 127.0.0.1 is held by pid {os.getpid()}")
-        assert "PORT_OFFSET=12000 is free, or use PORT_OFFSET=auto" in message and "\n" not in message
+        assert f"this copy has PORT_OFFSET={offset}: PORT_OFFSET=12000 is free, PORT_OFFSET=auto picks a free slot" in message and "\n" not in message
 
 
 @pytest.mark.skipif(not check_ports._ipv6_available(), reason="this machine has no IPv6 loopback")

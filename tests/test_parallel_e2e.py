@@ -75,6 +75,49 @@ def test_two_copies_run_their_suites_at_the_same_time(copies):
         assert test_databases(values[offset]) == set()
 
 
+def run_lock_held(path) -> bool:
+    """True while some process holds the flock on `path` (a test run's lock)."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_a_second_run_of_one_copy_waits_for_the_first(copies):
+    """Two terminals, one copy: before, the second run dropped the first's databases and both failed."""
+    import tempfile
+
+    project, values = copies
+    env = {**os.environ, "PYTHON": sys.executable, **project.base_env, "PORT_OFFSET": "0", "PYTEST_WORKERS": "2"}
+    lock = os.path.join(tempfile.gettempdir(), f"parallel-stacks-{values[0]['COMPOSE_PROJECT_NAME']}.testlock")
+
+    def start(target):
+        return subprocess.Popen(["make", target], cwd=project.path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = start("test-parallel")
+    deadline = time.monotonic() + 120
+    while not run_lock_held(lock):
+        assert first.poll() is None and time.monotonic() < deadline, "the first run never took the copy's lock"
+        time.sleep(0.02)
+    second = start("test")
+    outs = [p.communicate(timeout=600) for p in (first, second)]
+    for proc, (out, err) in zip((first, second), outs):
+        assert proc.returncode == 0, out[-3000:] + err
+        assert " passed" in out and "failed" not in out
+    assert f"waiting for another test run of {values[0]['COMPOSE_PROJECT_NAME']} (pid " in outs[1][1]
+    assert test_databases(values[0]) == set()
+
+
 def test_killed_run_leaves_nothing_after_the_next_run(copies):
     project, values = copies
     env = {**os.environ, "PYTHON": sys.executable, **project.base_env, "PORT_OFFSET": "0", "PYTEST_WORKERS": "2"}

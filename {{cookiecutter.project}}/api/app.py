@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Small HTTP API of one stack copy.
 
+GET /       -> JSON index of the endpoints below, with this copy's name.
 GET /health -> JSON with this copy's offset and the live status of its own
 Postgres and Redis; 200 when every dependency answers, else 503.
 `app.py --check` is the container healthcheck.
 """
 import json
 import os
+import signal
 import sys
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,12 +54,31 @@ def health():
     return (200 if body["status"] == "ok" else 503), body
 
 
+ENDPOINTS = {
+    "/": "this index",
+    "/health": "this copy's offset and the live status of its Postgres and Redis (200 ok, 503 degraded)",
+}
+
+
+def index():
+    return 200, {
+        "service": "api",
+        "compose_project": os.environ.get("COMPOSE_PROJECT_NAME", ""),
+        "port_offset": int(os.environ.get("PORT_OFFSET", "0")),
+        "endpoints": ENDPOINTS,
+    }
+
+
+ROUTES = {"/": index, "/health": health}
+
+
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        if self.path.split("?")[0] != "/health":
-            self.send_json(404, {"error": "not found", "try": "/health"})
+        route = ROUTES.get(self.path.split("?")[0])
+        if route is None:
+            self.send_json(404, {"error": "not found", "endpoints": ENDPOINTS})
             return
-        self.send_json(*health())
+        self.send_json(*route())
 
     def send_json(self, code, body):
         data = json.dumps(body).encode()
@@ -85,4 +106,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--check"]:
         sys.exit(check())
     print(f"api listening on :{PORT} (PORT_OFFSET={os.environ.get('PORT_OFFSET')})", flush=True)
+    # PID 1 in its container: without a handler SIGTERM is ignored and `make down` waits out compose's 10 s
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()

@@ -126,14 +126,23 @@ def container_owner(rec: dict) -> str:
     return f"container {rec['name']} ({project}{where})"
 
 
+def is_own(rec: dict, values: dict) -> bool:
+    """True for a running container of this very copy: its compose project, started from this worktree."""
+    import os
+
+    if rec.get("project") != values["COMPOSE_PROJECT_NAME"]:
+        return False
+    workdir = rec.get("working_dir")
+    return not workdir or os.path.realpath(workdir) == os.path.realpath(values["STACK_WORKTREE"])
+
+
 def find_conflicts(values: dict, services: dict, running: list[dict] | None) -> list[Conflict]:
     """Conflicts of this copy's ports; `running` is every running container, or None if Docker is unreachable."""
     bind = values["BIND_ADDRESS"]
-    project = values["COMPOSE_PROJECT_NAME"]
     own, held = set(), {}
     for rec in running or []:
         for host_ip, port in rec["ports"]:
-            if rec.get("project") == project:
+            if is_own(rec, values):
                 own.add(port)
             elif _same_address(host_ip, bind):
                 held.setdefault(port, rec)
@@ -191,10 +200,10 @@ def describe(values: dict, found: list[Conflict], suggestion: int | None = None)
     more = ""
     if found[1:]:
         more = " (and " + "; ".join(f"{c.service} {c.port} by {c.owner}" for c in found[1:]) + ")"
-    advice = f"PORT_OFFSET={suggestion} is free, or use PORT_OFFSET=auto" if suggestion is not None else "use PORT_OFFSET=auto"
+    free = f"PORT_OFFSET={suggestion} is free, " if suggestion is not None else ""
     return (
         f"port {first.port} for service {first.service} on {values['BIND_ADDRESS']} is held by {first.owner}{more}; "
-        f"{advice} (now {values['PORT_OFFSET']}), or stop what holds it"
+        f"this copy has PORT_OFFSET={values['PORT_OFFSET']}: {free}PORT_OFFSET=auto picks a free slot, or stop what holds it"
     )
 
 

@@ -69,16 +69,21 @@ def wait_healthy(project: str) -> None:
     raise StackError(f"{project} did not become healthy within {WAIT_SECONDS} s; see `make logs`")
 
 
-def required_images(cmd: list[str], values: dict, env: dict) -> dict[str, str]:
-    """{image: service} of every image `up` needs and does not build (bases of builds included)."""
+def compose_config(cmd: list[str], values: dict, env: dict) -> dict:
+    """The resolved compose model (`compose config`), or one StackError line."""
     import yaml
 
     proc = subprocess.run([*base_args(cmd, values), "config"], env=env, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
         raise StackError(f"compose.yaml is not usable: {lines[-1]}")
+    return yaml.safe_load(proc.stdout) or {}
+
+
+def required_images(config: dict) -> dict[str, str]:
+    """{image: service} of every image `up` needs and does not build (bases of builds included)."""
     needed = {}
-    for name, svc in (yaml.safe_load(proc.stdout).get("services") or {}).items():
+    for name, svc in (config.get("services") or {}).items():
         build = svc.get("build")
         if build:
             for key, value in ((build.get("args") or {}) if isinstance(build, dict) else {}).items():
@@ -89,11 +94,19 @@ def required_images(cmd: list[str], values: dict, env: dict) -> dict[str, str]:
     return needed
 
 
-def ensure_images(cmd: list[str], values: dict, env: dict) -> None:
+def built_images(config: dict, values: dict) -> dict[str, str]:
+    """{image: service} of the images `up` builds (compose names them <project>-<service>)."""
+    return {
+        svc.get("image") or f"{values['COMPOSE_PROJECT_NAME']}-{name}": name
+        for name, svc in (config.get("services") or {}).items()
+        if svc.get("build")
+    }
+
+
+def ensure_images(needed: dict[str, str]) -> None:
     """Pull what is missing before anything is created; one line if an image cannot be had."""
     import docker_state
 
-    needed = required_images(cmd, values, env)
     for image in docker_state.missing_images(list(needed)):
         print(f"pulling {image} for service {needed[image]} (not on this machine yet)", file=sys.stderr, flush=True)
         try:
@@ -105,11 +118,54 @@ def ensure_images(cmd: list[str], values: dict, env: dict) -> None:
             ) from None
 
 
+def quiet(argv: list[str], env: dict) -> tuple[int, str]:
+    """Run a compose step with its output kept back: (exit code, output) for the caller to show on failure."""
+    try:
+        proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except FileNotFoundError:
+        raise StackError(f"{argv[0]} not found") from None
+    return proc.returncode, proc.stdout
+
+
+def show_tail(output: str, lines: int = 40) -> None:
+    tail = output.rstrip().splitlines()[-lines:]
+    if tail:
+        print("\n".join(tail), file=sys.stderr)
+
+
+def build(cmd: list[str], values: dict, env: dict, images: dict[str, str]) -> int:
+    """Build this copy's images: progress shown for a first build, otherwise quiet unless it fails."""
+    import docker_state
+
+    if not images:
+        return 0
+    missing = docker_state.missing_images(list(images))
+    if missing:
+        names = ", ".join(images[i] for i in missing)
+        print(f"building images for {names} (first build of this copy; later ones are quiet)", file=sys.stderr, flush=True)
+        return run([*base_args(cmd, values), "build"], env)
+    code, output = quiet([*base_args(cmd, values), "build", "--quiet"], env)
+    if code != 0:
+        show_tail(output)
+    return code
+
+
+def snapshot(project: str) -> dict[str, tuple]:
+    """{container id: (started at, health)} of the copy's containers: what `up` changed, if anything."""
+    import docker_state
+
+    return {
+        rec["Id"]: (rec["State"].get("StartedAt"), rec["State"].get("Running"), (rec["State"].get("Health") or {}).get("Status"))
+        for rec in docker_state.containers(project)
+    }
+
+
 def up(values: dict, env: dict, environ: dict, cmd: list[str], extra: list[str]) -> int:
     import check_ports
     import docker_state
 
-    docker_state.check_ownership(values)
+    project = values["COMPOSE_PROJECT_NAME"]
+    records = docker_state.check_ownership(values)
     check_ports.check(values, stack_config.services())
     if not values["POSTGRES_PASSWORD"]:
         for key, name in values.items():
@@ -119,26 +175,47 @@ def up(values: dict, env: dict, environ: dict, cmd: list[str], extra: list[str])
                     "(POSTGRES_PASSWORD is missing from env/local.env); restore it there, or `make nuke` to start over"
                 )
     # images before the secret file: a copy that cannot start changes nothing
-    ensure_images(cmd, values, {**env, "POSTGRES_PASSWORD": values["POSTGRES_PASSWORD"] or "unset"})
+    config = compose_config(cmd, values, {**env, "POSTGRES_PASSWORD": values["POSTGRES_PASSWORD"] or "unset"})
+    ensure_images(required_images(config))
     stack_config.ensure_local_env(ROOT)
     values, env = stack_config.compose_environment(ROOT, environ)  # re-read: the password may be new
+    before = snapshot(project) if records else {}
+    code = build(cmd, values, env, built_images(config, values))
+    if code != 0:
+        print(f"error: building the images of {project} failed (exit {code}); the output above says why", file=sys.stderr)
+        return code
     v1 = is_v1(cmd)
-    args = [*base_args(cmd, values), "up", "-d", "--build", "--remove-orphans"]
+    args = [*base_args(cmd, values), "up", "-d", "--remove-orphans"]
     if not v1:
         args += ["--wait", "--wait-timeout", str(WAIT_SECONDS)]
-    code = run(args + extra, env)
+    if not before:
+        print(f"starting {project} (waiting until healthy, at most {WAIT_SECONDS} s)", file=sys.stderr, flush=True)
+    code, output = quiet(args + extra, env)
     if code != 0:
-        print(f"error: `compose up` failed for {values['COMPOSE_PROJECT_NAME']} (exit {code}); see `make logs`", file=sys.stderr)
+        show_tail(output)
+        print(f"error: `compose up` failed for {project} (exit {code}); see the output above and `make logs`", file=sys.stderr)
         return code
     if v1:
-        wait_healthy(values["COMPOSE_PROJECT_NAME"])
+        wait_healthy(project)
+    if before and snapshot(project) == before:
+        print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
+        return 0
     sys.stdout.write(stack_config.format_ports(stack_config.redact(values), stack_config.services()))
     return 0
 
 
+def psql_args(values: dict) -> list[str]:
+    """`exec <postgres service> psql -U <user> -d <db>`: psql inside the copy's own container (no password to copy)."""
+    names = [name for name, svc in stack_config.services().items() if svc.get("kind") == "postgres"]
+    if not names:
+        raise StackError("this stack has no service of kind postgres (stack.yml)")
+    tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
+    return ["exec", *tty, names[0], "psql", "-U", values["POSTGRES_USER"], "-d", values["POSTGRES_DB"]]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="compose_run.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "ps", "logs", "config"], help="compose command to run for this copy")
+    parser.add_argument("command", choices=["up", "down", "ps", "logs", "config", "psql"], help="compose command to run for this copy")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="extra arguments passed to compose")
     parser.add_argument("--compose", default=None, help="compose command (default: $COMPOSE, else auto-detect)")
     args = parser.parse_args(argv)
@@ -151,7 +228,16 @@ def main(argv=None) -> int:
             with oplock.hold(ROOT, f"make {args.command} of {values['COMPOSE_PROJECT_NAME']}"):
                 if args.command == "up":
                     return up(values, env, dict(os.environ), cmd, args.args)
+                import docker_state
+
+                docker_state.ensure_owned(values)  # another worktree's copy is never stopped from here
                 return run([*base_args(cmd, values), "down", "--remove-orphans", *args.args], env)
+        if args.command in ("ps", "logs", "psql"):
+            import docker_state
+
+            docker_state.ensure_owned(values)  # nor shown as if it were this one
+        if args.command == "psql":
+            return run([*base_args(cmd, values), *psql_args(values), *args.args], env)
         return run([*base_args(cmd, values), args.command, *args.args], env)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)

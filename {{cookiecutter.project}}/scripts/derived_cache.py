@@ -27,7 +27,10 @@ ENV_INPUTS = (
     "STACK_ENV", "ENV", "PORT_OFFSET", "BIND_ADDRESS", "TASK_ID", "ZENFLOW_TASK_ID",
     "CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID",
     "POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "SHOW_SECRETS",
+    "DEFAULT_PORT_OFFSET", "PARALLEL_STACKS_STATE_DIR", "XDG_STATE_HOME",
 )
+# Offsets these name go through the slot registry, which a cache cannot see.
+REGISTRY_INPUTS = (b"TASK_ID", b"CI_BUILD_NUMBER", b"BUILD_NUMBER", b"CI_JOB_ID", b"GITHUB_RUN_ID")
 
 
 def _read(path):
@@ -56,6 +59,10 @@ def inputs_key(command, environ=None):
         content is not None and b"auto" in content.lower() for name, content in files if not name.endswith(".py")
     ):
         return None  # PORT_OFFSET=auto asks the registry, which a cache cannot see
+    if any(environ.get(k.decode()) is not None for k in REGISTRY_INPUTS + (b"ZENFLOW_TASK_ID",)) or any(
+        content is not None and any(k in content for k in REGISTRY_INPUTS) for name, content in files if name.startswith("env/")
+    ):
+        return None  # so do task ids and build numbers
     return marshal.dumps((FORMAT, ROOT, command, variables, tuple(files)))
 
 

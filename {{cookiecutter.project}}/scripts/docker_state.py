@@ -66,6 +66,23 @@ def networks(project: str) -> list[str]:
     return _ids("network", project)
 
 
+def images(project: str) -> dict[str, str]:
+    """{reference to remove: shown name} of the images compose built for the project (they carry its label).
+
+    Tagged images by their tag (removing it leaves other tags of the same
+    image alone), untagged leftovers of earlier builds by id.
+    """
+    out = docker("image", "ls", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}",
+                 "--filter", f"label={PROJECT_LABEL}={project}")
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        image_id, _, name = line.partition(" ")
+        if image_id:
+            ref = image_id if "<none>" in name else name
+            found.setdefault(ref, name if "<none>" not in name else f"untagged {image_id[7:19]}")
+    return found
+
+
 def volume(name: str) -> dict | None:
     """The volume's inspect record, or None if it does not exist."""
     try:
@@ -128,23 +145,63 @@ def check_ownership(values: dict, records: list[dict] | None = None) -> list[dic
 
     Returns the container records so callers need not ask twice.
     """
+    records = containers(values["COMPOSE_PROJECT_NAME"]) if records is None else records
+    volume_labels = {}
+    for key, name in values.items():
+        if key.endswith("_VOLUME"):
+            rec = volume(name)
+            volume_labels[name] = None if rec is None else (rec.get("Labels") or {})
+    judge_ownership(values, [rec.get("Config", {}).get("Labels") or {} for rec in records], volume_labels)
+    return records
+
+
+def ensure_owned(values: dict) -> None:
+    """check_ownership's verdict for commands that need only the verdict (down, ps, logs, tests).
+
+    Asks the engine's socket directly (a few ms); falls back to the CLI.
+    """
+    import json
+    from urllib.parse import quote
+
+    project = values["COMPOSE_PROJECT_NAME"]
+    filters = quote(json.dumps({"label": [f"{PROJECT_LABEL}={project}"]}))
+    answer = engine_request(f"/containers/json?all=1&filters={filters}")
+    if answer is None or answer[0] != 200:
+        check_ownership(values)
+        return
+    try:
+        labels = [rec.get("Labels") or {} for rec in json.loads(answer[1])]
+    except (ValueError, AttributeError):
+        check_ownership(values)
+        return
+    volume_labels = {}
+    for key, name in values.items():
+        if not key.endswith("_VOLUME"):
+            continue
+        answer = engine_request(f"/volumes/{quote(name)}")
+        if answer is None or answer[0] not in (200, 404):
+            check_ownership(values)
+            return
+        volume_labels[name] = None if answer[0] == 404 else (json.loads(answer[1]).get("Labels") or {})
+    judge_ownership(values, labels, volume_labels)
+
+
+def judge_ownership(values: dict, container_labels: list[dict], volume_labels: dict[str, dict | None]) -> None:
+    """The ownership rule, once: every container of this copy's compose project was
+    started from this worktree, and every volume of its name was created by this
+    copy's compose project from this worktree. StackError naming the owner if not."""
     project = values["COMPOSE_PROJECT_NAME"]
     here = os.path.realpath(values["STACK_WORKTREE"])
-    records = containers(project) if records is None else records
-    for rec in records:
-        workdir = (rec.get("Config", {}).get("Labels") or {}).get(WORKDIR_LABEL)
+    for labels in container_labels:
+        workdir = labels.get(WORKDIR_LABEL)
         if workdir and os.path.realpath(workdir) != here:
             raise StackError(
                 f"compose project {project} belongs to another worktree ({workdir}); "
                 "use another PORT_OFFSET here, or stop that copy there"
             )
-    for key, name in values.items():
-        if not key.endswith("_VOLUME"):
+    for name, labels in volume_labels.items():
+        if labels is None:
             continue
-        rec = volume(name)
-        if rec is None:
-            continue
-        labels = rec.get("Labels") or {}
         owner = labels.get(PROJECT_LABEL)
         tree = foreign_worktree(labels, here)
         if owner != project:
@@ -157,7 +214,6 @@ def check_ownership(values: dict, records: list[dict] | None = None) -> list[dic
                 f"volume {name} belongs to another worktree ({tree}); refusing to touch it: "
                 "use another PORT_OFFSET here"
             )
-    return records
 
 
 # ---------------------------------------------------------------- every running container
@@ -172,7 +228,13 @@ def _socket_path() -> str | None:
 
 
 def engine_get(path: str) -> bytes | None:
-    """GET `path` from the engine's local unix socket: the body, or None when it does not answer 200.
+    """GET `path` from the engine's local unix socket: the body, or None when it does not answer 200."""
+    answer = engine_request(path)
+    return answer[1] if answer is not None and answer[0] == 200 else None
+
+
+def engine_request(path: str) -> tuple[int, bytes] | None:
+    """GET `path` from the engine's local unix socket: (status, body), or None when the socket cannot be asked.
 
     Plain HTTP/1.0 on a socket: a few ms, where http.client's imports alone
     (ssl, email) cost more than the request, and the CLI ~50 ms.
@@ -198,9 +260,9 @@ def engine_get(path: str) -> bytes | None:
     finally:
         sock.close()
     head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    if head[:7] != b"HTTP/1." or head[9:12] != b"200":
+    if head[:7] != b"HTTP/1." or not head[9:12].isdigit():
         return None
-    return body
+    return int(head[9:12]), body
 
 
 def running_containers() -> list[dict]:

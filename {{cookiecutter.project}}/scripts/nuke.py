@@ -20,8 +20,8 @@ def truthy(value: str | None) -> bool:
     return (value or "").strip().lower() not in ("", "0", "false", "no")
 
 
-def plan(values: dict) -> tuple[list[dict], list[str], list[str]]:
-    """(containers, networks, volume names) carrying this copy's compose project label."""
+def plan(values: dict) -> tuple[list[dict], list[str], list[str], dict[str, str]]:
+    """(containers, networks, volume names, {image reference: name}) carrying this copy's compose project label."""
     project = values["COMPOSE_PROJECT_NAME"]
     records = docker_state.check_ownership(values)
     vols = []
@@ -30,7 +30,7 @@ def plan(values: dict) -> tuple[list[dict], list[str], list[str]]:
         if tree:
             raise StackError(f"volume {rec['Name']} of {project} belongs to another worktree ({tree}); nothing removed")
         vols.append(rec["Name"])
-    return records, docker_state.networks(project), vols
+    return records, docker_state.networks(project), vols, docker_state.images(project)
 
 
 def confirm(project: str, stdin=sys.stdin) -> bool:
@@ -48,7 +48,12 @@ def main(argv=None) -> int:
         default=truthy(os.environ.get("FORCE")) or truthy(os.environ.get("CI")),
         help="do not ask for confirmation (default when FORCE=1 or CI is set)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=truthy(os.environ.get("DRY_RUN")),
+        help="list what would be removed, remove nothing (default when DRY_RUN=1)",
+    )
     args = parser.parse_args(argv)
     try:
         values = stack_config.load()
@@ -63,14 +68,15 @@ def main(argv=None) -> int:
 def remove(values: dict, args) -> int:
     """List, confirm and remove this copy's objects (under the operation lock)."""
     project = values["COMPOSE_PROJECT_NAME"]
-    records, nets, vols = plan(values)
-    if not (records or nets or vols):
+    records, nets, vols, images = plan(values)
+    if not (records or nets or vols or images):
         print(f"nothing to remove for {project}")
         return 0
     print(f"{project}:")
     print("  containers: " + (", ".join(r["Name"].lstrip("/") for r in records) or "-"))
     print("  networks:   " + (", ".join(nets) or "-"))
     print("  volumes:    " + (", ".join(vols) or "-"))
+    print("  images:     " + (", ".join(sorted(images.values())) or "-"))
     if args.dry_run:
         return 0
     if not args.force and not confirm(project):
@@ -82,7 +88,18 @@ def remove(values: dict, args) -> int:
         docker_state.docker("network", "rm", *nets)
     if vols:
         docker_state.docker("volume", "rm", *vols)
-    print(f"removed {len(records)} container(s), {len(nets)} network(s), {len(vols)} volume(s) of {project}")
+    kept = []
+    for ref, name in images.items():
+        try:
+            docker_state.docker("image", "rm", ref)
+        except StackError:
+            kept.append(name)  # still used by a container outside this copy: not ours to stop
+    if kept:
+        print(f"kept image(s) {', '.join(kept)}: still in use by a container outside {project}", file=sys.stderr)
+    print(
+        f"removed {len(records)} container(s), {len(nets)} network(s), {len(vols)} volume(s), "
+        f"{len(images) - len(kept)} image(s) of {project}"
+    )
     return 0
 
 

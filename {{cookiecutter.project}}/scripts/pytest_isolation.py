@@ -326,10 +326,15 @@ class _State:
         self.schema = [Path(config.rootpath) / p for p in config.getini("isolation_schema")]
         self.created: list[str] = []
         self.stack_error: str | None = None
+        self.lock_fd: int | None = None
 
 
 def _run_dir(config, values: dict) -> Path:
-    """The run's temp root, shared by controller and workers; stale ones of this copy removed."""
+    """The run's temp root, shared by controller and workers.
+
+    Named `<copy>-testrun-<pid>-*`: those of runs whose process is gone
+    (killed) are removed; a run still going keeps its own.
+    """
     if _is_worker(config):
         return Path(config.workerinput["isolation_run_dir"])
     import shutil
@@ -337,11 +342,59 @@ def _run_dir(config, values: dict) -> Path:
     prefix = f"{values['COMPOSE_PROJECT_NAME']}-testrun-"
     base = Path(tempfile.gettempdir())
     for stale in base.glob(prefix + "*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+        pid = stale.name[len(prefix):].split("-", 1)[0]
+        if not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def take_run_lock(values: dict) -> int:
+    """One test run per copy at a time: the second waits for the first (and says so).
+
+    A run drops and rebuilds the copy's test databases, so two at once would
+    destroy each other's. An flock on a file named after the copy: the kernel
+    releases it however the holder ends. Returns the fd to close when done.
+    """
+    import fcntl
+    import sys
+
+    path = Path(tempfile.gettempdir()) / f"parallel-stacks-{values['COMPOSE_PROJECT_NAME']}.testlock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StackError(f"cannot open the test-run lock {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        print(
+            f"waiting for another test run of {values['COMPOSE_PROJECT_NAME']} (pid {holder}) to finish",
+            file=sys.stderr,
+            flush=True,
+        )
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
 
 
 def _stack_down_message(values: dict, exc: Exception) -> str:
+    if not values.get("POSTGRES_PASSWORD"):
+        return (
+            f"this worktree has no POSTGRES_PASSWORD for stack copy {values['COMPOSE_PROJECT_NAME']} "
+            f"(env/local.env is missing or lacks it): run `PORT_OFFSET={values['PORT_OFFSET']} make up` here first, "
+            "which writes one, or pass --no-stack for tests that need no stack"
+        )
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return (
         f"stack copy {values['COMPOSE_PROJECT_NAME']} is not up (postgres at {values['BIND_ADDRESS']}:{values['POSTGRES_PORT']}: {reason}); "
@@ -385,6 +438,13 @@ def pytest_configure(config):
         return
     # Controller (or the single process without xdist): once per run.
     try:
+        import docker_state
+
+        docker_state.ensure_owned(state.values)  # another worktree's copy: refuse before touching it
+        state.lock_fd = take_run_lock(state.values)
+    except StackError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    try:
         with admin_connect(state.values) as conn:
             drop_owned_databases(conn, state.values)
             clear_stale_redis(state.values, state.redis_mode)
@@ -425,6 +485,10 @@ def pytest_unconfigure(config):
                 clear_stale_redis(state.values, state.redis_mode)
     except Exception:
         pass  # the next run's start drops whatever is left
+    finally:
+        if state.lock_fd is not None:
+            os.close(state.lock_fd)  # the next run of this copy may start
+            state.lock_fd = None
 
 
 # ---------------------------------------------------------------- fixtures

@@ -239,11 +239,78 @@ def claim(root: Path, env_name: str, stack: dict, bind: str, environ=None) -> in
     return offset
 
 
-def release(root: Path, env_name: str, environ=None) -> int | None:
-    """Free this worktree's claim and forget its slot; return the freed offset."""
+def claim_derived(root: Path, env_name: str, stack: dict, bind: str, environ, preferred: int, label: str) -> int:
+    """The slot of a task id or build number (`label`, e.g. TASK_ID=task-a-1000).
+
+    Seed 000's formula gives the `preferred` offset; when that is 0 (the
+    default copy), claimed by another copy or its ports are busy, the next
+    one in steps of task_step is taken instead, and the claim is recorded
+    like an auto claim, so the same id keeps its slot and two ids never share one.
+    """
+    import check_ports
+    import docker_state
+
     worktree = str(root.resolve())
+    key = claim_key(worktree, env_name) + "|" + label
+    bases = {name: svc["host_port"] for name, svc in stack["services"].items()}
+    step = stack.get("task_step", stack_config.DEFAULT_TASK_STEP)
+    high = stack_config.PORT_MAX - max(bases.values())
+    hosts = check_ports.addresses(bind)
+    try:
+        running = docker_state.running_containers()
+    except StackError:
+        running = []
+    ours = {rec.get("project") for rec in running if rec.get("working_dir") and os.path.realpath(rec["working_dir"]) == worktree}
+    published = check_ports.published_by([rec for rec in running if rec.get("project") not in ours])
     with Registry(state_dir(environ)) as reg:
-        freed = reg.claims.pop(claim_key(worktree, env_name), None)
+        others = {k: c for k, c in reg.claims.items() if k != key}
+        taken = {p for c in others.values() for p in c.get("ports") or _ports(bases, c["offset"])}
+        offset = reg.claims[key]["offset"] if key in reg.claims else None
+        if offset is not None and taken & set(_ports(bases, offset)):
+            offset = None  # another copy took it since (a registry rebuilt without us): find another
+        if offset is None:
+            span = high // step + 1
+            for k in range(span):
+                cand = (preferred + k * step) % (span * step)
+                if cand == 0 or cand > high or min(bases.values()) + cand < stack_config.PORT_MIN:
+                    continue
+                if stack_config.compose_project_name(stack["project"], env_name, cand) in ours:
+                    offset = cand  # this worktree's copy already runs there
+                    break
+                if check_ports.unusable(_ports(bases, cand), published, hosts, taken, name_owners=False) is None:
+                    offset = cand
+                    break
+            if offset is None:
+                raise StackError(f"no free slot for {label}: every offset in steps of {step} is taken; `make gc`, or set PORT_OFFSET")
+            if offset != preferred:
+                why = "the default copy's" if preferred == 0 else "taken"
+                print(f"{label}: preferred PORT_OFFSET={preferred} is {why}; using PORT_OFFSET={offset}", file=sys.stderr)
+        before = reg.claims.get(key) or {}
+        entry = {
+            "offset": offset,
+            "worktree": worktree,
+            "env": env_name,
+            "label": label,
+            "project": stack["project"],
+            "compose_project": stack_config.compose_project_name(stack["project"], env_name, offset),
+            "ports": _ports(bases, offset),
+            "claimed": before.get("claimed") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "claimed_at": before.get("claimed_at") or time.time(),
+        }
+        if entry != before:
+            reg.claims[key] = entry
+            reg.write()
+    return offset
+
+
+def release(root: Path, env_name: str, environ=None) -> int | None:
+    """Free this worktree's claims for `env_name` (auto, task ids, build numbers) and forget its auto slot; return the auto offset."""
+    worktree = str(root.resolve())
+    key = claim_key(worktree, env_name)
+    with Registry(state_dir(environ)) as reg:
+        for derived in [k for k in reg.claims if k.startswith(key + "|")]:
+            del reg.claims[derived]  # task id and build number slots of this worktree and ENV
+        freed = reg.claims.pop(key, None)
         reg.write()
     remembered = read_dynamic(root, env_name)
     write_dynamic(root, env_name, None)

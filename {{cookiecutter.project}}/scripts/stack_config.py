@@ -203,11 +203,19 @@ def parse_offset(raw: str, source: str, stack: dict) -> int:
     high = PORT_MAX - max(bases)
     allowed = f"allowed: integers {low}-{high} or auto, so every host port stays within {PORT_MIN}-{PORT_MAX}"
     if not DIGITS.match(raw):
-        raise StackError(f"PORT_OFFSET={raw!r} (from {source}) is not a non-negative integer; {allowed}")
-    offset = int(raw)
+        raise StackError(f"PORT_OFFSET={short(raw)} (from {source}) is not a non-negative integer; {allowed}")
+    offset = int(raw) if len(raw) <= 6 else high + 1
     if not low <= offset <= high:
-        raise StackError(f"PORT_OFFSET={raw} (from {source}) is out of range; {allowed}")
+        raise StackError(f"PORT_OFFSET={short(raw)[1:-1] if len(raw) > 40 else raw} (from {source}) is out of range; {allowed}")
     return offset
+
+
+MAX_NUMBER_DIGITS = 18
+
+
+def short(raw: str, limit: int = 40) -> str:
+    """`raw` for an error message: repr, cut to `limit` characters."""
+    return repr(raw) if len(raw) <= limit else repr(raw[:limit]) + f"... ({len(raw)} characters)"
 
 
 def task_number(task_id: str, source: str, var: str = "TASK_ID") -> int:
@@ -215,9 +223,12 @@ def task_number(task_id: str, source: str, var: str = "TASK_ID") -> int:
     match = TASK_SUFFIX.search(task_id.strip())
     if not match:
         raise StackError(
-            f"{var}={task_id!r} (from {source}) has no numeric suffix; use an id like my-task-1234, or set PORT_OFFSET"
+            f"{var}={short(task_id)} (from {source}) has no numeric suffix; use an id like my-task-1234, or set PORT_OFFSET"
         )
-    return int(match.group(1)) % 9000 + 1000
+    digits = match.group(1)
+    if len(digits) > MAX_NUMBER_DIGITS:
+        raise StackError(f"{var}={short(task_id)} (from {source}): its numeric suffix has {len(digits)} digits, at most {MAX_NUMBER_DIGITS}")
+    return int(digits) % 9000 + 1000
 
 
 def offset_for_number(number: int, stack: dict) -> int:
@@ -243,16 +254,30 @@ def resolve_offset(environ, layers, stack: dict, root: Path, env_name: str, bind
     for var in TASK_VARS:
         task, tsource = lookup(var, environ, layers)
         if task is not None:
-            offset = offset_for_number(task_number(task, tsource, var), stack)
-            return parse_offset(str(offset), f"{var}={task}", stack), var
+            preferred = offset_for_number(task_number(task, tsource, var), stack)
+            return _derived_slot(root, env_name, stack, bind, environ, preferred, f"{var}={task.strip()}"), var
     for var in CI_NUMBER_VARS:
         raw = environ.get(var)
         if raw:
-            if not DIGITS.match(raw):
-                raise StackError(f"{var}={raw!r} is not a build number; set PORT_OFFSET explicitly")
-            offset = offset_for_number(int(raw), stack)
-            return parse_offset(str(offset), f"{var}={raw}", stack), var
+            if not DIGITS.match(raw) or len(raw) > MAX_NUMBER_DIGITS:
+                raise StackError(f"{var}={short(raw)} is not a build number (up to {MAX_NUMBER_DIGITS} digits); set PORT_OFFSET explicitly")
+            preferred = offset_for_number(int(raw), stack)
+            return _derived_slot(root, env_name, stack, bind, environ, preferred, f"{var}={raw}"), var
+    fallback, fsource = lookup("DEFAULT_PORT_OFFSET", environ, layers)
+    if fallback is not None and fallback.strip().lower() == "auto":
+        import registry
+
+        return parse_offset(str(registry.claim(root, env_name, stack, bind, environ)), "DEFAULT_PORT_OFFSET=auto", stack), "auto"
+    if fallback is not None:
+        return parse_offset(fallback, f"DEFAULT_PORT_OFFSET in {fsource}", stack), "default"
     return 0, "default"
+
+
+def _derived_slot(root: Path, env_name: str, stack: dict, bind: str, environ, preferred: int, label: str) -> int:
+    """A task id's or build number's slot: seed 000's offset if free, else the next free one (registry)."""
+    import registry  # lazy: only task and CI copies pay for the registry
+
+    return parse_offset(str(registry.claim_derived(root, env_name, stack, bind, environ, preferred, label)), label, stack)
 
 
 def env_name_of(environ) -> str:

@@ -4,6 +4,7 @@ calls that copy's API (its URL comes from /config.json).
 `server.py --check` is the container healthcheck."""
 import json
 import os
+import signal
 import sys
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,4 +54,6 @@ def check():
 if __name__ == "__main__":
     if sys.argv[1:] == ["--check"]:
         sys.exit(check())
+    # PID 1 in its container: without a handler SIGTERM is ignored and `make down` waits out compose's 10 s
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     ThreadingHTTPServer(("0.0.0.0", PORT), Handler).serve_forever()
