@@ -24,18 +24,20 @@ soak: $(VENV)/.installed ## Soak: 20 consecutive test-parallel runs, then 5 copi
 	@$(PY) scripts/soak.py
 
 ##@ Setup
-setup: $(VENV)/.installed ## Create .venv with the pinned dev dependencies
+setup: $(VENV)/.installed ## Create .venv with the pinned dev dependencies (uv when it can, else pip; UV=none forces pip)
 
 offline-images: ## Build offline stand-ins for the postgres/redis/python images (Debian, root)
 	@bash scripts/offline-images.sh
 
+# The baked project's own bootstrap (uv when it can, else pip) serves the template too.
+BOOTSTRAP := '{{cookiecutter.project}}/scripts/bootstrap-venv.sh'
+
 $(VENV)/.installed: env/requirements-dev.txt
-	@python3 -m venv $(VENV)
-	@$(VENV)/bin/pip install -q --disable-pip-version-check -r env/requirements-dev.txt
+	@bash $(BOOTSTRAP) $(VENV) env/requirements-dev.txt
 	@touch $@
 
 $(VENV)/.bench-installed: $(VENV)/.installed env/requirements-bench.txt
-	@$(VENV)/bin/pip install -q --disable-pip-version-check -r env/requirements-bench.txt
+	@bash $(BOOTSTRAP) $(VENV) env/requirements-dev.txt env/requirements-bench.txt
 	@touch $@
 
 demo-clean: $(VENV)/.installed ## Nuke the demo's copies and remove build/demo

@@ -13,6 +13,7 @@ prints medians and ratios against a baseline measured in the same run:
    cores allow
 6. 50 concurrent PORT_OFFSET=auto claims vs port-for and portpicker
 7. a fleet: 1, 5 and 10 copies up at once: time to healthy, memory per copy
+8. the first `make` of a fresh clone: its virtualenv with pip vs uv
 
 Writes the table into docs/PERFORMANCE.md (between the bench markers) and a
 plot to docs/performance.png. Not part of CI: absolute times on a shared
@@ -140,6 +141,33 @@ def helpers(table: Table, project, repeat: int) -> dict:
     table.add(section, "`make check-ports`, one port taken (owner named via psutil)", taken, floor)
     out["floor"] = statistics.median(floor)
     return out
+
+
+# ---------------------------------------------------------------- 8: virtualenv setup
+def venv_setup(table: Table, project, repeat: int) -> None:
+    section = "8. First `make` of a fresh clone: the virtualenv (scripts/bootstrap-venv.sh)"
+    print(f"\n{section}")
+    script, req = project.path / "scripts" / "bootstrap-venv.sh", project.path / "requirements-dev.txt"
+    target, caches = OUT / "venv", OUT / "caches"
+
+    def setup(**env):
+        shutil.rmtree(target, ignore_errors=True)
+        run(["bash", str(script), str(target), str(req)], env={**os.environ, **env})
+
+    setup(UV="none")  # pip's own wheel cache warm, as on any machine that has installed these once
+    pip_t = timed(lambda: setup(UV="none"), repeat)
+    table.add(section, "pip (`UV=none`), pip's cache warm", pip_t)
+
+    def cold():
+        shutil.rmtree(caches, ignore_errors=True)
+        setup(XDG_CACHE_HOME=str(caches), UV="")
+
+    table.add(section, "uv, first ever: uv fetched from PyPI, every cache empty", timed(cold, max(2, repeat // 2)), pip_t, "",
+              "a user's very first bake")
+    warm = timed(lambda: setup(XDG_CACHE_HOME=str(caches), UV=""), repeat)
+    table.add(section, "uv, cached (every later clone or worktree)", warm, pip_t, "<= 0.2x")
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(caches, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- 3: stack start
@@ -433,7 +461,7 @@ def main(argv=None) -> int:
     parser.add_argument("--containers", type=int, default=3, help="testcontainers starts to time (default 3)")
     parser.add_argument("--claims", type=int, default=50, help="concurrent PORT_OFFSET=auto claims (default 50)")
     parser.add_argument("--fleet", default="1,5,10", help="fleet sizes, comma-separated (default 1,5,10)")
-    parser.add_argument("--only", default="1234567", help="which measurements to run, e.g. 12 (default all)")
+    parser.add_argument("--only", default="12345678", help="which measurements to run, e.g. 12 (default all)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args(argv)
 
@@ -465,11 +493,13 @@ def main(argv=None) -> int:
             claims(table, args.claims)
         if "7" in args.only:
             fleet_out = fleet(table, [int(s) for s in args.fleet.split(",")])
+        if "8" in args.only:
+            venv_setup(table, project, args.repeat)
     finally:
         project.make("nuke", check=False, PORT_OFFSET=OFFSET, FORCE="1")
         for member, offset in set(STARTED):
             member.make("nuke", check=False, PORT_OFFSET=offset, FORCE="1")
-    if not args.no_write and args.only == "1234567":
+    if not args.no_write and args.only == "12345678":
         plot(helper, suite_out, fleet_out)
         write_doc(table, header)
     shutil.rmtree(OUT, ignore_errors=True)

@@ -185,7 +185,7 @@ def test_rejected_answers_fail_with_one_line(cookies, capfd, answers, field):
 @pytest.mark.parametrize("answers", [SUPPORTED[0], SUPPORTED[3], SUPPORTED[7]])
 def test_baked_makefile_runs(cookies, answers):
     project = assert_clean_bake(cookies.bake(extra_context=answers))
-    env = {**os.environ, "PYTHON": sys.executable}
+    env = {**os.environ, "PYTHON": sys.executable, "PARALLEL_STACKS_STATE_DIR": str(project.parent / "registry")}
     env.pop("PORT_OFFSET", None)
     out = subprocess.run(["make"], cwd=project, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -204,7 +204,7 @@ def test_baked_makefile_runs(cookies, answers):
 
 def assert_help_aligned(text: str) -> None:
     """Every target's description starts in one column, whatever the target's length."""
-    columns = {m.start(2) for m in re.finditer(r"^  ([a-z][a-z-]*) +(\S)", text, re.M)}
+    columns = {m.start(2) for m in map(re.compile(r"^  ([a-z][a-z-]*) +(\S)").match, text.splitlines()) if m}
     assert len(columns) == 1, f"`make help` descriptions start at columns {sorted(columns)}:\n{text}"
 
 
@@ -228,10 +228,23 @@ def test_hostile_name_does_not_execute(cookies, tmp_path):
 def test_fresh_project_installs_its_own_virtualenv(cookies):
     """A user's fresh clone: no PYTHON given, so make builds .venv from requirements-dev.txt."""
     project = assert_clean_bake(cookies.bake())
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PORT_OFFSET", "VIRTUAL_ENV")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PORT_OFFSET", "VIRTUAL_ENV", "UV")}
     out = subprocess.run(["make", "env"], cwd=project, env={**env, "PORT_OFFSET": "10000"}, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert (project / ".venv" / ".installed").exists()
     assert "POSTGRES_PORT=15432" in out.stdout.splitlines()
+    # it says what it is doing, and did it with uv (fetched once per user when not on PATH)
+    assert "setup: creating .venv (first run only)" in out.stderr and "setup: .venv ready (uv)" in out.stderr, out.stderr
     again = subprocess.run(["make", "env"], cwd=project, env=env, capture_output=True, text=True)
-    assert "POSTGRES_PORT=5432" in again.stdout.splitlines()
+    assert "POSTGRES_PORT=5432" in again.stdout.splitlines() and "setup:" not in again.stderr
+
+
+def test_virtualenv_falls_back_to_pip(cookies):
+    """UV=none (or no way to get uv): plain venv + pip, the same packages."""
+    project = assert_clean_bake(cookies.bake())
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "PORT_OFFSET", "VIRTUAL_ENV")}
+    out = subprocess.run(["make", "env"], cwd=project, env={**env, "UV": "none"}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "setup: .venv ready (pip)" in out.stderr, out.stderr
+    assert (project / ".venv" / "bin" / "pip").exists()  # a pip-made venv (uv's has no pip)
+    assert "POSTGRES_PORT=5432" in out.stdout.splitlines()
