@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 TEMPLATE = Path(__file__).resolve().parent.parent
-OUT = TEMPLATE / "build" / "demo"
+OUT = Path(os.environ.get("DEMO_DIR") or TEMPLATE / "build" / "demo")
 OFFSETS = ("20000", "21000")
 OFFLINE = {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "PYTHON_IMAGE": "python"}
 
@@ -61,11 +61,18 @@ def main(argv=None) -> int:
         if make(project, "up", offset) != 0:
             return 1
     print(f"\nTwo copies of {project.name} are running side by side. Try, one line at a time:")
-    print(f"  cd {project}")
-    for target in ("ports", "ps", "psql ARGS=\"-c 'select version()'\"", "nuke"):
-        print(f"  PORT_OFFSET=21000 make {target}")
+    print("\n".join(f"  {line}" for line in hint(project)))
     print("Remove both: make demo-clean")
     return 0
+
+
+def hint(project: Path) -> list[str]:
+    """Commands to paste, one per line (a `|` between them would pipe them into each other)."""
+    import shlex
+
+    return [f"cd {shlex.quote(str(project))}"] + [
+        f"PORT_OFFSET={OFFSETS[1]} make {target}" for target in ("ports", "ps", "psql ARGS=\"-c 'select version()'\"", "nuke")
+    ]
 
 
 if __name__ == "__main__":

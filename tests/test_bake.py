@@ -248,3 +248,36 @@ def test_virtualenv_falls_back_to_pip(cookies):
     assert "setup: .venv ready (pip)" in out.stderr, out.stderr
     assert (project / ".venv" / "bin" / "pip").exists()  # a pip-made venv (uv's has no pip)
     assert "POSTGRES_PORT=5432" in out.stdout.splitlines()
+
+
+def load_demo():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_script", TEMPLATE / "scripts" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_demo_hint_lines_each_run_on_their_own(tmp_path):
+    """Pasted, `make ports | make ps | make nuke` piped the commands and ran the last two at offset 0."""
+    demo = load_demo()
+    lines = demo.hint(tmp_path / "with space" / "demo-stack")
+    assert lines[0] == f"cd '{tmp_path}/with space/demo-stack'"
+    for line in lines[1:]:
+        words = __import__("shlex").split(line)
+        assert words[0] == f"PORT_OFFSET={demo.OFFSETS[1]}" and words[1] == "make", line
+        assert not set("|;&") & set(line.replace("'select version()'", "")), line
+
+
+def test_demo_clean_leaves_no_build_directory(tmp_path):
+    build = tmp_path / "build"
+    (build / "demo" / "other-leftover").mkdir(parents=True)
+    env = {**os.environ, "DEMO_DIR": str(build / "demo")}
+    out = subprocess.run([sys.executable, str(TEMPLATE / "scripts" / "demo.py"), "--clean"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert not build.exists()
+    (build / "demo").mkdir(parents=True)
+    (build / "bench").mkdir()  # build/ holds something else: only build/demo goes
+    subprocess.run([sys.executable, str(TEMPLATE / "scripts" / "demo.py"), "--clean"], env=env, check=True, capture_output=True)
+    assert not (build / "demo").exists() and (build / "bench").exists()

@@ -75,6 +75,10 @@ BAD_INPUTS = [
     Bad("task-id-in-env-file", "TASK_ID='later' (from env/dev.env)", files={"env/dev.env": "POSTGRES_USER=app\nTASK_ID=later\n"}),
     Bad("ci-build-number-letters", "CI_BUILD_NUMBER='12abc' is not a build number", {"CI_BUILD_NUMBER": "12abc"}),
     Bad("github-run-id-negative", "GITHUB_RUN_ID='-5' is not a build number", {"GITHUB_RUN_ID": "-5"}),
+    # numbers too long for int() (Python refuses over 4300 digits): one line, not a traceback
+    Bad("task-id-5000-digits", "its numeric suffix has 5000 digits, at most 18", {"TASK_ID": "t-" + "7" * 5000}),
+    Bad("ci-build-number-5000-digits", "... (5000 characters) is not a build number", {"CI_BUILD_NUMBER": "7" * 5000}),
+    Bad("offset-5000-digits", "(5000 characters) (from environment) is out of range", {"PORT_OFFSET": "7" * 5000}),
     # environment names
     Bad("env-uppercase", "ENV='Prod' must be a lowercase name", {"ENV": "Prod"}),
     Bad("env-with-space", "ENV='a b' must be a lowercase name", {"STACK_ENV": "a b"}),

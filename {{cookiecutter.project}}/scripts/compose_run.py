@@ -189,7 +189,7 @@ def up(values: dict, env: dict, environ: dict, cmd: list[str], extra: list[str])
     if not v1:
         args += ["--wait", "--wait-timeout", str(WAIT_SECONDS)]
     if not before:
-        print(f"starting {project} (waiting until healthy, at most {WAIT_SECONDS} s)", file=sys.stderr, flush=True)
+        print(f"starting {project}; back when every service is healthy (at most {WAIT_SECONDS} s)", file=sys.stderr, flush=True)
     code, output = quiet(args + extra, env)
     if code != 0:
         show_tail(output)

@@ -206,7 +206,8 @@ def parse_offset(raw: str, source: str, stack: dict) -> int:
         raise StackError(f"PORT_OFFSET={short(raw)} (from {source}) is not a non-negative integer; {allowed}")
     offset = int(raw) if len(raw) <= 6 else high + 1
     if not low <= offset <= high:
-        raise StackError(f"PORT_OFFSET={short(raw)[1:-1] if len(raw) > 40 else raw} (from {source}) is out of range; {allowed}")
+        shown = raw if len(raw) <= 40 else f"{raw[:40]}... ({len(raw)} characters)"
+        raise StackError(f"PORT_OFFSET={shown} (from {source}) is out of range; {allowed}")
     return offset
 
 
