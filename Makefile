@@ -13,12 +13,18 @@ BENCH_ARGS ?=
 demo: $(VENV)/.installed ## Bake a demo project with defaults and run two copies side by side
 	@$(PY) scripts/demo.py
 
-test: $(VENV)/.installed ## Run the whole test suite (unit, bake, end-to-end on real Docker)
+test: $(VENV)/.installed lint ## Run the whole test suite (lint, unit, bake, end-to-end on real Docker)
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed ## ruff and mypy (strict on the helper package), ruff on the template's own code
+	@$(PY) -m ruff check --quiet tests bench scripts hooks
+	@$(PY) -m ruff check --quiet --config '$(HELPER_PACKAGE)/pyproject.toml' '$(HELPER_PACKAGE)' 
+	@$(PY) -m ruff format --check --quiet --config '$(HELPER_PACKAGE)/pyproject.toml' '$(HELPER_PACKAGE)'
+	@$(PY) -m mypy --config-file '$(HELPER_PACKAGE)/pyproject.toml' '$(HELPER_PACKAGE)/parallel_stacks' 
 
 ##@ Measure
 bench: $(VENV)/.bench-installed ## Measure isolation's costs against the alternatives; writes docs/PERFORMANCE.md (~9 min)
-	@$(PY) bench/run.py $(BENCH_ARGS)
+	@PYTHONPATH=scripts $(PY) bench/run.py $(BENCH_ARGS)
 
 soak: $(VENV)/.installed ## Soak: 20 consecutive test-parallel runs, then 5 copies up at once and nuked (~2 min)
 	@$(PY) scripts/soak.py
@@ -32,12 +38,15 @@ offline-images: ## Build offline stand-ins for the postgres/redis/python images 
 # The baked project's own bootstrap (uv when it can, else pip) serves the template too.
 BOOTSTRAP := '{{cookiecutter.project}}/scripts/bootstrap-venv.sh'
 
-$(VENV)/.installed: env/requirements-dev.txt
-	@bash $(BOOTSTRAP) $(VENV) env/requirements-dev.txt
+# The tests import the very package a baked project installs: editable, from the template.
+HELPER_PACKAGE := {{cookiecutter.project}}/tools
+
+$(VENV)/.installed: env/requirements-dev.txt $(HELPER_PACKAGE)/pyproject.toml
+	@EDITABLE='$(HELPER_PACKAGE)' bash $(BOOTSTRAP) $(VENV) env/requirements-dev.txt
 	@touch $@
 
 $(VENV)/.bench-installed: $(VENV)/.installed env/requirements-bench.txt
-	@bash $(BOOTSTRAP) $(VENV) env/requirements-dev.txt env/requirements-bench.txt
+	@EDITABLE='$(HELPER_PACKAGE)' bash $(BOOTSTRAP) $(VENV) env/requirements-dev.txt env/requirements-bench.txt
 	@touch $@
 
 demo-clean: $(VENV)/.installed ## Nuke the demo's copies and remove build/demo
@@ -48,4 +57,4 @@ help: ## Show this help
 	  /^##@/ {printf "\n%s\n", substr($$0, 5); next} \
 	  /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-.PHONY: demo demo-clean test bench soak setup offline-images help
+.PHONY: demo demo-clean test lint bench soak setup offline-images help

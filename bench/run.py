@@ -40,8 +40,6 @@ OFFSET = "22000"  # the bench's main copy
 FREE_OFFSET = "41000"  # nothing runs there
 FLEET_BASE = 23000  # fleet copies at 23000, 24000, ...
 STARTED = []  # (project, offset) of fleet copies, nuked at the end whatever happens
-sys.path.insert(0, str(TEMPLATE / "tests"))
-sys.path.insert(0, str(TEMPLATE / "scripts"))
 
 
 # ---------------------------------------------------------------- measuring
@@ -100,7 +98,7 @@ def image_env() -> dict:
 
 
 def bake_project(directory: Path):
-    from conftest import Project, bake
+    from bakery import Project, bake
 
     return Project(bake(directory), image_env())
 
@@ -308,15 +306,14 @@ def suite(table: Table, project, repeat: int, modules: int) -> dict:
 # ---------------------------------------------------------------- 6: concurrent claims
 CLAIMER = """
 import sys, time
-sys.path.insert(0, {scripts!r})
 start = float(sys.argv[2])
 while time.time() < start:
     time.sleep(0.001)
 t = time.perf_counter()
 if sys.argv[3] == "registry":
-    import stack_config
+    from parallel_stacks import derive
     from pathlib import Path
-    out = stack_config.load(Path(sys.argv[1]), {{"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": {state!r}}})["PORT_OFFSET"]
+    out = derive.load(Path(sys.argv[1]), {{"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": {state!r}}})["PORT_OFFSET"]
 elif sys.argv[3] == "port-for":
     import port_for
     out = port_for.select_random()
@@ -330,7 +327,7 @@ print(out, time.perf_counter() - t)
 def claims(table: Table, count: int) -> None:
     section = f"6. {count} concurrent claims"
     print(f"\n{section}")
-    from conftest import SCRIPTS, make_worktree
+    from bakery import make_worktree
 
     base = OUT / "claims"
     shutil.rmtree(base, ignore_errors=True)
@@ -343,7 +340,7 @@ def claims(table: Table, count: int) -> None:
         "portpicker": "one port free now, inside the ephemeral range (any outgoing connection may take it); no reservation without portserver",
     }
     for tool in ("registry", "port-for", "portpicker"):
-        code = CLAIMER.format(scripts=str(SCRIPTS), state=str(state))
+        code = CLAIMER.format(state=str(state))
         start = time.time() + 3
         procs = [subprocess.Popen([sys.executable, "-c", code, str(r), str(start), tool], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for r in roots]
@@ -426,7 +423,7 @@ def plot(helper: dict, suite_out: dict, fleet_out: dict) -> None:
     ax2.set_ylim(bottom=0)
     ax.set_ylim(bottom=0)
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, [l.get_label() for l in lines], loc="upper left", fontsize=8)
+    ax.legend(lines, [h.get_label() for h in lines], loc="upper left", fontsize=8)
     ax.set_title("Fleet: cost per copy")
     ax = axes[1]
     labels = ["make env", "make ports", "check-ports"]

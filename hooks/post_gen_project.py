@@ -1,4 +1,6 @@
 """Flat list of small steps that finish the generated project."""
+import importlib
+import importlib.util
 import json
 import shutil
 import sys
@@ -14,18 +16,37 @@ def remove_ui():
 
 
 def generate_local_env():
-    """Per-bake secrets into env/local.env (mode 600, gitignored)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import stack_config
+    """Per-bake secrets into env/local.env (mode 600, gitignored), by the baked helper package itself.
 
-    stack_config.ensure_local_env(ROOT)
+    Loaded from its files under a private name: cookiecutter's Python has no
+    virtualenv with the package yet, and a caller's own import stays untouched.
+    """
+    package = ROOT / "tools" / "parallel_stacks"
+    spec = importlib.util.spec_from_file_location(
+        "_baked_parallel_stacks", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        importlib.import_module(f"{spec.name}.localenv").ensure_local_env(ROOT)
+    finally:
+        for name in [n for n in sys.modules if n == spec.name or n.startswith(spec.name + ".")]:
+            del sys.modules[name]
 
 
 def make_scripts_executable():
-    for path in (ROOT / "scripts").glob("*.py"):
+    for path in (ROOT / "scripts").glob("*.sh"):
         path.chmod(0o755)
+
+
+def remove_caches():
+    """Bytecode the template's own test runs left beside the package: not part of a project."""
+    for cache in list((ROOT / "tools").rglob("__pycache__")):
+        shutil.rmtree(cache)
 
 
 remove_ui()
 generate_local_env()
+remove_caches()
 make_scripts_executable()

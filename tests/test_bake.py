@@ -1,6 +1,7 @@
 """Bake the template with supported and rejected answers (pytest-cookies)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -11,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-import stack_config
-from conftest import TEMPLATE
-from conftest import one_error_line
+from conftest import PACKAGE, TEMPLATE, one_error_line
+from parallel_stacks import basics, config, derive
+from parallel_stacks.basics import StackError
 
 SUPPORTED = [
     pytest.param({}, id="defaults"),
@@ -92,13 +93,13 @@ def test_supported_answers_bake_a_consistent_project(cookies, answers):
         assert "healthcheck" in svc, f"{name} has no healthcheck"
         for port in svc.get("ports", []):
             assert port.startswith("${BIND_ADDRESS:-127.0.0.1}:"), port
-            var = stack_config.var_name(name)
+            var = basics.var_name(name)
             assert f"${{{var}_PORT:?" in port, port
     assert compose["volumes"]["db_data"]["name"].startswith("${DB_DATA_VOLUME")
     assert compose["services"]["postgres"]["image"].startswith("${POSTGRES_IMAGE:-")
 
     # every variable compose reads is derived by the helpers or an optional override
-    derived = stack_config.load(project, {"POSTGRES_PASSWORD": "x"})
+    derived = derive.load(project, {"POSTGRES_PASSWORD": "x"})
     optional = {"POSTGRES_IMAGE", "REDIS_IMAGE", "PYTHON_IMAGE"}
     assert compose_vars(compose_text) - set(derived) <= optional
 
@@ -116,14 +117,16 @@ def test_supported_answers_bake_a_consistent_project(cookies, answers):
     assert "--strict-markers" in ini["pytest"]["addopts"]
 
     # dev, test and ci copies coexist: distinct names, volumes and ports
-    copies = [stack_config.load(project, {"ENV": e, "POSTGRES_PASSWORD": "x"}) for e in ("dev", "test", "ci")]
+    copies = [derive.load(project, {"ENV": e, "POSTGRES_PASSWORD": "x"}) for e in ("dev", "test", "ci")]
     for key in ("COMPOSE_PROJECT_NAME", "DB_DATA_VOLUME", "POSTGRES_PORT", "API_PORT"):
         assert len({c[key] for c in copies}) == 3, key
 
-    # helpers copied verbatim (no rendering), so the tests' imports are the real ones
-    for script in (project / "scripts").glob("*.py"):
-        template_copy = stack_config.ROOT.parent / "{{cookiecutter.project}}" / "scripts" / script.name
-        assert script.read_bytes() == template_copy.read_bytes()
+    # the helper package copied verbatim (no rendering), so the tests' imports are the real ones
+    baked = sorted(p.relative_to(project / "tools" / "parallel_stacks") for p in (project / "tools" / "parallel_stacks").rglob("*.py"))
+    assert baked == sorted(p.relative_to(PACKAGE) for p in PACKAGE.rglob("*.py")) and len(baked) > 20
+    for relative in baked:
+        assert (project / "tools" / "parallel_stacks" / relative).read_bytes() == (PACKAGE / relative).read_bytes(), relative
+    assert not list((project / "tools").rglob("__pycache__")), "bytecode of the template's test runs was baked in"
 
 
 # The linters come from env/requirements-dev.txt, installed next to this interpreter.
@@ -155,14 +158,14 @@ def test_baked_secrets_are_private_ignored_and_unique(cookies, answers):
     first = assert_clean_bake(cookies.bake(extra_context=answers))
     local = first / "env" / "local.env"
     assert stat.S_IMODE(os.stat(local).st_mode) == 0o600
-    password = stack_config.read_env_file(local)["POSTGRES_PASSWORD"]
+    password = config.read_env_file(local)["POSTGRES_PASSWORD"]
     assert len(password) >= 30
     assert "env/local.env" in (first / ".gitignore").read_text().splitlines()
     for file in all_files(first):
         if file != local:
             assert password not in file.read_text(encoding="utf-8", errors="replace"), file
     second = assert_clean_bake(cookies.bake(extra_context=answers))
-    assert stack_config.read_env_file(second / "env" / "local.env")["POSTGRES_PASSWORD"] != password
+    assert config.read_env_file(second / "env" / "local.env")["POSTGRES_PASSWORD"] != password
 
 
 def test_git_ignores_the_secret_file(cookies):
@@ -189,7 +192,7 @@ def test_baked_makefile_runs(cookies, answers):
     env.pop("PORT_OFFSET", None)
     out = subprocess.run(["make"], cwd=project, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for target in ("up", "down", "ps", "logs", "ports", "env", "check-ports", "nuke", "psql", "release", "slots", "gc", "doctor",
+    for target in ("up", "down", "ps", "logs", "ports", "env", "check-ports", "nuke", "psql", "release", "slots", "gc", "doctor", "lint",
                    "test", "test-parallel", "test-unit", "test-integration", "test-processing"):
         assert re.search(rf"^\s+{target}\s+\S", out.stdout, re.M), f"`make help` lacks {target}"
     assert_help_aligned(out.stdout)
@@ -281,3 +284,77 @@ def test_demo_clean_leaves_no_build_directory(tmp_path):
     (build / "bench").mkdir()  # build/ holds something else: only build/demo goes
     subprocess.run([sys.executable, str(TEMPLATE / "scripts" / "demo.py"), "--clean"], env=env, check=True, capture_output=True)
     assert not (build / "demo").exists() and (build / "bench").exists()
+
+
+def test_baked_project_lint_passes(cookies):
+    """ruff and mypy --strict on the baked helper package, through the project's own `make lint`."""
+    project = assert_clean_bake(cookies.bake())
+    out = subprocess.run(["make", "lint"], cwd=project, env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Success: no issues found" in out.stdout
+
+
+MEMCACHED_KIND = '''\
+"""Kind `memcached`: a cache server, reached as memcached://host:port."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .base import Kind, Service
+
+
+class Memcached(Kind):
+    name = "memcached"
+    one_per_stack = True
+    variables = ("MEMCACHED_URL",)
+
+    def url_variable(self, service: Service) -> str:
+        return "MEMCACHED_URL"
+
+    def url(self, service: Service, values: Mapping[str, str]) -> str:
+        return f"memcached://{service.host}:{service.port}"
+
+
+KIND = Memcached()
+'''
+
+
+def test_a_new_kind_is_one_module_plus_its_stack_and_compose_entries(cookies, tmp_path):
+    project = assert_clean_bake(cookies.bake())
+    (project / "tools" / "parallel_stacks" / "kinds" / "memcached.py").write_text(MEMCACHED_KIND)
+    with (project / "stack.yml").open("a") as stack:
+        stack.write("  cache:\n    kind: memcached\n    container_port: 11211\n    host_port: 11211\n")
+    compose = yaml.safe_load((project / "compose.yaml").read_text())
+    compose["services"]["cache"] = {
+        "image": "memcached:1.6-alpine",
+        "ports": ["${BIND_ADDRESS:-127.0.0.1}:${CACHE_PORT:?run through make}:${CACHE_CONTAINER_PORT:?run through make}"],
+    }
+    (project / "compose.yaml").write_text(yaml.safe_dump(compose, sort_keys=False))
+    # this project's own copy of the package (with the new module), not the template's
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(project / "tools"), "PORT_OFFSET": "10000"}
+    values = dict(line.split("=", 1) for line in subprocess.run(
+        ["make", "env"], cwd=project, env=env, capture_output=True, text=True, check=True).stdout.splitlines())
+    assert values["MEMCACHED_URL"] == "memcached://127.0.0.1:21211" and values["CACHE_PORT"] == "21211"
+    ports = subprocess.run(["make", "ports"], cwd=project, env=env, capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^cache\s+11211\s+127\.0\.0\.1:21211\s+memcached://127\.0\.0\.1:21211$", ports, re.M), ports
+    config = subprocess.run(["docker", "compose", "-f", "compose.yaml", "config", "--format", "json"], cwd=project,
+                            env={**env, **values}, capture_output=True, text=True)
+    assert config.returncode == 0, config.stderr  # compose reads the new service's port from the derived values
+    assert json.loads(config.stdout)["services"]["cache"]["ports"][0]["published"] == "21211"
+    lint = subprocess.run(["make", "lint"], cwd=project, env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr  # the new module meets the package's standard too
+
+
+def test_two_services_of_a_one_per_stack_kind_are_one_line(tmp_path):
+    from conftest import make_worktree
+
+    root = make_worktree(tmp_path / "w")
+    with (root / "stack.yml").open("a") as stack:
+        stack.write("  reporting-db: {kind: postgres, container_port: 5432, host_port: 5433}\n")
+    with pytest.raises(StackError) as info:
+        derive.load(root, {"PORT_OFFSET": "0"})
+    message = str(info.value)
+    assert "\n" not in message
+    assert "service 'reporting-db': a second service of kind postgres (besides 'postgres')" in message
+    assert "DATABASE_URL" in message

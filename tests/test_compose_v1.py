@@ -104,7 +104,7 @@ def test_up_ps_nuke_on_compose_v1(tmp_path, image_env, compose_v1):
 
         listed = project.make("ps", COMPOSE=str(compose_v1)).stdout
         for service in SERVICES:
-            row = next((l for l in listed.splitlines() if l.startswith(f"{name}_{service}_1 ")), None)
+            row = next((ln for ln in listed.splitlines() if ln.startswith(f"{name}_{service}_1 ")), None)
             assert row is not None and "Up (healthy)" in row, listed
 
         doctor = project.make("doctor", check=False, COMPOSE=str(compose_v1), PARALLEL_STACKS_STATE_DIR=str(tmp_path / "state"))

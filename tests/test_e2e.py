@@ -192,19 +192,20 @@ def test_down_keeps_data_and_nuke_removes_only_its_own_copy(copies):
 
 def test_make_up_refuses_a_busy_port_and_creates_nothing(copies):
     project, _ = copies
-    values = project.values(PORT_OFFSET=30000)
+    # 11000: every port below Linux's ephemeral range, so no outgoing connection of this run holds one
+    values = project.values(PORT_OFFSET=11000)
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", int(values["API_PORT"])))
         listener.listen()
         before = docker_snapshot()
-        out = project.make("up", check=False, PORT_OFFSET=30000)
+        out = project.make("up", check=False, PORT_OFFSET=11000)
         assert docker_snapshot() == before
-        check = project.make("check-ports", check=False, PORT_OFFSET=30000)
+        check = project.make("check-ports", check=False, PORT_OFFSET=11000)
     assert out.returncode != 0 and check.returncode != 0
     error = one_error_line(out.stderr)
     assert f"port {values['API_PORT']} for service api" in error
-    assert project.make("check-ports", PORT_OFFSET=30000).returncode == 0
+    assert project.make("check-ports", PORT_OFFSET=11000).returncode == 0
 
 
 def test_foreign_volume_of_the_same_name_is_never_used_or_removed(copies):
@@ -348,7 +349,7 @@ def test_slots_lists_both_copies(copies, tmp_path):
     project, _ = copies
     out = project.make("slots", PARALLEL_STACKS_STATE_DIR=str(tmp_path / "state")).stdout
     for offset in OFFSETS:
-        row = next(l for l in out.splitlines() if l.startswith(f"demo-stack-{offset} "))
+        row = next(ln for ln in out.splitlines() if ln.startswith(f"demo-stack-{offset} "))
         assert "running 4/4" in row and str(project.path) in row and f"demo-stack_db_data_{offset}" in row
 
 

@@ -1,8 +1,8 @@
 """The fast paths of `make env`, `make ports` and `make check-ports` answer exactly as the slow ones."""
 from __future__ import annotations
 
-import importlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -10,37 +10,48 @@ from pathlib import Path
 
 import pytest
 
-import check_ports
-import stack_config
-from conftest import SCRIPTS, make_worktree
-
-
-def run(root: Path, script: str, *args, **env) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k not in ("PORT_OFFSET", "ENV", "STACK_ENV", "TASK_ID")}
-    return subprocess.run([sys.executable, str(root / "scripts" / script), *args], env={**full, **env},
-                          capture_output=True, text=True)
+from conftest import PACKAGE, make_worktree
+from parallel_stacks import basics, derive
+from parallel_stacks import probe as check_ports
 
 
 @pytest.fixture
 def root(tmp_path):
-    """A worktree with the real helpers copied in (the cache lives beside them)."""
+    """A worktree, a copy of the helper package of its own (to edit), and a cache directory of its own."""
     root = make_worktree(tmp_path / "w", dev_env="POSTGRES_USER=app\nPOSTGRES_PASSWORD=s3cret\n")
-    (root / "scripts").mkdir()
-    for script in SCRIPTS.glob("*.py"):
-        (root / "scripts" / script.name).write_bytes(script.read_bytes())
+    shutil.copytree(PACKAGE, tmp_path / "lib" / "parallel_stacks", ignore=shutil.ignore_patterns("__pycache__"))
     return root
 
 
+def run(root: Path, command: str, *args, fresh: bool = False, **env) -> subprocess.CompletedProcess:
+    """`python -m parallel_stacks <command>` with the worktree's own package copy; `fresh`: cache emptied first."""
+    if fresh:
+        shutil.rmtree(root.parent / "cache", ignore_errors=True)
+    full = {k: v for k, v in os.environ.items() if k not in ("PORT_OFFSET", "ENV", "STACK_ENV", "TASK_ID", "SHOW_SECRETS")}
+    full.update(STACK_ROOT=str(root), PYTHONPATH=str(root.parent / "lib"), XDG_CACHE_HOME=str(root.parent / "cache"))
+    out = subprocess.run([sys.executable, "-m", "parallel_stacks", command, *args], env={**full, **env}, capture_output=True, text=True)
+    if fresh:
+        shutil.rmtree(root.parent / "cache", ignore_errors=True)
+    return out
+
+
 def cache_file(root: Path) -> Path:
-    return root / "scripts" / "__pycache__" / "derived.marshal"
+    return root.parent / "cache" / "parallel-stacks" / "derived" / (str(root).strip("/").replace("/", "%") + ".marshal")
+
+
+def test_the_copy_is_what_runs(root):
+    """The tests below edit the worktree's own copy of the package: it must be the one imported."""
+    out = subprocess.run([sys.executable, "-c", "import parallel_stacks; print(parallel_stacks.__file__)"],
+                         env={**os.environ, "PYTHONPATH": str(root.parent / "lib")}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(root.parent / "lib" / "parallel_stacks" / "__init__.py")
 
 
 @pytest.mark.parametrize("command", ["env", "ports"])
-def test_cached_output_is_what_stack_config_prints(root, command):
+def test_cached_output_is_what_a_fresh_derivation_prints(root, command):
     for offset in ("0", "10000", "0"):
-        fresh = run(root, "stack_config.py", command, PORT_OFFSET=offset)
-        first = run(root, "derived_cache.py", command, PORT_OFFSET=offset)
-        again = run(root, "derived_cache.py", command, PORT_OFFSET=offset)
+        fresh = run(root, command, fresh=True, PORT_OFFSET=offset)
+        first = run(root, command, PORT_OFFSET=offset)
+        again = run(root, command, PORT_OFFSET=offset)
         assert fresh.returncode == first.returncode == again.returncode == 0
         assert fresh.stdout == first.stdout == again.stdout
     assert cache_file(root).exists()
@@ -50,15 +61,15 @@ def test_same_size_rewrite_within_one_tick_is_not_served_stale(root):
     env = root / "env" / "dev.env"
     env.write_text("PORT_OFFSET=1000\nPOSTGRES_PASSWORD=s3cret\n")
     stamp = env.stat().st_mtime_ns
-    assert "POSTGRES_PORT=6432" in run(root, "derived_cache.py", "env").stdout
+    assert "POSTGRES_PORT=6432" in run(root, "env").stdout
     env.write_text("PORT_OFFSET=2000\nPOSTGRES_PASSWORD=s3cret\n")  # same size
     os.utime(env, ns=(stamp, stamp))  # and the same mtime
-    assert "POSTGRES_PORT=7432" in run(root, "derived_cache.py", "env").stdout
+    assert "POSTGRES_PORT=7432" in run(root, "env").stdout
 
 
-@pytest.mark.parametrize("change", ["stack.yml", "env/local.env", ".env.dynamic", "ENV", "SHOW_SECRETS", "code"])
+@pytest.mark.parametrize("change", ["stack.yml", "env/local.env", ".env.dynamic", "ENV", "SHOW_SECRETS", "kind input", "code"])
 def test_every_input_is_part_of_the_key(root, change):
-    before = run(root, "derived_cache.py", "env").stdout
+    before = run(root, "env").stdout
     env = {}
     if change == "stack.yml":
         (root / "stack.yml").write_text((root / "stack.yml").read_text().replace("host_port: 8003", "host_port: 8004"))
@@ -71,72 +82,67 @@ def test_every_input_is_part_of_the_key(root, change):
         env = {"ENV": "test"}
     elif change == "SHOW_SECRETS":
         env = {"SHOW_SECRETS": "1"}
-    else:
-        script = root / "scripts" / "stack_config.py"
-        script.write_text(script.read_text().replace('"POSTGRES_USER": "app"', '"POSTGRES_USER": "app2"'))
+    elif change == "kind input":
+        env = {"POSTGRES_DB": "elsewhere"}  # read by the postgres kind, named nowhere in the cache
+    else:  # any module of the package: here the postgres kind's default user, and basics (not on the derivation's path)
+        module = root.parent / "lib" / "parallel_stacks" / "kinds" / "postgres.py"
+        module.write_text(module.read_text().replace('lookup("POSTGRES_USER") or "app"', 'lookup("POSTGRES_USER") or "app2"'))
         (root / "env" / "dev.env").write_text("POSTGRES_PASSWORD=s3cret\n")
-        before = run(root, "derived_cache.py", "env").stdout
-        script.write_text(script.read_text().replace('"POSTGRES_USER": "app2"', '"POSTGRES_USER": "app3"'))
-    after = run(root, "derived_cache.py", "env", **env)
+        before = run(root, "env").stdout
+        module.write_text(module.read_text().replace('or "app2"', 'or "app3"'))
+    after = run(root, "env", **env)
     assert after.returncode == 0, after.stderr
     assert after.stdout != before
-    assert after.stdout == run(root, "stack_config.py", "env", **env).stdout
+    assert after.stdout == run(root, "env", fresh=True, **env).stdout
 
 
 def test_errors_and_auto_are_never_cached(root, tmp_path):
-    bad = run(root, "derived_cache.py", "env", PORT_OFFSET="abc")
+    bad = run(root, "env", PORT_OFFSET="abc")
     assert bad.returncode == 2 and bad.stderr.startswith("error: PORT_OFFSET='abc'")
     assert not cache_file(root).exists()
     state = str(tmp_path / "state")
-    auto = run(root, "derived_cache.py", "env", PORT_OFFSET="auto", PARALLEL_STACKS_STATE_DIR=state)
+    auto = run(root, "env", PORT_OFFSET="auto", PARALLEL_STACKS_STATE_DIR=state)
     assert auto.returncode == 0 and not cache_file(root).exists()
     (tmp_path / "state" / "registry.json").unlink()  # the registry must be asked again, not a cache
-    again = run(root, "derived_cache.py", "env", PORT_OFFSET="auto", PARALLEL_STACKS_STATE_DIR=state)
+    again = run(root, "env", PORT_OFFSET="auto", PARALLEL_STACKS_STATE_DIR=state)
     assert (tmp_path / "state" / "registry.json").exists() and again.stdout == auto.stdout
 
 
 def test_a_corrupt_cache_is_ignored(root):
-    expected = run(root, "derived_cache.py", "env").stdout
+    expected = run(root, "env").stdout
     cache_file(root).write_bytes(b"\x00garbage")
-    assert run(root, "derived_cache.py", "env").stdout == expected
+    assert run(root, "env").stdout == expected
 
 
-class Recording(dict):
-    def __init__(self, *a):
-        super().__init__(*a)
-        self.asked = set()
+def test_an_edit_to_any_module_is_a_miss(root):
+    """Not only the modules on the derivation's path: basics.py was missing from the old key."""
+    import marshal
 
-    def __contains__(self, key):
-        self.asked.add(key)
-        return super().__contains__(key)
-
-    def get(self, key, default=None):
-        self.asked.add(key)
-        return super().get(key, default)
-
-    def __getitem__(self, key):
-        self.asked.add(key)
-        return super().__getitem__(key)
+    before = run(root, "env").stdout
+    assert len(marshal.loads(cache_file(root).read_bytes())) == 1
+    basics_py = root.parent / "lib" / "parallel_stacks" / "basics.py"
+    basics_py.write_text(basics_py.read_text() + "\n# an edit\n")
+    assert run(root, "env").stdout == before  # the same output, computed again and stored under a new key
+    assert len(marshal.loads(cache_file(root).read_bytes())) == 2
 
 
-def test_the_key_lists_every_variable_the_derivation_reads(root):
-    derived_cache = importlib.import_module("derived_cache")
-    environ = Recording({"PORT_OFFSET": "10"})
-    stack_config.load(root, environ)
-    assert environ.asked <= set(derived_cache.ENV_INPUTS), environ.asked - set(derived_cache.ENV_INPUTS)
-    environ = Recording({"TASK_ID": "x-12"})
-    stack_config.load(root, environ)
-    assert environ.asked <= set(derived_cache.ENV_INPUTS), environ.asked - set(derived_cache.ENV_INPUTS)
+def test_the_stored_entry_lists_every_variable_the_derivation_read(root):
+    from parallel_stacks import cache
+
+    recorder = cache.Recorder({"PORT_OFFSET": "10", "UNRELATED": "x"})
+    derive.load(root, recorder)
+    assert {"PORT_OFFSET", "POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "BIND_ADDRESS", "STACK_ENV"} <= set(recorder.asked)
+    assert "UNRELATED" not in recorder.asked
 
 
-def test_check_ports_limits_match_stack_config():
-    assert (check_ports.PORT_MIN, check_ports.PORT_MAX) == (stack_config.PORT_MIN, stack_config.PORT_MAX)
+def test_check_ports_limits_match_basics():
+    assert (check_ports.PORT_MIN, check_ports.PORT_MAX) == (basics.PORT_MIN, basics.PORT_MAX)
 
 
 def test_quick_check_defers_to_the_full_one_on_any_doubt(root, monkeypatch):
-    import docker_state
+    from parallel_stacks import engine as docker_state
 
-    values, services = stack_config.load(root, {"PORT_OFFSET": "41000"}), stack_config.services(root)
+    values, services = derive.load(root, {"PORT_OFFSET": "41000"}), derive.services(root)
     monkeypatch.setattr(docker_state, "engine_get", lambda path: b'[{"Ports":[]}]')
     assert check_ports.quick_all_free(values, services)
     monkeypatch.setattr(docker_state, "engine_get", lambda path: b'[{"Ports":[{"PublicPort":49003,"Type":"tcp"}]}]')

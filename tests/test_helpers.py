@@ -10,12 +10,12 @@ import textwrap
 import pytest
 from dotenv import dotenv_values
 
-import check_ports
-import compose_run
-import nuke
-import stack_config
 from conftest import TEST_STACK_YML, make_worktree
-from stack_config import StackError
+from parallel_stacks import basics, config, derive, localenv
+from parallel_stacks import probe as check_ports
+from parallel_stacks.basics import StackError
+from parallel_stacks.commands import compose as compose_run
+from parallel_stacks.commands import nuke
 
 STACK = TEST_STACK_YML
 
@@ -26,8 +26,8 @@ def root(tmp_path):
 
 
 def load(root, **environ):
-    """stack_config.load with a registry of the test's own (task ids and build numbers claim slots there)."""
-    return stack_config.load(root, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), **environ})
+    """derive.load with a registry of the test's own (task ids and build numbers claim slots there)."""
+    return derive.load(root, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), **environ})
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -251,7 +251,7 @@ def test_ci_jobs_on_one_runner_get_distinct_slots(root, tmp_path):
     first = load(root, ENV="ci", CI_BUILD_NUMBER="1005")
     other = make_worktree(tmp_path / "job-2", "")
     (other / "env" / "ci.env").write_text("DEFAULT_PORT_OFFSET=auto\n")
-    second = stack_config.load(other, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), "ENV": "ci", "CI_BUILD_NUMBER": "2005"})
+    second = derive.load(other, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), "ENV": "ci", "CI_BUILD_NUMBER": "2005"})
     assert first["PORT_OFFSET"] == "50" and second["PORT_OFFSET"] == "60"
     assert first["COMPOSE_PROJECT_NAME"] != second["COMPOSE_PROJECT_NAME"]
     no_number = load(root, ENV="ci")
@@ -316,7 +316,7 @@ def test_offset_defaults_to_zero_without_files(root):
 
 
 def test_derived_values_beat_inherited_shell_values(root):
-    values, env = stack_config.compose_environment(root, {"PORT_OFFSET": "10000", "POSTGRES_PORT": "1", "COMPOSE_PROJECT_NAME": "other"})
+    values, env = derive.compose_environment(root, {"PORT_OFFSET": "10000", "POSTGRES_PORT": "1", "COMPOSE_PROJECT_NAME": "other"})
     assert values["POSTGRES_PORT"] == "15432"
     assert env["POSTGRES_PORT"] == "15432"
     assert env["COMPOSE_PROJECT_NAME"] == "shop-10000"
@@ -324,21 +324,21 @@ def test_derived_values_beat_inherited_shell_values(root):
 
 def test_compose_environment_passes_env_file_settings(root):
     (root / "env" / "local.env").write_text("POSTGRES_IMAGE=mirror/postgres:16\n")
-    assert stack_config.compose_environment(root, {})[1]["POSTGRES_IMAGE"] == "mirror/postgres:16"
-    assert stack_config.compose_environment(root, {"POSTGRES_IMAGE": "x"})[1]["POSTGRES_IMAGE"] == "x"
+    assert derive.compose_environment(root, {})[1]["POSTGRES_IMAGE"] == "mirror/postgres:16"
+    assert derive.compose_environment(root, {"POSTGRES_IMAGE": "x"})[1]["POSTGRES_IMAGE"] == "x"
 
 
 # ---------------------------------------------------------------- output & secrets
 def test_env_output_is_dotenv_parseable(root):
     values = load(root, PORT_OFFSET="10000", POSTGRES_PASSWORD="s3cret")
-    parsed = dotenv_values(stream=io.StringIO(stack_config.format_env(values)))
+    parsed = dotenv_values(stream=io.StringIO(derive.format_env(values)))
     assert parsed == values
     for key in ("PORT_OFFSET", "COMPOSE_PROJECT_NAME", "POSTGRES_PORT", "REDIS_PORT", "API_PORT", "UI_PORT", "DB_DATA_VOLUME"):
         assert key in parsed
 
 
 def test_redact_masks_secret_everywhere(root):
-    values = stack_config.redact(load(root, POSTGRES_PASSWORD="s3cret-pw"))
+    values = derive.redact(load(root, POSTGRES_PASSWORD="s3cret-pw"))
     assert not any("s3cret-pw" in v for v in values.values())
     assert values["POSTGRES_PASSWORD"] == "********"
     assert "********" in values["DATABASE_URL"]
@@ -346,42 +346,44 @@ def test_redact_masks_secret_everywhere(root):
 
 def test_ports_table_lists_every_service(root):
     values = load(root, PORT_OFFSET="10000")
-    table = stack_config.format_ports(values, stack_config.services(root))
+    table = derive.format_ports(values, derive.services(root))
     for service, port in (("postgres", "15432"), ("redis", "16379"), ("api", "18003"), ("ui", "13000")):
-        line = next(l for l in table.splitlines() if l.startswith(service))
+        line = next(ln for ln in table.splitlines() if ln.startswith(service))
         assert f"127.0.0.1:{port}" in line
     assert "shop_db_data_10000" in table
 
 
 def test_ensure_local_env_creates_private_secret_once(root):
-    path = stack_config.ensure_local_env(root)
+    path = localenv.ensure_local_env(root)
     first = path.read_text()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert "POSTGRES_PASSWORD=" in first
-    stack_config.ensure_local_env(root)
+    localenv.ensure_local_env(root)
     assert path.read_text() == first
 
 
 def test_ensure_local_env_keeps_existing_settings(root):
     (root / "env" / "local.env").write_text("PORT_OFFSET=7")
-    stack_config.ensure_local_env(root)
-    values = stack_config.read_env_file(root / "env" / "local.env")
+    localenv.ensure_local_env(root)
+    values = config.read_env_file(root / "env" / "local.env")
     assert values["PORT_OFFSET"] == "7" and len(values["POSTGRES_PASSWORD"]) >= 30
 
 
-def test_main_env_prints_masked_and_exits_2_on_error(root, monkeypatch, capsys):
-    monkeypatch.setattr(stack_config, "ROOT", root)
-    monkeypatch.setattr(stack_config.load, "__defaults__", (root, None))
-    monkeypatch.setattr(stack_config.services, "__defaults__", (root,))
+def test_main_env_prints_masked_and_exits_2_on_error(root, monkeypatch, capsys, tmp_path):
+    from parallel_stacks.commands import env as env_command
+
+    monkeypatch.setenv("STACK_ROOT", str(root))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("POSTGRES_PASSWORD", "hunter2")
     monkeypatch.delenv("SHOW_SECRETS", raising=False)
-    assert stack_config.main(["env"]) == 0
+    monkeypatch.delenv("PORT_OFFSET", raising=False)
+    assert env_command.main(["env"]) == 0
     out = capsys.readouterr().out
     assert "hunter2" not in out and "POSTGRES_PASSWORD=********" in out
-    assert stack_config.main(["env", "--show-secrets"]) == 0
+    assert env_command.main(["env", "--show-secrets"]) == 0
     assert "hunter2" in capsys.readouterr().out
     monkeypatch.setenv("PORT_OFFSET", "abc")
-    assert stack_config.main(["ports"]) == 2
+    assert env_command.main(["ports"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: PORT_OFFSET='abc'")
 
@@ -415,7 +417,7 @@ def test_foreign_ipv4_listener_is_named_with_its_pid(root):
     listener, port, offset = api_listener()
     with listener:
         values = load(root, PORT_OFFSET=offset)
-        found = check_ports.find_conflicts(values, stack_config.services(root), running=[])
+        found = check_ports.find_conflicts(values, derive.services(root), running=[])
         conflict = api_conflict(found, port)
         assert f"pid {os.getpid()} (" in conflict.owner and "python" in conflict.owner
         message = check_ports.describe(values, found, 12000)
@@ -428,7 +430,7 @@ def test_foreign_dual_stack_listener_on_any_v6_is_named(root):
     listener, port, offset = api_listener(socket.AF_INET6, "::", v6only=0)
     with listener:
         values = load(root, PORT_OFFSET=offset)
-        conflict = api_conflict(check_ports.find_conflicts(values, stack_config.services(root), running=[]), port)
+        conflict = api_conflict(check_ports.find_conflicts(values, derive.services(root), running=[]), port)
         assert f"pid {os.getpid()}" in conflict.owner
 
 
@@ -438,13 +440,13 @@ def test_v6_only_listener_on_loopback_counts_for_localhost(root):
     with listener:
         assert check_ports.port_free("127.0.0.1", port)  # IPv4 alone would miss it
         values = load(root, PORT_OFFSET=offset)
-        assert api_conflict(check_ports.find_conflicts(values, stack_config.services(root), running=[]), port)
+        assert api_conflict(check_ports.find_conflicts(values, derive.services(root), running=[]), port)
 
 
 def test_container_published_port_without_listener_is_a_conflict(root):
     values = load(root, PORT_OFFSET="23000")
     other = {"name": "other-1-api-1", "project": "other-1", "working_dir": "/src/other", "ports": [("127.0.0.1", 31003)]}
-    found = check_ports.find_conflicts(values, stack_config.services(root), running=[other])
+    found = check_ports.find_conflicts(values, derive.services(root), running=[other])
     conflict = api_conflict(found, 31003)
     assert conflict.owner == "container other-1-api-1 (compose project other-1, worktree /src/other)"
 
@@ -454,23 +456,23 @@ def test_ports_of_this_copy_are_not_conflicts(root):
     with listener:
         values = load(root, PORT_OFFSET=offset)
         mine = {"name": f"shop-{offset}-api-1", "project": f"shop-{offset}", "working_dir": str(root), "ports": [("127.0.0.1", port)]}
-        found = check_ports.find_conflicts(values, stack_config.services(root), running=[mine])
+        found = check_ports.find_conflicts(values, derive.services(root), running=[mine])
         assert not [c for c in found if c.port == port]
         other = dict(mine, project="someone-else")
-        found = check_ports.find_conflicts(values, stack_config.services(root), running=[other])
+        found = check_ports.find_conflicts(values, derive.services(root), running=[other])
         assert "compose project someone-else" in api_conflict(found, port).owner
 
 
 def test_container_on_another_address_is_not_a_conflict(root):
     values = load(root, PORT_OFFSET="23000", BIND_ADDRESS="127.0.0.2")
     other = {"name": "x", "project": "x", "working_dir": None, "ports": [("127.0.0.1", 31003)]}
-    assert check_ports.find_conflicts(values, stack_config.services(root), running=[other]) == []
+    assert check_ports.find_conflicts(values, derive.services(root), running=[other]) == []
 
 
 def test_nearest_free_offset_skips_taken_ports(root):
     values = load(root, PORT_OFFSET="23000")
     taken = {"name": "x", "project": "x", "working_dir": None, "ports": [("0.0.0.0", 32003)]}  # api of offset 24000
-    assert check_ports.nearest_free_offset(values, stack_config.services(root), [taken]) == 22000
+    assert check_ports.nearest_free_offset(values, derive.services(root), [taken]) == 22000
 
 
 # ---------------------------------------------------------------- compose & nuke
@@ -486,7 +488,7 @@ def test_compose_base_args_pin_project_and_file(root):
 
 @pytest.mark.parametrize("value, expected", [("1", True), ("true", True), ("yes", True), ("", False), ("0", False), ("false", False), (None, False)])
 def test_truthy(value, expected):
-    assert nuke.truthy(value) is expected
+    assert basics.truthy(value) is expected
 
 
 def test_nuke_refuses_without_terminal():

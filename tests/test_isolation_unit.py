@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import pytest_isolation as iso
-from stack_config import StackError
+from parallel_stacks.basics import StackError
+from parallel_stacks.pytest_plugin import isolation as iso
 
 SERVICES = {"postgres": {}, "redis": {}, "api": {}, "ui": {}}
 
@@ -22,11 +22,6 @@ def values(offset=0, project="shop"):
     for name, port in base.items():
         out[f"{name.upper()}_PORT"] = str(port + offset)
     return out
-
-
-@pytest.fixture(autouse=True)
-def services(monkeypatch):
-    monkeypatch.setattr(iso.stack_config, "services", lambda root=None: SERVICES)
 
 
 @pytest.mark.parametrize("worker, index", [("master", 0), ("gw0", 0), ("gw1", 1), ("gw13", 13)])
@@ -149,10 +144,10 @@ def test_unsafe_identifiers_are_refused():
 
 
 def test_services_are_read_from_the_derived_values(tmp_path):
-    import stack_config
     from conftest import make_worktree
+    from parallel_stacks import derive
 
     root = make_worktree(tmp_path / "w")
-    values = stack_config.load(root, {"PORT_OFFSET": "0"})
-    assert iso.services_of(values) == list(stack_config.services(root))
+    values = derive.load(root, {"PORT_OFFSET": "0"})
+    assert iso.services_of(values) == list(derive.services(root))
 

@@ -194,7 +194,7 @@ def test_suite_says_in_one_line_when_the_stack_is_down(copies):
     project, _ = copies
     out = project.make("test", check=False, PORT_OFFSET=30000)
     assert out.returncode != 0
-    lines = [l for l in (out.stdout + out.stderr).splitlines() if "is not up" in l]
+    lines = [ln for ln in (out.stdout + out.stderr).splitlines() if "is not up" in ln]
     assert len(lines) == 1 and "make up" in lines[0], out.stdout + out.stderr
     unit = project.make("test-unit", PORT_OFFSET=30000, PYTEST_WORKERS="2")
     assert " passed" in unit.stdout and "failed" not in unit.stdout

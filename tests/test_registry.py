@@ -10,10 +10,9 @@ import time
 
 import pytest
 
-import registry
-import stack_config
-from conftest import SCRIPTS, make_worktree
-from stack_config import StackError
+from conftest import make_worktree
+from parallel_stacks import derive, registry
+from parallel_stacks.basics import StackError
 
 def worktree(base, name):
     return make_worktree(base / name)
@@ -27,7 +26,7 @@ def state(tmp_path, monkeypatch):
 
 
 def auto(root, **env):
-    return stack_config.load(root, {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": os.environ["PARALLEL_STACKS_STATE_DIR"], **env})
+    return derive.load(root, {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": os.environ["PARALLEL_STACKS_STATE_DIR"], **env})
 
 
 def test_auto_claims_a_remembered_slot_outside_the_ephemeral_range(tmp_path, state):
@@ -40,10 +39,10 @@ def test_auto_claims_a_remembered_slot_outside_the_ephemeral_range(tmp_path, sta
         assert not low <= int(values[key]) <= high
     assert values["PORT_OFFSET_SOURCE"] == "auto"
     assert f"PORT_OFFSET_DEV={offset}\n" in (root / ".env.dynamic").read_text()
-    later = stack_config.load(root, {})  # a later plain `make` call agrees
+    later = derive.load(root, {})  # a later plain `make` call agrees
     assert later["PORT_OFFSET"] == str(offset) and later["PORT_OFFSET_SOURCE"] == ".env.dynamic"
     assert auto(root)["PORT_OFFSET"] == str(offset)  # claiming again is idempotent
-    assert stack_config.load(root, {"PORT_OFFSET": "7"})["PORT_OFFSET"] == "7"  # explicit still wins
+    assert derive.load(root, {"PORT_OFFSET": "7"})["PORT_OFFSET"] == "7"  # explicit still wins
     claims = json.loads((state / "registry.json").read_text())["claims"]
     assert [c["offset"] for c in claims.values()] == [offset]
 
@@ -65,11 +64,11 @@ def test_each_environment_keeps_its_own_slot(tmp_path, state):
     dev = auto(root)["PORT_OFFSET"]
     test = auto(root, ENV="test")["PORT_OFFSET"]
     assert dev != test
-    assert stack_config.load(root, {})["PORT_OFFSET"] == dev  # the test claim did not overwrite dev's
-    assert stack_config.load(root, {"ENV": "test"})["PORT_OFFSET"] == test
+    assert derive.load(root, {})["PORT_OFFSET"] == dev  # the test claim did not overwrite dev's
+    assert derive.load(root, {"ENV": "test"})["PORT_OFFSET"] == test
     assert registry.release(root, "test") == int(test)
-    assert stack_config.load(root, {})["PORT_OFFSET"] == dev
-    assert stack_config.load(root, {"ENV": "test"})["PORT_OFFSET_SOURCE"] == "default"
+    assert derive.load(root, {})["PORT_OFFSET"] == dev
+    assert derive.load(root, {"ENV": "test"})["PORT_OFFSET_SOURCE"] == "default"
     assert registry.release(root, "dev") == int(dev)
     assert not (root / ".env.dynamic").exists()
 
@@ -146,19 +145,18 @@ def test_corrupt_registry_keeps_the_callers_claim(tmp_path, state, capsys, corru
 
 CLAIMER = """
 import sys, time
-sys.path.insert(0, {scripts!r})
-import stack_config
+from parallel_stacks import derive
 from pathlib import Path
 while time.time() < {start}:
     time.sleep(0.001)
-print(stack_config.load(Path(sys.argv[1]), {{"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": {state!r}}})["PORT_OFFSET"])
+print(derive.load(Path(sys.argv[1]), {{"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": {state!r}}})["PORT_OFFSET"])
 """
 
 
 def test_fifty_concurrent_claims_get_fifty_distinct_slots(tmp_path, state):
     roots = [worktree(tmp_path, f"w{i}") for i in range(50)]
     start = time.time() + 3  # every process waits for the same instant, then claims
-    code = CLAIMER.format(scripts=str(SCRIPTS), start=start, state=str(state))
+    code = CLAIMER.format(start=start, state=str(state))
     procs = [subprocess.Popen([sys.executable, "-c", code, str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in roots]
     results = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [r[1] for r in results if r[1]][:3]
@@ -202,7 +200,7 @@ def test_corrupt_registry_loses_no_live_copy(tmp_path, image_env, docker_engine)
 def test_stale_claims_are_freed_only_with_force(tmp_path, state, capsys, docker_engine):
     import shutil
 
-    import fleet
+    from parallel_stacks.commands import fleet
 
     gone, idle, fresh = worktree(tmp_path, "gone"), worktree(tmp_path, "idle"), worktree(tmp_path, "fresh")
     offsets = {name: auto(root)["PORT_OFFSET"] for name, root in (("gone", gone), ("idle", idle), ("fresh", fresh))}

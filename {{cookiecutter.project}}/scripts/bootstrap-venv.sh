@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or update) a virtualenv with pinned requirements, fast:
-#   bootstrap-venv.sh VENV REQUIREMENTS...
+#   [EDITABLE=dir] bootstrap-venv.sh VENV REQUIREMENTS...
 # uv does the work: the one on PATH (or UV=/path/to/uv), else a pinned uv
 # kept once per user in ~/.cache/parallel-stacks (installed from PyPI the
 # first time, ~3 s; every later worktree reuses it). Plain pip is the
@@ -34,6 +34,7 @@ fi
 
 reqs=()
 for req in "$@"; do reqs+=(-r "$req"); done
+[[ -n ${EDITABLE:-} ]] && reqs+=(-e "$EDITABLE")  # the project's helper package, editable
 
 if [[ ! -x $venv/bin/python ]]; then
   say "creating $venv (first run only) and installing $* ..."

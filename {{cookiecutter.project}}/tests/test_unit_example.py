@@ -1,7 +1,7 @@
 """Unit suite: pure logic, no stack. Runs anywhere: make test-unit."""
 import pytest
 
-from pytest_isolation import PortBlock, TopicNamespace, worker_index
+from parallel_stacks.pytest_plugin.isolation import PortBlock, TopicNamespace, worker_index
 
 pytestmark = pytest.mark.unit
 

@@ -1,47 +1,46 @@
-#!/usr/bin/env python3
 """Remove this copy's containers, networks and volumes, and nothing else.
 
 Only objects labelled with this copy's compose project are removed, by name.
 Asks for confirmation unless FORCE=1 or CI is set.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TextIO
 
-import docker_state
-import oplock
-import stack_config
-from stack_config import StackError
+from .. import derive, oplock, ownership
+from .. import engine as docker_state
+from ..basics import StackError, truthy
+from ..runner import run
 
 
-def truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() not in ("", "0", "false", "no")
-
-
-def plan(values: dict) -> tuple[list[dict], list[str], list[str], dict[str, str]]:
+def plan(values: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[str], list[str], dict[str, str]]:
     """(containers, networks, volume names, {image reference: name}) carrying this copy's compose project label."""
     project = values["COMPOSE_PROJECT_NAME"]
-    records = docker_state.check_ownership(values)
+    records = ownership.check_ownership(values)
     vols = []
     for rec in docker_state.volumes(project):
-        tree = docker_state.foreign_worktree(rec.get("Labels") or {}, values["STACK_WORKTREE"])
+        tree = ownership.foreign_worktree(rec.get("Labels") or {}, values["STACK_WORKTREE"])
         if tree:
             raise StackError(f"volume {rec['Name']} of {project} belongs to another worktree ({tree}); nothing removed")
         vols.append(rec["Name"])
     return records, docker_state.networks(project), vols, docker_state.images(project)
 
 
-def confirm(project: str, stdin=sys.stdin) -> bool:
+def confirm(project: str, stdin: TextIO = sys.stdin) -> bool:
     if not stdin.isatty():
         raise StackError(f"refusing to remove {project} without confirmation: no terminal; run with FORCE=1")
     print(f"Remove these from {project}? Type the project name to confirm: ", end="", flush=True)
     return stdin.readline().strip() == project
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="nuke.py", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parallel_stacks nuke", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--force",
         action="store_true",
@@ -54,18 +53,17 @@ def main(argv=None) -> int:
         default=truthy(os.environ.get("DRY_RUN")),
         help="list what would be removed, remove nothing (default when DRY_RUN=1)",
     )
-    args = parser.parse_args(argv)
-    try:
-        values = stack_config.load()
-        project = values["COMPOSE_PROJECT_NAME"]
-        with oplock.hold(stack_config.ROOT, f"make nuke of {project}"):
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    def command() -> int:
+        values = derive.load()
+        with oplock.hold(Path(values["STACK_WORKTREE"]), f"make nuke of {values['COMPOSE_PROJECT_NAME']}"):
             return remove(values, args)
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return run(command)
 
 
-def remove(values: dict, args) -> int:
+def remove(values: Mapping[str, str], args: argparse.Namespace) -> int:
     """List, confirm and remove this copy's objects (under the operation lock)."""
     project = values["COMPOSE_PROJECT_NAME"]
     records, nets, vols, images = plan(values)

@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
-"""Check every host port of this copy before `up`, and say who holds a taken one.
+"""Layer 3: is a host port free, and who holds it? Every host port of a copy
+checked before `up`; a taken one named with its holder.
 
 A port is taken when a server can't bind it on the address the copy
 publishes on (IPv4, and IPv6 where the machine has it), or when a running
@@ -8,12 +8,16 @@ without any listening socket when its userland proxy is off). Ports that
 this same copy's containers publish are not conflicts, so `make up` on a
 running copy is a no-op.
 """
+
 from __future__ import annotations
 
 import errno
 import sys
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
-from basics import PORT_MAX, PORT_MIN, StackError, var_name
+from .basics import PORT_MAX, PORT_MIN, StackError, var_name
+from .formula import host_ports, offset_bounds
 
 SEARCH_STEP = 1000  # suggested offsets keep ports readable (15432 = postgres of copy 10000)
 SEARCH_TRIES = 60
@@ -22,15 +26,15 @@ SEARCH_TRIES = 60
 class Conflict:
     """A port of this copy that something else holds."""
 
-    __slots__ = ("service", "port", "owner")
+    __slots__ = ("owner", "port", "service")
 
     def __init__(self, service: str, port: int, owner: str):
         self.service, self.port, self.owner = service, port, owner  # owner: who holds it, in words
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Conflict) and (self.service, self.port, self.owner) == (other.service, other.port, other.owner)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Conflict({self.service!r}, {self.port}, {self.owner!r})"
 
 
@@ -80,7 +84,7 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def service_ports(values: dict, services: dict) -> list[tuple[str, int]]:
+def service_ports(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
     return [(name, int(values[f"{var_name(name)}_PORT"])) for name in services]
 
 
@@ -91,14 +95,16 @@ def process_owner(port: int) -> str:
     except ImportError:
         return "another process (install psutil to name it)"
     try:
-        listeners = [
-            c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
-        ]
+        listeners = [c for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port]
     except psutil.AccessDenied:
         return f"a process this user may not see (try: sudo lsof -i :{port})"
     pids = sorted({c.pid for c in listeners if c.pid})
     if not pids:
-        return f"a process this user may not see (try: sudo lsof -i :{port})" if listeners else "something that is not listening (TIME_WAIT or a reserved port)"
+        return (
+            f"a process this user may not see (try: sudo lsof -i :{port})"
+            if listeners
+            else "something that is not listening (TIME_WAIT or a reserved port)"
+        )
     described = []
     for pid in pids:
         try:
@@ -120,13 +126,13 @@ def _same_address(a: str, b: str) -> bool:
     return x.is_unspecified or y.is_unspecified or x == y
 
 
-def container_owner(rec: dict) -> str:
+def container_owner(rec: dict[str, Any]) -> str:
     where = f", worktree {rec['working_dir']}" if rec.get("working_dir") else ""
     project = f"compose project {rec['project']}" if rec.get("project") else "not from compose"
     return f"container {rec['name']} ({project}{where})"
 
 
-def is_own(rec: dict, values: dict) -> bool:
+def is_own(rec: dict[str, Any], values: Mapping[str, str]) -> bool:
     """True for a running container of this very copy: its compose project, started from this worktree."""
     import os
 
@@ -136,10 +142,13 @@ def is_own(rec: dict, values: dict) -> bool:
     return not workdir or os.path.realpath(workdir) == os.path.realpath(values["STACK_WORKTREE"])
 
 
-def find_conflicts(values: dict, services: dict, running: list[dict] | None) -> list[Conflict]:
+def find_conflicts(
+    values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], running: list[dict[str, Any]] | None
+) -> list[Conflict]:
     """Conflicts of this copy's ports; `running` is every running container, or None if Docker is unreachable."""
     bind = values["BIND_ADDRESS"]
-    own, held = set(), {}
+    own: set[int] = set()
+    held: dict[int, dict[str, Any]] = {}
     for rec in running or []:
         for host_ip, port in rec["ports"]:
             if is_own(rec, values):
@@ -158,12 +167,19 @@ def find_conflicts(values: dict, services: dict, running: list[dict] | None) -> 
     return found
 
 
-def published_by(running: list[dict] | None) -> dict[int, dict]:
+def published_by(running: list[dict[str, Any]] | None) -> dict[int, dict[str, Any]]:
     """{host port: container record} of every running container's published ports."""
     return {port: rec for rec in running or [] for _, port in rec["ports"]}
 
 
-def unusable(ports, published: dict[int, dict], hosts: list[str], claimed=frozenset(), eph=None, name_owners=True) -> str | None:
+def unusable(
+    ports: Iterable[int],
+    published: Mapping[int, dict[str, Any]],
+    hosts: list[str],
+    claimed: Collection[int] = frozenset(),
+    eph: tuple[int, int] | None = None,
+    name_owners: bool = True,
+) -> str | None:
     """None when a copy could use every one of `ports`, else why not (the first reason found)."""
     for port in ports:
         if not PORT_MIN <= port <= PORT_MAX:
@@ -179,23 +195,23 @@ def unusable(ports, published: dict[int, dict], hosts: list[str], claimed=frozen
     return None
 
 
-def nearest_free_offset(values: dict, services: dict, running: list[dict] | None) -> int | None:
+def nearest_free_offset(
+    values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], running: list[dict[str, Any]] | None
+) -> int | None:
     """The closest offset (in steps of 1000) whose every port is free, or None."""
     offset = int(values["PORT_OFFSET"])
-    bases = {name: int(values[f"{var_name(name)}_PORT"]) - offset for name in services}
-    high = PORT_MAX - max(bases.values())
+    bases = [svc["host_port"] for svc in services.values()]
+    low, high = offset_bounds(bases)
     published = published_by(running)
     hosts = addresses(values["BIND_ADDRESS"])
     for k in range(1, SEARCH_TRIES + 1):
         for cand in (offset + k * SEARCH_STEP, offset - k * SEARCH_STEP):
-            if not 0 <= cand <= high or min(bases.values()) + cand < PORT_MIN:
-                continue
-            if unusable([b + cand for b in bases.values()], published, hosts, name_owners=False) is None:
+            if low <= cand <= high and unusable(host_ports(bases, cand), published, hosts, name_owners=False) is None:
                 return cand
     return None
 
 
-def describe(values: dict, found: list[Conflict], suggestion: int | None = None) -> str:
+def describe(values: Mapping[str, str], found: list[Conflict], suggestion: int | None = None) -> str:
     first = found[0]
     more = ""
     if found[1:]:
@@ -210,13 +226,13 @@ def describe(values: dict, found: list[Conflict], suggestion: int | None = None)
 _ASK = object()
 
 
-def check(values: dict, services: dict, running=_ASK) -> None:
+def check(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], running: Any = _ASK) -> None:
     """Raise StackError naming the owner and a free offset when any port is taken.
 
     `running`: every running container (None: engine unreachable); asked for when not given.
     """
     if running is _ASK:
-        import docker_state
+        from . import engine as docker_state
 
         try:
             running = docker_state.running_containers()
@@ -228,14 +244,14 @@ def check(values: dict, services: dict, running=_ASK) -> None:
         raise StackError(describe(values, found, nearest_free_offset(values, services, running)))
 
 
-def quick_all_free(values: dict, services: dict) -> bool:
+def quick_all_free(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]]) -> bool:
     """True when every port is free on the host and no running container mentions it.
 
     The common case, answered with sockets and one raw engine request; any
     doubt (a busy port, a mention, no engine) returns False and the full
     check names owners.
     """
-    import docker_state
+    from . import engine as docker_state
 
     ports = [port for _, port in service_ports(values, services)]
     hosts = addresses(values["BIND_ADDRESS"])
@@ -245,30 +261,3 @@ def quick_all_free(values: dict, services: dict) -> bool:
     if body is None or b'"PublicPort": ' in body:
         return False
     return not any(b'"PublicPort":%d,' % p in body or b'"PublicPort":%d}' % p in body for p in ports)
-
-
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if set(argv) - {"--quiet"}:  # --help and mistakes: argparse words them
-        import argparse
-
-        parser = argparse.ArgumentParser(prog="check_ports.py", description=__doc__.splitlines()[0])
-        parser.add_argument("--quiet", action="store_true", help="print nothing when every port is free")
-        parser.parse_args(argv)
-    try:
-        import derived_cache
-
-        values, services = derived_cache.values()
-        if not quick_all_free(values, services):
-            check(values, services)
-        if "--quiet" not in argv:
-            ports = ", ".join(str(p) for _, p in service_ports(values, services))
-            print(f"ports ok for {values['COMPOSE_PROJECT_NAME']} on {values['BIND_ADDRESS']}: {ports} (free, or already this copy's)")
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

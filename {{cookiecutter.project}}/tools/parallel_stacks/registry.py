@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """PORT_OFFSET=auto: claim a free slot in a machine-wide registry, race-free.
 
 The registry is a JSON file under the user's state directory
@@ -7,17 +6,22 @@ exclusive lock, so concurrent claims never get the same slot. A worktree
 remembers its slot in its gitignored `.env.dynamic`, so every later `make`
 call there agrees. `make release` frees the claim.
 """
+
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import stack_config
-from stack_config import StackError
+from . import engine as docker_state
+from . import probe as check_ports
+from .basics import DIGITS, PORT_MAX, PORT_MIN, StackError, var_name
+from .config import DEFAULT_TASK_STEP, read_env_file
+from .formula import compose_project_name, host_ports
 
 AUTO_STEP = 100  # default base ports differ by non-multiples of 100: copies never cross services
 MAX_TRIES = 400
@@ -25,7 +29,7 @@ DYNAMIC = ".env.dynamic"
 VERSION = 1
 
 
-def state_dir(environ=None) -> Path:
+def state_dir(environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
     if environ.get("PARALLEL_STACKS_STATE_DIR"):
         return Path(environ["PARALLEL_STACKS_STATE_DIR"])
@@ -47,10 +51,10 @@ class Registry:
     def __init__(self, directory: Path):
         self.dir = directory
         self.path = directory / "registry.json"
-        self.claims: dict[str, dict] = {}
+        self.claims: dict[str, dict[str, Any]] = {}
         self.recovered_from: str | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Registry:
         import fcntl
 
         try:
@@ -62,13 +66,13 @@ class Registry:
         self._read()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         import fcntl
 
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
 
-    def _read(self):
+    def _read(self) -> None:
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -96,7 +100,7 @@ class Registry:
                 file=sys.stderr,
             )
 
-    def write(self):
+    def write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"version": VERSION, "claims": self.claims}, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self.path)
@@ -108,18 +112,18 @@ def claim_key(worktree: str, env_name: str) -> str:
 
 def dynamic_key(env_name: str) -> str:
     """`.env.dynamic` keeps one slot per environment: PORT_OFFSET_DEV, PORT_OFFSET_TEST, ..."""
-    return "PORT_OFFSET_" + stack_config.var_name(env_name)
+    return "PORT_OFFSET_" + var_name(env_name)
 
 
-def _dynamic_values(root: Path) -> dict:
+def _dynamic_values(root: Path) -> dict[str, Any]:
     path = root / DYNAMIC
-    return stack_config.read_env_file(path) if path.exists() else {}
+    return read_env_file(path) if path.exists() else {}
 
 
 def read_dynamic(root: Path, env_name: str) -> int | None:
     """This worktree's remembered slot for `env_name`, if any."""
     raw = _dynamic_values(root).get(dynamic_key(env_name), "")
-    return int(raw) if stack_config.DIGITS.match(raw) else None
+    return int(raw) if DIGITS.match(raw) else None
 
 
 def write_dynamic(root: Path, env_name: str, offset: int | None) -> None:
@@ -143,9 +147,8 @@ def write_dynamic(root: Path, env_name: str, offset: int | None) -> None:
     os.replace(tmp, path)
 
 
-def rebuild_claims() -> dict:
+def rebuild_claims() -> dict[str, Any]:
     """Claims that are still true: worktrees named by Docker labels that hold a .env.dynamic."""
-    import docker_state
 
     trees = set()
     try:
@@ -166,20 +169,18 @@ def rebuild_claims() -> dict:
         except StackError:
             continue
         for key, raw in values.items():
-            if key.startswith("PORT_OFFSET_") and stack_config.DIGITS.match(raw):
-                env_name = key[len("PORT_OFFSET_"):].lower().replace("_", "-")
+            if key.startswith("PORT_OFFSET_") and DIGITS.match(raw):
+                env_name = key[len("PORT_OFFSET_") :].lower().replace("_", "-")
                 claims[claim_key(tree, env_name)] = {"offset": int(raw), "worktree": tree, "env": env_name}
     return claims
 
 
-def _ports(bases: dict, offset: int) -> list[int]:
-    return [b + offset for b in bases.values()]
+def _ports(bases: dict[str, int], offset: int) -> list[int]:
+    return host_ports(bases.values(), offset)
 
 
-def claim(root: Path, env_name: str, stack: dict, bind: str, environ=None) -> int:
+def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str] | None = None) -> int:
     """This worktree's slot: its remembered one if still valid, else the first free one."""
-    import check_ports
-    import docker_state
 
     worktree = str(root.resolve())
     key = claim_key(worktree, env_name)
@@ -205,31 +206,32 @@ def claim(root: Path, env_name: str, stack: dict, bind: str, environ=None) -> in
                     "`make release` here, then PORT_OFFSET=auto again"
                 )
         else:
-            offset = None
+            found: int | None = None
             skipped = []
             for k in range(1, MAX_TRIES + 1):
                 cand = k * AUTO_STEP
                 why = check_ports.unusable(_ports(bases, cand), published, hosts, taken, eph)
                 if why is None:
-                    offset = cand
+                    found = cand
                     break
                 if "claimed by another copy" not in why:
                     skipped.append(f"{cand} ({why})")
-                if "out of range" in why or (min(bases.values()) + cand > stack_config.PORT_MAX):
+                if "out of range" in why or (min(bases.values()) + cand > PORT_MAX):
                     break
             for line in skipped[:10]:
                 print(f"auto: skipped PORT_OFFSET={line}", file=sys.stderr)
-            if offset is None:
+            if found is None:
                 raise StackError(
                     f"no free slot for PORT_OFFSET=auto below the ephemeral range {eph[0]}-{eph[1]} "
                     f"({len(others)} claimed); `make gc` or `make release` in unused worktrees"
                 )
+            offset = found
         reg.claims[key] = {
             "offset": offset,
             "worktree": worktree,
             "env": env_name,
             "project": stack["project"],
-            "compose_project": stack_config.compose_project_name(stack["project"], env_name, offset),
+            "compose_project": compose_project_name(stack["project"], env_name, offset),
             "ports": _ports(bases, offset),
             "claimed": reg.claims.get(key, {}).get("claimed") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "claimed_at": reg.claims.get(key, {}).get("claimed_at") or time.time(),
@@ -239,7 +241,9 @@ def claim(root: Path, env_name: str, stack: dict, bind: str, environ=None) -> in
     return offset
 
 
-def claim_derived(root: Path, env_name: str, stack: dict, bind: str, environ, preferred: int, label: str) -> int:
+def claim_derived(
+    root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str], preferred: int, label: str
+) -> int:
     """The slot of a task id or build number (`label`, e.g. TASK_ID=task-a-1000).
 
     Seed 000's formula gives the `preferred` offset; when that is 0 (the
@@ -247,14 +251,12 @@ def claim_derived(root: Path, env_name: str, stack: dict, bind: str, environ, pr
     one in steps of task_step is taken instead, and the claim is recorded
     like an auto claim, so the same id keeps its slot and two ids never share one.
     """
-    import check_ports
-    import docker_state
 
     worktree = str(root.resolve())
     key = claim_key(worktree, env_name) + "|" + label
     bases = {name: svc["host_port"] for name, svc in stack["services"].items()}
-    step = stack.get("task_step", stack_config.DEFAULT_TASK_STEP)
-    high = stack_config.PORT_MAX - max(bases.values())
+    step = stack.get("task_step", DEFAULT_TASK_STEP)
+    high = PORT_MAX - max(bases.values())
     hosts = check_ports.addresses(bind)
     try:
         running = docker_state.running_containers()
@@ -265,16 +267,16 @@ def claim_derived(root: Path, env_name: str, stack: dict, bind: str, environ, pr
     with Registry(state_dir(environ)) as reg:
         others = {k: c for k, c in reg.claims.items() if k != key}
         taken = {p for c in others.values() for p in c.get("ports") or _ports(bases, c["offset"])}
-        offset = reg.claims[key]["offset"] if key in reg.claims else None
+        offset: int | None = reg.claims[key]["offset"] if key in reg.claims else None
         if offset is not None and taken & set(_ports(bases, offset)):
             offset = None  # another copy took it since (a registry rebuilt without us): find another
         if offset is None:
             span = high // step + 1
             for k in range(span):
                 cand = (preferred + k * step) % (span * step)
-                if cand == 0 or cand > high or min(bases.values()) + cand < stack_config.PORT_MIN:
+                if cand == 0 or cand > high or min(bases.values()) + cand < PORT_MIN:
                     continue
-                if stack_config.compose_project_name(stack["project"], env_name, cand) in ours:
+                if compose_project_name(stack["project"], env_name, cand) in ours:
                     offset = cand  # this worktree's copy already runs there
                     break
                 if check_ports.unusable(_ports(bases, cand), published, hosts, taken, name_owners=False) is None:
@@ -285,6 +287,7 @@ def claim_derived(root: Path, env_name: str, stack: dict, bind: str, environ, pr
             if offset != preferred:
                 why = "the default copy's" if preferred == 0 else "taken"
                 print(f"{label}: preferred PORT_OFFSET={preferred} is {why}; using PORT_OFFSET={offset}", file=sys.stderr)
+        assert offset is not None
         before = reg.claims.get(key) or {}
         entry = {
             "offset": offset,
@@ -292,7 +295,7 @@ def claim_derived(root: Path, env_name: str, stack: dict, bind: str, environ, pr
             "env": env_name,
             "label": label,
             "project": stack["project"],
-            "compose_project": stack_config.compose_project_name(stack["project"], env_name, offset),
+            "compose_project": compose_project_name(stack["project"], env_name, offset),
             "ports": _ports(bases, offset),
             "claimed": before.get("claimed") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "claimed_at": before.get("claimed_at") or time.time(),
@@ -303,7 +306,7 @@ def claim_derived(root: Path, env_name: str, stack: dict, bind: str, environ, pr
     return offset
 
 
-def release(root: Path, env_name: str, environ=None) -> int | None:
+def release(root: Path, env_name: str, environ: Mapping[str, str] | None = None) -> int | None:
     """Free this worktree's claims for `env_name` (auto, task ids, build numbers) and forget its auto slot; return the auto offset."""
     worktree = str(root.resolve())
     key = claim_key(worktree, env_name)
@@ -315,28 +318,5 @@ def release(root: Path, env_name: str, environ=None) -> int | None:
     remembered = read_dynamic(root, env_name)
     write_dynamic(root, env_name, None)
     if freed:
-        return freed["offset"]
+        return int(freed["offset"])
     return remembered
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="registry.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["claim", "release"], help="claim: print this worktree's slot; release: free it")
-    args = parser.parse_args(argv)
-    root = stack_config.ROOT
-    try:
-        env_name = stack_config.env_name_of(os.environ)
-        if args.command == "claim":
-            values = stack_config.load(root, {**os.environ, "PORT_OFFSET": "auto"})
-            print(values["PORT_OFFSET"])
-        else:
-            freed = release(root, env_name)
-            print(f"released PORT_OFFSET={freed}" if freed is not None else "nothing to release")
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
-#!/usr/bin/env python3
 """Check this copy's machine and settings; one line per check (ok, warn, FAIL).
 
 Exit status 1 when any check fails, else 0 (warnings do not fail).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,14 +11,16 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-import stack_config
-from stack_config import ROOT, StackError
+from .. import derive
+from ..basics import StackError
+from ..config import project_root, read_env_file
 
 
 class Report:
-    def __init__(self):
+    def __init__(self) -> None:
         self.failed = False
 
     def line(self, level: str, topic: str, text: str) -> None:
@@ -30,7 +32,7 @@ def check_env_files(report: Report, root: Path) -> None:
     files = sorted((root / "env").glob("*.env")) + ([root / ".env.dynamic"] if (root / ".env.dynamic").exists() else [])
     for path in files:
         try:
-            stack_config.read_env_file(path)
+            read_env_file(path)
         except StackError as exc:
             report.line("FAIL", "env files", str(exc))
             return
@@ -40,7 +42,7 @@ def check_env_files(report: Report, root: Path) -> None:
         report.line("warn", "secrets", f"{local.relative_to(root)} is readable by others (chmod 600 it)")
 
 
-def check_inherited(report: Report, values: dict, environ) -> None:
+def check_inherited(report: Report, values: Mapping[str, str], environ: Mapping[str, str]) -> None:
     """Shell variables that disagree with the computed ones (a stale export from another worktree)."""
     clashes = [
         f"{key}={environ[key]} (computed {values[key]})"
@@ -53,23 +55,28 @@ def check_inherited(report: Report, values: dict, environ) -> None:
         report.line("ok", "shell", "no inherited COMPOSE_PROJECT_NAME or *_PORT disagrees")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="doctor.py", description=__doc__.splitlines()[0])
-    parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parallel_stacks doctor", description=__doc__.splitlines()[0])
+    parser.parse_args(sys.argv[1:] if argv is None else argv)
     report = Report()
     environ = os.environ
     try:
-        values = stack_config.load(ROOT, environ)
-        services = stack_config.services()
-        report.line("ok", "config", f"stack.yml valid; copy {values['COMPOSE_PROJECT_NAME']}, PORT_OFFSET={values['PORT_OFFSET']} from {values['PORT_OFFSET_SOURCE']}")
+        root = project_root()
+        values = derive.load(root, environ)
+        services = derive.services(root)
+        report.line(
+            "ok",
+            "config",
+            f"stack.yml valid; copy {values['COMPOSE_PROJECT_NAME']}, PORT_OFFSET={values['PORT_OFFSET']} from {values['PORT_OFFSET_SOURCE']}",
+        )
     except StackError as exc:
         report.line("FAIL", "config", str(exc))
         return 1
-    check_env_files(report, ROOT)
+    check_env_files(report, root)
     check_inherited(report, values, environ)
 
-    import check_ports
-    import docker_state
+    from .. import engine as docker_state
+    from .. import probe as check_ports
 
     running = None
     try:
@@ -79,7 +86,7 @@ def main(argv=None) -> int:
     except StackError as exc:
         report.line("FAIL", "engine", str(exc))
     try:
-        import compose_run
+        from . import compose as compose_run
 
         cmd = compose_run.compose_command()
         out = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=30).stdout.strip()
@@ -93,24 +100,28 @@ def main(argv=None) -> int:
     except StackError as exc:
         report.line("FAIL", "ports", str(exc))
 
-    import registry
+    from .. import registry
 
     low, high = registry.ephemeral_range()
     inside = [p for _, p in check_ports.service_ports(values, services) if low <= p <= high]
     if inside:
-        report.line("warn", "ephemeral", f"ports {inside} lie in the kernel's ephemeral range {low}-{high}: outgoing connections may take them")
+        report.line(
+            "warn", "ephemeral", f"ports {inside} lie in the kernel's ephemeral range {low}-{high}: outgoing connections may take them"
+        )
     else:
         report.line("ok", "ephemeral", f"no port in the ephemeral range {low}-{high}")
 
     try:
-        import fleet
+        from . import fleet
 
         with registry.Registry(registry.state_dir(environ)) as reg:
             claims = dict(reg.claims)
         copies = fleet.docker_copies() if running is not None else None
         stale = fleet.stale_claims(claims, copies, time.time())
         if stale:
-            report.line("warn", "registry", f"{len(stale)} stale claim(s) of {len(claims)}: `make gc` lists them, `make gc FORCE=1` frees them")
+            report.line(
+                "warn", "registry", f"{len(stale)} stale claim(s) of {len(claims)}: `make gc` lists them, `make gc FORCE=1` frees them"
+            )
         else:
             report.line("ok", "registry", f"{len(claims)} claim(s), none stale")
     except StackError as exc:

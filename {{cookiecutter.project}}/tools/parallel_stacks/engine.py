@@ -1,15 +1,35 @@
-#!/usr/bin/env python3
-"""Read-only questions to the Docker engine about one copy (by compose labels).
+"""Layer 3: questions to the Docker engine (the CLI, or its unix socket for speed).
 
-Also the ownership guard shared by `make up` and `make nuke`: a compose
-project or volume of this copy's name that another worktree created is
-never used or removed from here.
+Read-only except `docker()` itself, which commands use to remove what they
+have checked is theirs (parallel_stacks.ownership decides that).
 """
+
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from basics import StackError
+from .basics import StackError
+
+__all__ = [
+    "PROJECT_LABEL",
+    "WORKDIR_LABEL",
+    "WORKTREE_LABEL",
+    "containers",
+    "docker",
+    "engine_get",
+    "engine_request",
+    "host_bindings",
+    "images",
+    "json_list",
+    "missing_images",
+    "networks",
+    "published_ports",
+    "pull",
+    "running_containers",
+    "volume",
+    "volumes",
+]
 
 PROJECT_LABEL = "com.docker.compose.project"
 WORKDIR_LABEL = "com.docker.compose.project.working_dir"
@@ -35,29 +55,27 @@ def docker(*args: str) -> str:
     return proc.stdout
 
 
-def json_list(*args: str) -> list:
+def json_list(*args: str) -> list[Any]:
     """`docker ARGS` whose output is a JSON list (inspect)."""
     import json
 
-    return json.loads(docker(*args))
+    result: list[Any] = json.loads(docker(*args))
+    return result
 
 
 def _ids(kind: str, project: str) -> list[str]:
     filt = ["--filter", f"label={PROJECT_LABEL}={project}"]
-    if kind == "container":
-        out = docker("ps", "-aq", *filt)
-    else:
-        out = docker(kind, "ls", "--format", "{{.Name}}", *filt)
+    out = docker("ps", "-aq", *filt) if kind == "container" else docker(kind, "ls", "--format", "{{.Name}}", *filt)
     return [line for line in out.split() if line]
 
 
-def containers(project: str) -> list[dict]:
+def containers(project: str) -> list[dict[str, Any]]:
     """`docker inspect` records of every container (running or not) of the compose project."""
     ids = _ids("container", project)
     return json_list("inspect", *ids) if ids else []
 
 
-def volumes(project: str) -> list[dict]:
+def volumes(project: str) -> list[dict[str, Any]]:
     names = _ids("volume", project)
     return json_list("volume", "inspect", *names) if names else []
 
@@ -72,8 +90,9 @@ def images(project: str) -> dict[str, str]:
     Tagged images by their tag (removing it leaves other tags of the same
     image alone), untagged leftovers of earlier builds by id.
     """
-    out = docker("image", "ls", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}",
-                 "--filter", f"label={PROJECT_LABEL}={project}")
+    out = docker(
+        "image", "ls", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}", "--filter", f"label={PROJECT_LABEL}={project}"
+    )
     found: dict[str, str] = {}
     for line in out.splitlines():
         image_id, _, name = line.partition(" ")
@@ -83,10 +102,11 @@ def images(project: str) -> dict[str, str]:
     return found
 
 
-def volume(name: str) -> dict | None:
+def volume(name: str) -> dict[str, Any] | None:
     """The volume's inspect record, or None if it does not exist."""
     try:
-        return json_list("volume", "inspect", name)[0]
+        record: dict[str, Any] = json_list("volume", "inspect", name)[0]
+        return record
     except StackError as exc:
         if "no such volume" in str(exc).lower():
             return None
@@ -119,7 +139,7 @@ def pull(name: str) -> None:
     docker("pull", "-q", name)
 
 
-def host_bindings(rec: dict) -> list[tuple[str, int]]:
+def host_bindings(rec: dict[str, Any]) -> list[tuple[str, int]]:
     """[(host ip, host port)] an inspect record publishes."""
     return [
         (b.get("HostIp", ""), int(b["HostPort"]))
@@ -129,91 +149,9 @@ def host_bindings(rec: dict) -> list[tuple[str, int]]:
     ]
 
 
-def published_ports(records: list[dict]) -> set[int]:
+def published_ports(records: list[dict[str, Any]]) -> set[int]:
     """Host ports published by running containers among `records`."""
     return {port for rec in records if rec.get("State", {}).get("Running") for _, port in host_bindings(rec)}
-
-
-def foreign_worktree(labels: dict, here: str) -> str | None:
-    """The worktree a labelled object belongs to, when that is not `here`."""
-    tree = labels.get(WORKTREE_LABEL)
-    return tree if tree and os.path.realpath(tree) != os.path.realpath(here) else None
-
-
-def check_ownership(values: dict, records: list[dict] | None = None) -> list[dict]:
-    """Refuse (StackError) when this copy's compose project or volumes belong elsewhere.
-
-    Returns the container records so callers need not ask twice.
-    """
-    records = containers(values["COMPOSE_PROJECT_NAME"]) if records is None else records
-    volume_labels = {}
-    for key, name in values.items():
-        if key.endswith("_VOLUME"):
-            rec = volume(name)
-            volume_labels[name] = None if rec is None else (rec.get("Labels") or {})
-    judge_ownership(values, [rec.get("Config", {}).get("Labels") or {} for rec in records], volume_labels)
-    return records
-
-
-def ensure_owned(values: dict) -> None:
-    """check_ownership's verdict for commands that need only the verdict (down, ps, logs, tests).
-
-    Asks the engine's socket directly (a few ms); falls back to the CLI.
-    """
-    import json
-    from urllib.parse import quote
-
-    project = values["COMPOSE_PROJECT_NAME"]
-    filters = quote(json.dumps({"label": [f"{PROJECT_LABEL}={project}"]}))
-    answer = engine_request(f"/containers/json?all=1&filters={filters}")
-    if answer is None or answer[0] != 200:
-        check_ownership(values)
-        return
-    try:
-        labels = [rec.get("Labels") or {} for rec in json.loads(answer[1])]
-    except (ValueError, AttributeError):
-        check_ownership(values)
-        return
-    volume_labels = {}
-    for key, name in values.items():
-        if not key.endswith("_VOLUME"):
-            continue
-        answer = engine_request(f"/volumes/{quote(name)}")
-        if answer is None or answer[0] not in (200, 404):
-            check_ownership(values)
-            return
-        volume_labels[name] = None if answer[0] == 404 else (json.loads(answer[1]).get("Labels") or {})
-    judge_ownership(values, labels, volume_labels)
-
-
-def judge_ownership(values: dict, container_labels: list[dict], volume_labels: dict[str, dict | None]) -> None:
-    """The ownership rule, once: every container of this copy's compose project was
-    started from this worktree, and every volume of its name was created by this
-    copy's compose project from this worktree. StackError naming the owner if not."""
-    project = values["COMPOSE_PROJECT_NAME"]
-    here = os.path.realpath(values["STACK_WORKTREE"])
-    for labels in container_labels:
-        workdir = labels.get(WORKDIR_LABEL)
-        if workdir and os.path.realpath(workdir) != here:
-            raise StackError(
-                f"compose project {project} belongs to another worktree ({workdir}); "
-                "use another PORT_OFFSET here, or stop that copy there"
-            )
-    for name, labels in volume_labels.items():
-        if labels is None:
-            continue
-        owner = labels.get(PROJECT_LABEL)
-        tree = foreign_worktree(labels, here)
-        if owner != project:
-            raise StackError(
-                f"volume {name} exists but was not created by this copy (compose project {owner or 'none'}); "
-                "refusing to touch it: rename or remove it yourself, or use another PORT_OFFSET"
-            )
-        if tree:
-            raise StackError(
-                f"volume {name} belongs to another worktree ({tree}); refusing to touch it: "
-                "use another PORT_OFFSET here"
-            )
 
 
 # ---------------------------------------------------------------- every running container
@@ -223,7 +161,7 @@ def _socket_path() -> str | None:
     if os.environ.get("DOCKER_CONTEXT"):
         return None
     if host.startswith("unix://"):
-        return host[len("unix://"):]
+        return host[len("unix://") :]
     return None if host else "/var/run/docker.sock"
 
 
@@ -265,7 +203,7 @@ def engine_request(path: str) -> tuple[int, bytes] | None:
     return int(head[9:12]), body
 
 
-def running_containers() -> list[dict]:
+def running_containers() -> list[dict[str, Any]]:
     """[{name, project, working_dir, ports: [(host_ip, host_port)]}] of every running container."""
     import json
 
@@ -288,5 +226,12 @@ def running_containers() -> list[dict]:
     out = []
     for rec in records:
         labels = rec.get("Config", {}).get("Labels") or {}
-        out.append({"name": rec.get("Name", "?").lstrip("/"), "project": labels.get(PROJECT_LABEL), "working_dir": labels.get(WORKDIR_LABEL), "ports": host_bindings(rec)})
+        out.append(
+            {
+                "name": rec.get("Name", "?").lstrip("/"),
+                "project": labels.get(PROJECT_LABEL),
+                "working_dir": labels.get(WORKDIR_LABEL),
+                "ports": host_bindings(rec),
+            }
+        )
     return out

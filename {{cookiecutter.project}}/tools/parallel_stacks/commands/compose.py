@@ -1,9 +1,9 @@
-#!/usr/bin/env python3
 """Run `docker compose` for this copy: its project name, ports and volumes.
 
 `up` checks ownership and ports first, starts everything with --wait and
 prints the copy's URLs; other commands pass straight through.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,9 +12,13 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-import stack_config
-from stack_config import ROOT, StackError
+from .. import derive
+from ..basics import StackError
+from ..runner import run as run_command
 
 WAIT_SECONDS = 180
 
@@ -42,11 +46,12 @@ def is_v1(cmd: list[str]) -> bool:
     return proc.returncode == 0 and proc.stdout.strip().lstrip("v").startswith("1.")
 
 
-def base_args(cmd: list[str], values: dict) -> list[str]:
-    return [*cmd, "-p", values["COMPOSE_PROJECT_NAME"], "-f", str(ROOT / "compose.yaml"), "--project-directory", str(ROOT)]
+def base_args(cmd: list[str], values: Mapping[str, str]) -> list[str]:
+    root = values["STACK_WORKTREE"]
+    return [*cmd, "-p", values["COMPOSE_PROJECT_NAME"], "-f", str(Path(root) / "compose.yaml"), "--project-directory", root]
 
 
-def run(argv: list[str], env: dict) -> int:
+def run(argv: list[str], env: Mapping[str, str]) -> int:
     try:
         return subprocess.run(argv, env=env).returncode
     except FileNotFoundError:
@@ -55,7 +60,7 @@ def run(argv: list[str], env: dict) -> int:
 
 def wait_healthy(project: str) -> None:
     """Compose v1 has no --wait: poll container health, bounded."""
-    import docker_state
+    from .. import engine as docker_state
 
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
@@ -69,7 +74,7 @@ def wait_healthy(project: str) -> None:
     raise StackError(f"{project} did not become healthy within {WAIT_SECONDS} s; see `make logs`")
 
 
-def compose_config(cmd: list[str], values: dict, env: dict) -> dict:
+def compose_config(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str]) -> dict[str, Any]:
     """The resolved compose model (`compose config`), or one StackError line."""
     import yaml
 
@@ -80,9 +85,9 @@ def compose_config(cmd: list[str], values: dict, env: dict) -> dict:
     return yaml.safe_load(proc.stdout) or {}
 
 
-def required_images(config: dict) -> dict[str, str]:
+def required_images(config: Mapping[str, Any]) -> dict[str, str]:
     """{image: service} of every image `up` needs and does not build (bases of builds included)."""
-    needed = {}
+    needed: dict[str, str] = {}
     for name, svc in (config.get("services") or {}).items():
         build = svc.get("build")
         if build:
@@ -94,7 +99,7 @@ def required_images(config: dict) -> dict[str, str]:
     return needed
 
 
-def built_images(config: dict, values: dict) -> dict[str, str]:
+def built_images(config: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, str]:
     """{image: service} of the images `up` builds (compose names them <project>-<service>)."""
     return {
         svc.get("image") or f"{values['COMPOSE_PROJECT_NAME']}-{name}": name
@@ -105,7 +110,7 @@ def built_images(config: dict, values: dict) -> dict[str, str]:
 
 def ensure_images(needed: dict[str, str]) -> None:
     """Pull what is missing before anything is created; one line if an image cannot be had."""
-    import docker_state
+    from .. import engine as docker_state
 
     for image in docker_state.missing_images(list(needed)):
         print(f"pulling {image} for service {needed[image]} (not on this machine yet)", file=sys.stderr, flush=True)
@@ -118,7 +123,7 @@ def ensure_images(needed: dict[str, str]) -> None:
             ) from None
 
 
-def quiet(argv: list[str], env: dict) -> tuple[int, str]:
+def quiet(argv: list[str], env: Mapping[str, str]) -> tuple[int, str]:
     """Run a compose step with its output kept back: (exit code, output) for the caller to show on failure."""
     try:
         proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -133,9 +138,9 @@ def show_tail(output: str, lines: int = 40) -> None:
         print("\n".join(tail), file=sys.stderr)
 
 
-def build(cmd: list[str], values: dict, env: dict, images: dict[str, str]) -> int:
+def build(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str], images: dict[str, str]) -> int:
     """Build this copy's images: progress shown for a first build, otherwise quiet unless it fails."""
-    import docker_state
+    from .. import engine as docker_state
 
     if not images:
         return 0
@@ -150,9 +155,9 @@ def build(cmd: list[str], values: dict, env: dict, images: dict[str, str]) -> in
     return code
 
 
-def snapshot(project: str) -> dict[str, tuple]:
+def snapshot(project: str) -> dict[str, tuple[Any, ...]]:
     """{container id: (started at, health)} of the copy's containers: what `up` changed, if anything."""
-    import docker_state
+    from .. import engine as docker_state
 
     return {
         rec["Id"]: (rec["State"].get("StartedAt"), rec["State"].get("Running"), (rec["State"].get("Health") or {}).get("Status"))
@@ -160,25 +165,30 @@ def snapshot(project: str) -> dict[str, tuple]:
     }
 
 
-def up(values: dict, env: dict, environ: dict, cmd: list[str], extra: list[str]) -> int:
-    import check_ports
-    import docker_state
+def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, str], cmd: list[str], extra: list[str]) -> int:
+    from .. import engine as docker_state
+    from .. import ownership
+    from .. import probe as check_ports
+    from ..localenv import ensure_local_env
 
     project = values["COMPOSE_PROJECT_NAME"]
-    records = docker_state.check_ownership(values)
-    check_ports.check(values, stack_config.services())
-    if not values["POSTGRES_PASSWORD"]:
+    root = Path(values["STACK_WORKTREE"])
+    records = ownership.check_ownership(values)
+    stack_services = derive.services(root)
+    check_ports.check(values, stack_services)
+    missing = [key for key in derive.secret_keys(stack_services) if not values.get(key)]
+    if missing:
         for key, name in values.items():
             if key.endswith("_VOLUME") and docker_state.volume(name) is not None:
                 raise StackError(
-                    f"volume {name} holds a database set up with a password this worktree no longer has "
-                    "(POSTGRES_PASSWORD is missing from env/local.env); restore it there, or `make nuke` to start over"
+                    f"volume {name} holds data set up with a secret this worktree no longer has "
+                    f"({', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing from env/local.env); restore it there, or `make nuke` to start over"
                 )
     # images before the secret file: a copy that cannot start changes nothing
-    config = compose_config(cmd, values, {**env, "POSTGRES_PASSWORD": values["POSTGRES_PASSWORD"] or "unset"})
+    config = compose_config(cmd, values, {**env, **{key: "unset" for key in missing}})
     ensure_images(required_images(config))
-    stack_config.ensure_local_env(ROOT)
-    values, env = stack_config.compose_environment(ROOT, environ)  # re-read: the password may be new
+    ensure_local_env(root)
+    values, env = derive.compose_environment(root, environ)  # re-read: a secret may be new
     before = snapshot(project) if records else {}
     code = build(cmd, values, env, built_images(config, values))
     if code != 0:
@@ -200,49 +210,49 @@ def up(values: dict, env: dict, environ: dict, cmd: list[str], extra: list[str])
     if before and snapshot(project) == before:
         print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
         return 0
-    sys.stdout.write(stack_config.format_ports(stack_config.redact(values), stack_config.services()))
+    sys.stdout.write(derive.format_ports(derive.redact(values, stack_services), stack_services))
     return 0
 
 
-def psql_args(values: dict) -> list[str]:
-    """`exec <postgres service> psql -U <user> -d <db>`: psql inside the copy's own container (no password to copy)."""
-    names = [name for name, svc in stack_config.services().items() if svc.get("kind") == "postgres"]
-    if not names:
-        raise StackError("this stack has no service of kind postgres (stack.yml)")
-    tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
-    return ["exec", *tty, names[0], "psql", "-U", values["POSTGRES_USER"], "-d", values["POSTGRES_DB"]]
+def client_args(values: Mapping[str, str], client: str) -> list[str]:
+    """`exec <service> <client ...>`: a client (psql, redis-cli) inside the copy's own container, no password to copy."""
+    from .. import kinds
+
+    for name, svc in derive.services(Path(values["STACK_WORKTREE"])).items():
+        kind = kinds.get(svc.get("kind", "http"))
+        if kind.client == client:
+            tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
+            return ["exec", *tty, name, *kind.client_command(values)]
+    raise StackError(f"no service in stack.yml offers {client} (its kind has no such client)")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="compose_run.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["up", "down", "ps", "logs", "config", "psql"], help="compose command to run for this copy")
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="extra arguments passed to compose")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parallel_stacks", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("command", choices=["up", "down", "ps", "logs", "config", "client"], help="compose command to run for this copy")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="extra arguments passed to compose (client: its name first, e.g. psql)")
     parser.add_argument("--compose", default=None, help="compose command (default: $COMPOSE, else auto-detect)")
-    args = parser.parse_args(argv)
-    try:
-        values, env = stack_config.compose_environment(ROOT, os.environ)
-        cmd = compose_command(args.compose)
-        if args.command in ("up", "down"):
-            import oplock
-
-            with oplock.hold(ROOT, f"make {args.command} of {values['COMPOSE_PROJECT_NAME']}"):
-                if args.command == "up":
-                    return up(values, env, dict(os.environ), cmd, args.args)
-                import docker_state
-
-                docker_state.ensure_owned(values)  # another worktree's copy is never stopped from here
-                return run([*base_args(cmd, values), "down", "--remove-orphans", *args.args], env)
-        if args.command in ("ps", "logs", "psql"):
-            import docker_state
-
-            docker_state.ensure_owned(values)  # nor shown as if it were this one
-        if args.command == "psql":
-            return run([*base_args(cmd, values), *psql_args(values), *args.args], env)
-        return run([*base_args(cmd, values), args.command, *args.args], env)
-    except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return run_command(lambda: dispatch(args.command, args.args, args.compose))
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def dispatch(command: str, extra: list[str], compose: str | None) -> int:
+    from .. import ownership
+
+    values, env = derive.compose_environment(None, os.environ)
+    cmd = compose_command(compose)
+    root = Path(values["STACK_WORKTREE"])
+    if command in ("up", "down"):
+        from .. import oplock
+
+        with oplock.hold(root, f"make {command} of {values['COMPOSE_PROJECT_NAME']}"):
+            if command == "up":
+                return up(values, env, dict(os.environ), cmd, extra)
+            ownership.ensure_owned(values)  # another worktree's copy is never stopped from here
+            return run([*base_args(cmd, values), "down", "--remove-orphans", *extra], env)
+    if command in ("ps", "logs", "client"):
+        ownership.ensure_owned(values)  # nor shown or entered as if it were this one
+    if command == "client":
+        if not extra:
+            raise StackError("which client? e.g. `python -m parallel_stacks client psql`")
+        return run([*base_args(cmd, values), *client_args(values, extra[0]), *extra[1:]], env)
+    return run([*base_args(cmd, values), command, *extra], env)

@@ -7,18 +7,20 @@ The lock is an flock on the worktree directory itself: no lock file to
 create or leave behind, and the kernel releases it when its holder exits,
 however it exits (kill -9 included).
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from stack_config import StackError
+from .basics import StackError
 
 
 @contextlib.contextmanager
-def hold(root: Path, what: str):
+def hold(root: Path, what: str) -> Iterator[None]:
     """Hold this worktree's operation lock for the duration of the block."""
     import fcntl
 

@@ -1,0 +1,40 @@
+"""What every layer shares and which imports nothing of the package: the one
+exception type, the host-port limits, naming and number parsing helpers."""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "DIGITS",
+    "MAX_NUMBER_DIGITS",
+    "PORT_MAX",
+    "PORT_MIN",
+    "StackError",
+    "short",
+    "truthy",
+    "var_name",
+]
+
+PORT_MIN, PORT_MAX = 1024, 65535
+DIGITS = re.compile(r"^[0-9]+$")
+MAX_NUMBER_DIGITS = 18  # task and build numbers; int() refuses beyond 4300 digits anyway
+
+
+class StackError(Exception):
+    """A problem the user can fix; every command prints it as one `error:` line."""
+
+
+def var_name(name: str) -> str:
+    """The variable prefix of a service or volume: `my-api` -> `MY_API`."""
+    return name.upper().replace("-", "_")
+
+
+def short(raw: str, limit: int = 40) -> str:
+    """`raw` for an error message: repr, cut to `limit` characters."""
+    return repr(raw) if len(raw) <= limit else repr(raw[:limit]) + f"... ({len(raw)} characters)"
+
+
+def truthy(value: str | None) -> bool:
+    """FORCE=1, CI=true, DRY_RUN=yes ...: anything but empty, 0, false, no."""
+    return (value or "").strip().lower() not in ("", "0", "false", "no")

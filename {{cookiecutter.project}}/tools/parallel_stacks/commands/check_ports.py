@@ -1,0 +1,35 @@
+"""`make check-ports`: is every host port of this copy free (or already this very copy's)?"""
+
+from __future__ import annotations
+
+import sys
+
+from ..runner import run
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if set(argv) - {"--quiet"}:  # --help and mistakes: argparse words them
+        import argparse
+
+        parser = argparse.ArgumentParser(
+            prog="python -m parallel_stacks check-ports", description=__doc__.splitlines()[0] if __doc__ else None
+        )
+        parser.add_argument("--quiet", action="store_true", help="print nothing when every port is free")
+        parser.parse_args(argv)
+
+    def command() -> int:
+        from .. import probe
+        from ..current import values as derived
+
+        values, services = derived()
+        if not probe.quick_all_free(values, services):
+            probe.check(values, services)
+        if "--quiet" not in argv:
+            ports = ", ".join(str(p) for _, p in probe.service_ports(values, services))
+            print(f"ports ok for {values['COMPOSE_PROJECT_NAME']} on {values['BIND_ADDRESS']}: {ports} (free, or already this copy's)")
+        return 0
+
+    return run(command)

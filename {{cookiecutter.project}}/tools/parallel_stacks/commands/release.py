@@ -1,0 +1,31 @@
+"""`make release`: free this worktree's slots (auto, task ids, build numbers) for its ENV; `claim` prints an auto slot."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..runner import run
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parallel_stacks", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("command", choices=["claim", "release"], help="claim: print this worktree's auto slot; release: free its slots")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    def command() -> int:
+        from .. import derive, registry
+        from ..config import env_name_of, project_root
+
+        root = project_root()
+        if args.command == "claim":
+            print(derive.load(root, {**os.environ, "PORT_OFFSET": "auto"})["PORT_OFFSET"])
+            return 0
+        freed = registry.release(root, env_name_of(os.environ))
+        print(f"released PORT_OFFSET={freed}" if freed is not None else "released this worktree's task and build-number slots, if any")
+        return 0
+
+    return run(command)

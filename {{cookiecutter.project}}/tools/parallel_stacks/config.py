@@ -1,0 +1,233 @@
+"""Layer 2: read and validate the project's inputs, nothing derived yet.
+
+`stack.yml` (services, ports, volumes, kinds), the env files (env/$ENV.env,
+env/local.env) and how a setting is looked up (process environment, then
+env/local.env, then env/$ENV.env). Where the project is: STACK_ROOT (the
+Makefile sets it), else the nearest directory holding stack.yml.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .basics import StackError
+
+__all__ = [
+    "DEFAULTS",
+    "ENV_NAME",
+    "NAME",
+    "Layers",
+    "client_host",
+    "env_file_layers",
+    "env_name_of",
+    "load_stack",
+    "lookup",
+    "parse_bind_address",
+    "project_root",
+    "read_env_file",
+]
+
+SERVICE_KEYS = {"container_port", "host_port", "kind", "volumes"}
+NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+DEFAULT_TASK_STEP = 10
+DEFAULTS = {"BIND_ADDRESS": "127.0.0.1"}
+Layers = list[tuple[str, dict[str, str]]]
+
+
+def project_root(environ: Mapping[str, str] | None = None, start: Path | None = None) -> Path:
+    """STACK_ROOT, else the nearest directory at or above `start` (the cwd) holding stack.yml."""
+    from .root import find
+
+    found = find(environ, None if start is None else str(start))
+    if found is None:
+        raise StackError(f"no stack.yml in {start or Path.cwd()} or above; run this from the project (or set STACK_ROOT)")
+    return Path(found)
+
+
+# ---------------------------------------------------------------- stack.yml
+_STACK_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def load_stack(path: Path) -> dict[str, Any]:
+    """Read and validate stack.yml; return {'project': str, 'services': {...}}.
+
+    Parsed once per process and file version (helpers ask more than once).
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise StackError(f"cannot read {path}: {exc.strerror}") from None
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _STACK_CACHE:
+        _STACK_CACHE[key] = _parse_stack(path)
+    return _STACK_CACHE[key]
+
+
+def _parse_stack(path: Path) -> dict[str, Any]:
+    import yaml  # lazy: keeps `make` targets close to bare interpreter start-up
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StackError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise StackError(f"{path.name}: byte {exc.start} is not UTF-8 text") from None
+    try:
+        data = yaml.load(text, Loader=_unique_key_loader(yaml))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or ""
+        if problem.startswith("duplicate key"):
+            raise StackError(f"{path.name}{where}: {problem}") from None
+        raise StackError(f"{path.name}{where} is not valid YAML") from None
+    if not isinstance(data, dict):
+        raise StackError(f"{path.name} must be a mapping with 'project' and 'services'")
+    unknown = set(data) - {"project", "services", "task_step"}
+    if unknown:
+        raise StackError(f"{path.name}: unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}")
+    project = data.get("project")
+    if not isinstance(project, str) or not NAME.match(project):
+        raise StackError(f"{path.name}: project {project!r} must be a lowercase slug starting with a letter")
+    services = data.get("services")
+    if not isinstance(services, dict) or not services:
+        raise StackError(f"{path.name}: 'services' must be a non-empty mapping")
+    step = data.get("task_step", DEFAULT_TASK_STEP)
+    if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= 1000:
+        raise StackError(f"{path.name}: task_step {step!r} must be an integer in 1-1000")
+    seen_ports: dict[int, str] = {}
+    seen_volumes: dict[str, str] = {}
+    seen_kinds: dict[str, str] = {}
+    for name, svc in services.items():
+        _check_service(path.name, name, svc, seen_ports, seen_volumes, seen_kinds)
+    return data
+
+
+def _unique_key_loader(yaml: Any) -> Any:
+    """yaml.SafeLoader that refuses a key given twice (PyYAML keeps the last silently)."""
+
+    class Loader(yaml.SafeLoader):  # type: ignore[misc]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, (str, int, float, bool, type(None))):
+                    continue  # SafeLoader itself refuses unhashable keys
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return Loader
+
+
+def _check_service(
+    fname: str, name: Any, svc: Any, seen_ports: dict[int, str], seen_volumes: dict[str, str], seen_kinds: dict[str, str]
+) -> None:
+    where = f"{fname}: service {name!r}"
+    if not isinstance(name, str) or not NAME.match(name):
+        raise StackError(f"{where}: name must be lowercase letters, digits, '-' or '_'")
+    if not isinstance(svc, dict):
+        raise StackError(f"{where} must be a mapping")
+    unknown = set(svc) - SERVICE_KEYS
+    if unknown:
+        raise StackError(f"{where}: unknown key(s): {', '.join(sorted(map(str, unknown)))}")
+    for key in ("container_port", "host_port"):
+        value = svc.get(key)
+        if value is None:
+            raise StackError(f"{where}: missing {key}")
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
+            raise StackError(f"{where}: {key} {value!r} must be an integer in 1-65535")
+    if svc["host_port"] in seen_ports:
+        raise StackError(f"{where}: host_port {svc['host_port']} is also used by service {seen_ports[svc['host_port']]!r}")
+    seen_ports[svc["host_port"]] = name
+    from . import kinds
+
+    kinds.check_declared(fname, name, svc.get("kind", "http"), seen_kinds)
+    volumes = svc.get("volumes", [])
+    if not isinstance(volumes, list):
+        raise StackError(f"{where}: volumes must be a list of names")
+    for vol in volumes:
+        if not isinstance(vol, str) or not NAME.match(vol):
+            raise StackError(f"{where}: volume name {vol!r} must be lowercase letters, digits, '-' or '_'")
+        if vol in seen_volumes:
+            raise StackError(f"{where}: volume {vol!r} is also declared by service {seen_volumes[vol]!r}")
+        seen_volumes[vol] = name
+
+
+# ---------------------------------------------------------------- env files
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a dotenv file with python-dotenv, naming file and line on a bad line."""
+    from dotenv.parser import parse_stream  # lazy
+
+    values: dict[str, str] = {}
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for binding in parse_stream(handle):
+                if binding.error:
+                    line = binding.original.line
+                    raise StackError(f"{path}: line {line} is not KEY=VALUE: {binding.original.string.strip()!r}")
+                if binding.key is not None:
+                    values[binding.key] = binding.value if binding.value is not None else ""
+    except OSError as exc:
+        raise StackError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise StackError(f"{path}: byte {exc.start} is not UTF-8 text; is this an env file?") from None
+    return values
+
+
+def env_file_layers(root: Path, env_name: str) -> Layers:
+    """[(source, values)] lowest precedence first: env/$ENV.env, env/local.env."""
+    layers: Layers = []
+    main = root / "env" / f"{env_name}.env"
+    if main.exists():
+        layers.append((str(main.relative_to(root)), read_env_file(main)))
+    elif env_name != "dev":
+        raise StackError(f"ENV={env_name!r} but {main.relative_to(root)} does not exist")
+    local = root / "env" / "local.env"
+    if local.exists():
+        layers.append((str(local.relative_to(root)), read_env_file(local)))
+    return layers
+
+
+def lookup(key: str, environ: Mapping[str, str], layers: Layers) -> tuple[str | None, str]:
+    """(value, source) of a setting by precedence; (None, 'default') if unset."""
+    if key in environ:
+        return environ[key], "environment"
+    for source, values in reversed(layers):
+        if key in values:
+            return values[key], source
+    return None, "default"
+
+
+def env_name_of(environ: Mapping[str, str]) -> str:
+    """STACK_ENV, else ENV (unless it is the POSIX shell's startup-file path), else dev."""
+    name = environ.get("STACK_ENV") or ""
+    if not name:
+        name = environ.get("ENV") or ""
+        if "/" in name:
+            name = ""  # sh(1)'s ENV=~/.shrc, not ours
+    name = name or "dev"
+    if not ENV_NAME.match(name):
+        raise StackError(f"ENV={name!r} must be a lowercase name like dev, test or ci (letters, digits, '-')")
+    return name
+
+
+def parse_bind_address(raw: str, source: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise StackError(f"BIND_ADDRESS={raw!r} (from {source}) is not an IP address, e.g. 127.0.0.1") from None
+
+
+def client_host(bind: str) -> str:
+    """Address a client on this machine uses to reach a port published on `bind`."""
+    addr = ipaddress.ip_address(bind)
+    if addr.is_unspecified:
+        return "127.0.0.1" if addr.version == 4 else "[::1]"
+    return bind if addr.version == 4 else f"[{bind}]"

@@ -1,0 +1,152 @@
+"""Layer 5: every value of one copy, derived from stack.yml, the env files and its offset.
+
+The one place where a copy's values are computed; the Makefile, compose, the
+other helpers and the tests read what this derives (`make env`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import kinds
+from .basics import var_name
+from .config import DEFAULTS, Layers, client_host, env_file_layers, env_name_of, load_stack, lookup, parse_bind_address, project_root
+from .formula import compose_project_name, host_port, volume_name
+from .offsets import resolve_offset
+
+__all__ = ["compose_environment", "format_env", "format_ports", "load", "load_with_layers", "redact", "secret_keys", "services"]
+
+Values = dict[str, str]
+MASK = "********"
+
+
+def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> Values:
+    """Everything a copy needs, as an ordered dict of strings (see load_with_layers)."""
+    return load_with_layers(root, environ)[0]
+
+
+def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None = None) -> tuple[Values, Layers]:
+    """(values, env file layers): everything a copy needs, and the files it came from.
+
+    Keys: PORT_OFFSET, PORT_OFFSET_SOURCE, STACK_ENV, STACK_PROJECT,
+    STACK_WORKTREE, COMPOSE_PROJECT_NAME, BIND_ADDRESS, <SERVICE>_PORT,
+    <SERVICE>_CONTAINER_PORT, <VOLUME>_VOLUME, then each kind's settings and
+    each service's URL.
+    """
+    environ = os.environ if environ is None else environ
+    root = project_root(environ) if root is None else root
+    env_name = env_name_of(environ)
+    stack = load_stack(root / "stack.yml")
+    layers = env_file_layers(root, env_name)
+    bind_raw, bind_source = lookup("BIND_ADDRESS", environ, layers)
+    bind = parse_bind_address(DEFAULTS["BIND_ADDRESS"] if bind_raw is None else bind_raw, bind_source)
+    offset, offset_source = resolve_offset(environ, layers, stack, root, env_name, bind)
+    project = stack["project"]
+    out: Values = {
+        "PORT_OFFSET": str(offset),
+        "PORT_OFFSET_SOURCE": offset_source,
+        "STACK_ENV": env_name,
+        "STACK_PROJECT": project,
+        "STACK_WORKTREE": str(root.resolve()),
+        "COMPOSE_PROJECT_NAME": compose_project_name(project, env_name, offset),
+        "BIND_ADDRESS": bind,
+    }
+    for name, svc in stack["services"].items():
+        out[f"{var_name(name)}_PORT"] = str(host_port(svc["host_port"], offset))
+        out[f"{var_name(name)}_CONTAINER_PORT"] = str(svc["container_port"])
+    for svc in stack["services"].values():
+        for vol in svc.get("volumes", []):
+            out[f"{var_name(vol)}_VOLUME"] = volume_name(project, env_name, vol, offset)
+    for kind in _kinds_of(stack):
+        out.update(kind.settings(project, lambda key: lookup(key, environ, layers)[0]))
+    for service, kind in _services_of(stack, out):
+        out[kind.url_variable(service)] = kind.url(service, out)
+    return out, layers
+
+
+def _kinds_of(stack: Mapping[str, Any]) -> list[kinds.Kind]:
+    found: list[kinds.Kind] = []
+    for svc in stack["services"].values():
+        kind = kinds.get(svc.get("kind", "http"))
+        if kind not in found:
+            found.append(kind)
+    return found
+
+
+def _services_of(stack: Mapping[str, Any], values: Mapping[str, str]) -> list[tuple[kinds.Service, kinds.Kind]]:
+    host = client_host(values["BIND_ADDRESS"])
+    return [
+        (kinds.Service(name, var_name(name), host, int(values[f"{var_name(name)}_PORT"])), kinds.get(svc.get("kind", "http")))
+        for name, svc in stack["services"].items()
+    ]
+
+
+def services(root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """stack.yml's services: {name: {kind, container_port, host_port, volumes}}."""
+    root = project_root() if root is None else root
+    result: dict[str, dict[str, Any]] = load_stack(root / "stack.yml")["services"]
+    return result
+
+
+def secret_keys(stack_services: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The secret settings of the stack's kinds (POSTGRES_PASSWORD, ...)."""
+    keys: list[str] = []
+    for svc in stack_services.values():
+        for key in kinds.get(svc.get("kind", "http")).secrets:
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def redact(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]] | None = None) -> Values:
+    """Copy of `values` with secrets (and URLs carrying them) masked."""
+    out = dict(values)
+    for key in secret_keys(services(Path(values["STACK_WORKTREE"])) if stack_services is None else stack_services):
+        secret = out.get(key)
+        if not secret:
+            continue
+        for k, v in out.items():
+            if k == key:
+                out[k] = MASK
+            elif secret in v:
+                out[k] = v.replace(secret, MASK)
+    return out
+
+
+def compose_environment(root: Path | None = None, environ: Mapping[str, str] | None = None) -> tuple[Values, Values]:
+    """(values, environment for `docker compose`): env files < process env < derived values.
+
+    One pass over stack.yml and the env files serves both.
+    """
+    environ = os.environ if environ is None else environ
+    derived, layers = load_with_layers(root, environ)
+    merged: Values = {}
+    for _, values in layers:
+        merged.update(values)
+    merged.update(environ)
+    merged.update(derived)
+    return derived, merged
+
+
+def format_env(values: Mapping[str, str]) -> str:
+    return "".join(f"{k}={v}\n" for k, v in values.items())
+
+
+def format_ports(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]]) -> str:
+    """The table `make ports` and `make up` print."""
+    rows = [("SERVICE", "CONTAINER", "HOST", "URL")]
+    stack = {"services": stack_services}
+    for service, kind in _services_of(stack, values):
+        url = values.get(kind.url_variable(service), "")
+        rows.append((service.name, values[f"{service.key}_CONTAINER_PORT"], f"{values['BIND_ADDRESS']}:{service.port}", url))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"copy {values['COMPOSE_PROJECT_NAME']}  (PORT_OFFSET={values['PORT_OFFSET']}, ENV={values['STACK_ENV']})"]
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3])
+    vols = [v for k, v in values.items() if k.endswith("_VOLUME")]
+    if vols:
+        lines.append("volumes: " + ", ".join(vols))
+    return "\n".join(lines) + "\n"

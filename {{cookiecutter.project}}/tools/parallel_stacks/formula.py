@@ -1,0 +1,84 @@
+"""The formulas, once: host port = base + PORT_OFFSET, the offsets that keep
+every port legal, and the names a copy's objects get. Change the port
+formula here and nowhere else (docs/DESIGN.md)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .basics import DIGITS, MAX_NUMBER_DIGITS, PORT_MAX, PORT_MIN, StackError, short
+
+__all__ = [
+    "compose_project_name",
+    "host_port",
+    "host_ports",
+    "offset_bounds",
+    "offset_for_number",
+    "parse_offset",
+    "task_number",
+    "volume_name",
+]
+
+COMPOSE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+TASK_SUFFIX = re.compile(r"(?:^|[-_.])([0-9]+)$")
+
+
+def host_port(base: int, offset: int) -> int:
+    """THE port formula: a service's host port in the copy at `offset`."""
+    return base + offset
+
+
+def host_ports(bases: Iterable[int], offset: int) -> list[int]:
+    return [host_port(base, offset) for base in bases]
+
+
+def offset_bounds(bases: Iterable[int]) -> tuple[int, int]:
+    """(lowest, highest) offset that keeps every host port within PORT_MIN-PORT_MAX."""
+    values = list(bases)
+    return max(0, PORT_MIN - min(values)), PORT_MAX - max(values)
+
+
+def parse_offset(raw: str, source: str, stack: Mapping[str, Any]) -> int:
+    low, high = offset_bounds(svc["host_port"] for svc in stack["services"].values())
+    allowed = f"allowed: integers {low}-{high} or auto, so every host port stays within {PORT_MIN}-{PORT_MAX}"
+    if not DIGITS.match(raw):
+        raise StackError(f"PORT_OFFSET={short(raw)} (from {source}) is not a non-negative integer; {allowed}")
+    offset = int(raw) if len(raw) <= 6 else high + 1
+    if not low <= offset <= high:
+        shown = raw if len(raw) <= 40 else f"{raw[:40]}... ({len(raw)} characters)"
+        raise StackError(f"PORT_OFFSET={shown} (from {source}) is out of range; {allowed}")
+    return offset
+
+
+def task_number(task_id: str, source: str, var: str = "TASK_ID") -> int:
+    """Seed 000: the id's numeric suffix n gives (n % 9000) + 1000."""
+    match = TASK_SUFFIX.search(task_id.strip())
+    if not match:
+        raise StackError(f"{var}={short(task_id)} (from {source}) has no numeric suffix; use an id like my-task-1234, or set PORT_OFFSET")
+    digits = match.group(1)
+    if len(digits) > MAX_NUMBER_DIGITS:
+        raise StackError(
+            f"{var}={short(task_id)} (from {source}): its numeric suffix has {len(digits)} digits, at most {MAX_NUMBER_DIGITS}"
+        )
+    return int(digits) % 9000 + 1000
+
+
+def offset_for_number(number: int, task_step: int) -> int:
+    """A task or build number's preferred offset: (number % 1000) * task_step."""
+    return (number % 1000) * task_step
+
+
+def compose_project_name(project: str, env_name: str, offset: int) -> str:
+    """`<project>-<offset>`, or `<project>-<env>-<offset>` outside dev."""
+    name = f"{project}-{offset}" if env_name == "dev" else f"{project}-{env_name}-{offset}"
+    if not COMPOSE_NAME.match(name):
+        raise StackError(f"derived compose project name {name!r} is invalid")
+    return name
+
+
+def volume_name(project: str, env_name: str, volume: str, offset: int) -> str:
+    """`<project>_<volume>_<offset>` (seed 003), `<project>_<env>_<volume>_<offset>` outside dev."""
+    infix = "" if env_name == "dev" else f"{env_name}_"
+    return f"{project}_{infix}{volume}_{offset}"

@@ -1,0 +1,73 @@
+"""Layer 4: which offset this copy has, by the documented precedence.
+
+PORT_OFFSET (environment, env/local.env, env/$ENV.env; `auto` claims a slot
+in the registry); the slot `.env.dynamic` remembers; TASK_ID/ZENFLOW_TASK_ID;
+a CI build number; DEFAULT_PORT_OFFSET; else 0. Task ids and build numbers
+claim seed 000's slot, or the next free one, in the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .basics import DIGITS, MAX_NUMBER_DIGITS, StackError, short
+from .config import DEFAULT_TASK_STEP, Layers, lookup
+from .formula import offset_for_number, parse_offset, task_number
+
+__all__ = ["CI_NUMBER_VARS", "TASK_VARS", "resolve_offset"]
+
+TASK_VARS = ("TASK_ID", "ZENFLOW_TASK_ID")
+CI_NUMBER_VARS = ("CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID")
+
+
+def resolve_offset(
+    environ: Mapping[str, str], layers: Layers, stack: dict[str, Any], root: Path, env_name: str, bind: str
+) -> tuple[int, str]:
+    """(offset, where it came from)."""
+    raw, source = lookup("PORT_OFFSET", environ, layers)
+    if raw is not None and raw.strip().lower() == "auto":
+        return _auto(root, env_name, stack, bind, environ, "PORT_OFFSET=auto"), "auto"
+    if raw is not None:
+        return parse_offset(raw, source, stack), source
+    if (root / ".env.dynamic").exists():
+        from . import registry
+
+        remembered = registry.read_dynamic(root, env_name)
+        if remembered is not None:
+            return parse_offset(str(remembered), ".env.dynamic", stack), ".env.dynamic"
+    step = stack.get("task_step", DEFAULT_TASK_STEP)
+    for var in TASK_VARS:
+        task, tsource = lookup(var, environ, layers)
+        if task is not None:
+            preferred = offset_for_number(task_number(task, tsource, var), step)
+            return _derived(root, env_name, stack, bind, environ, preferred, f"{var}={task.strip()}"), var
+    for var in CI_NUMBER_VARS:
+        number = environ.get(var)
+        if number:
+            if not DIGITS.match(number) or len(number) > MAX_NUMBER_DIGITS:
+                raise StackError(
+                    f"{var}={short(number)} is not a build number (up to {MAX_NUMBER_DIGITS} digits); set PORT_OFFSET explicitly"
+                )
+            preferred = offset_for_number(int(number), step)
+            return _derived(root, env_name, stack, bind, environ, preferred, f"{var}={number}"), var
+    fallback, fsource = lookup("DEFAULT_PORT_OFFSET", environ, layers)
+    if fallback is not None and fallback.strip().lower() == "auto":
+        return _auto(root, env_name, stack, bind, environ, "DEFAULT_PORT_OFFSET=auto"), "auto"
+    if fallback is not None:
+        return parse_offset(fallback, f"DEFAULT_PORT_OFFSET in {fsource}", stack), "default"
+    return 0, "default"
+
+
+def _auto(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str], label: str) -> int:
+    from . import registry  # lazy: only auto copies pay for the registry
+
+    return parse_offset(str(registry.claim(root, env_name, stack, bind, environ)), label, stack)
+
+
+def _derived(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str], preferred: int, label: str) -> int:
+    """A task id's or build number's slot: seed 000's offset if free, else the next free one."""
+    from . import registry
+
+    return parse_offset(str(registry.claim_derived(root, env_name, stack, bind, environ, preferred, label)), label, stack)

@@ -1,0 +1,103 @@
+"""The plugin's fixtures: what a test asks for to reach its worker's own resources."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .isolation import ParallelTestContext, PortBlock, RedisNamespace, TopicNamespace, admin_connect, clone_database
+from .state import STATE, stack_down_message
+
+__all__ = [
+    "container_name",
+    "database_url",
+    "db",
+    "isolated_database",
+    "parallel_context",
+    "redis_namespace",
+    "stack",
+    "topic_namespace",
+    "worker_ports",
+    "worker_tmp_dir",
+]
+
+
+@pytest.fixture(scope="session")
+def stack(pytestconfig: pytest.Config) -> dict[str, Any]:
+    """This copy's derived values (ports, URLs) as `make env` prints them."""
+    return dict(pytestconfig.stash[STATE].values)
+
+
+@pytest.fixture(scope="session")
+def parallel_context(pytestconfig: pytest.Config) -> ParallelTestContext:
+    """This worker's isolated resources, all in one object."""
+    return pytestconfig.stash[STATE].context
+
+
+@pytest.fixture(scope="session")
+def isolated_database(pytestconfig: pytest.Config, parallel_context: ParallelTestContext) -> str:
+    """Name of this worker's own database, cloned from the run's template on first use."""
+    state = pytestconfig.stash[STATE]
+    if not state.use_stack:
+        pytest.fail("this test needs the stack's database but --no-stack was given", pytrace=False)
+    if state.isolated and parallel_context.database_name not in state.created:
+        try:
+            with admin_connect(state.values) as conn:
+                clone_database(conn, state.values, parallel_context.database_name)
+        except Exception as exc:
+            pytest.fail(stack_down_message(state.values, exc), pytrace=False)
+        state.created.append(parallel_context.database_name)
+    return parallel_context.database_name
+
+
+@pytest.fixture(scope="session")
+def database_url(isolated_database: str, parallel_context: ParallelTestContext) -> str:
+    return parallel_context.database_url
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Any]:
+    """A psycopg connection to this worker's database (autocommit)."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def redis_namespace(pytestconfig: pytest.Config, parallel_context: ParallelTestContext) -> Iterator[RedisNamespace]:
+    """This worker's Redis prefix/DB; its keys are deleted at the end of the session."""
+    if parallel_context.redis is None:
+        pytest.skip("this stack has no Redis")
+    if not pytestconfig.stash[STATE].use_stack:
+        pytest.fail("this test needs the stack's Redis but --no-stack was given", pytrace=False)
+    namespace = parallel_context.redis
+    yield namespace
+    namespace.clear()
+
+
+@pytest.fixture(scope="session")
+def worker_ports(parallel_context: ParallelTestContext) -> PortBlock:
+    """The block of ports this worker's servers may bind."""
+    return parallel_context.ports
+
+
+@pytest.fixture(scope="session")
+def worker_tmp_dir(parallel_context: ParallelTestContext) -> Path:
+    """A temp/media directory whose name carries the copy and worker id."""
+    parallel_context.tmp_dir.mkdir(parents=True, exist_ok=True)
+    return parallel_context.tmp_dir
+
+
+@pytest.fixture(scope="session")
+def topic_namespace(parallel_context: ParallelTestContext) -> TopicNamespace:
+    return parallel_context.topics
+
+
+@pytest.fixture(scope="session")
+def container_name(parallel_context: ParallelTestContext) -> Callable[[str], str]:
+    """container_name('broker') -> '<copy>-<worker>-broker'."""
+    return parallel_context.container_name

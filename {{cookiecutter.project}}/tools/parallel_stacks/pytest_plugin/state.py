@@ -1,0 +1,130 @@
+"""The plugin's per-process state (config.stash[STATE]), the run's temp root and lock."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from ..basics import StackError
+from .isolation import build_context
+
+__all__ = ["STATE", "State", "stack_down_message", "take_run_lock"]
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    from xdist import is_xdist_worker
+
+    return bool(is_xdist_worker(SimpleNamespace(config=config)))
+
+
+def _worker(config: pytest.Config) -> str:
+    from xdist import get_xdist_worker_id
+
+    return str(get_xdist_worker_id(SimpleNamespace(config=config)))
+
+
+def _workerinput(config: pytest.Config) -> dict[str, Any]:
+    return getattr(config, "workerinput", {})
+
+
+class State:
+    """Per-process state of the plugin, kept in config.stash[STATE]."""
+
+    def __init__(self, config: pytest.Config, root: Path):
+        if _is_worker(config) and "isolation_values" in _workerinput(config):
+            self.values = dict(_workerinput(config)["isolation_values"])  # the controller's: derived once per run
+        else:
+            from ..current import values
+
+            self.values = values({**os.environ, "STACK_ROOT": str(root)})[0]
+        self.isolated = not config.getoption("no_isolation")
+        self.use_stack = not config.getoption("no_stack")
+        self.redis_mode = config.getoption("isolation_redis") or config.getini("isolation_redis")
+        self.run_dir = _run_dir(config, self.values)
+        self.context = build_context(self.values, _worker(config), self.isolated, self.run_dir, self.redis_mode)
+        self.schema = [root / p for p in config.getini("isolation_schema")]
+        self.created: list[str] = []
+        self.stack_error: str | None = None
+        self.lock_fd: int | None = None
+
+
+def _run_dir(config: pytest.Config, values: Mapping[str, str]) -> Path:
+    """The run's temp root, shared by controller and workers.
+
+    Named `<copy>-testrun-<pid>-*`: those of runs whose process is gone
+    (killed) are removed; a run still going keeps its own.
+    """
+    if _is_worker(config):
+        return Path(_workerinput(config)["isolation_run_dir"])
+    import shutil
+
+    prefix = f"{values['COMPOSE_PROJECT_NAME']}-testrun-"
+    base = Path(tempfile.gettempdir())
+    for stale in base.glob(prefix + "*"):
+        pid = stale.name[len(prefix) :].split("-", 1)[0]
+        if not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def take_run_lock(values: Mapping[str, str]) -> int:
+    """One test run per copy at a time: the second waits for the first (and says so).
+
+    A run drops and rebuilds the copy's test databases, so two at once would
+    destroy each other's. An flock on a file named after the copy: the kernel
+    releases it however the holder ends. Returns the fd to close when done.
+    """
+    import fcntl
+
+    path = Path(tempfile.gettempdir()) / f"parallel-stacks-{values['COMPOSE_PROJECT_NAME']}.testlock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StackError(f"cannot open the test-run lock {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        print(
+            f"waiting for another test run of {values['COMPOSE_PROJECT_NAME']} (pid {holder}) to finish",
+            file=sys.stderr,
+            flush=True,
+        )
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def stack_down_message(values: Mapping[str, str], exc: BaseException) -> str:
+    if not values.get("POSTGRES_PASSWORD"):
+        return (
+            f"this worktree has no POSTGRES_PASSWORD for stack copy {values['COMPOSE_PROJECT_NAME']} "
+            f"(env/local.env is missing or lacks it): run `PORT_OFFSET={values['PORT_OFFSET']} make up` here first, "
+            "which writes one, or pass --no-stack for tests that need no stack"
+        )
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (
+        f"stack copy {values['COMPOSE_PROJECT_NAME']} is not up (postgres at {values['BIND_ADDRESS']}:{values['POSTGRES_PORT']}: {reason}); "
+        f"run `PORT_OFFSET={values['PORT_OFFSET']} make up` first, or pass --no-stack for tests that need no stack"
+    )
+
+
+STATE = pytest.StashKey[State]()
