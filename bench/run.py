@@ -122,7 +122,9 @@ def helpers(table: Table, project, repeat: int) -> dict:
     out = {}
     out["env"] = table.add(section, "`make env`", timed(lambda: make("env"), repeat), floor, "<= 2x")
     out["ports"] = table.add(section, "`make ports`", timed(lambda: make("ports"), repeat), floor, "<= 2x")
-    cache = project.path / "scripts" / "__pycache__" / "derived.marshal"
+    from parallel_stacks.cache import cache_file
+
+    cache = Path(cache_file(str(project.path.resolve())))
 
     def cold():
         cache.unlink(missing_ok=True)

@@ -5,9 +5,17 @@ from __future__ import annotations
 import pytest
 
 from parallel_stacks.basics import StackError
+from parallel_stacks.kinds import postgres as pg
 from parallel_stacks.pytest_plugin import isolation as iso
 
-SERVICES = {"postgres": {}, "redis": {}, "api": {}, "ui": {}}
+KINDS = {"postgres": "postgres", "redis": "redis", "api": "http", "ui": "http"}
+SERVICES = list(KINDS)
+
+
+def context(vals, worker, isolated=True, tmp=None, mode="db", kinds=KINDS):
+    from pathlib import Path
+
+    return iso.build_context(vals, worker, isolated, tmp or Path("/tmp"), kinds, {"redis": mode})
 
 
 def values(offset=0, project="shop"):
@@ -18,6 +26,9 @@ def values(offset=0, project="shop"):
         "DATABASE_URL": f"postgresql://app:pw@127.0.0.1:{5432 + offset}/{project}",
         "REDIS_URL": f"redis://127.0.0.1:{6379 + offset}/0",
         "BIND_ADDRESS": "127.0.0.1",
+        "POSTGRES_USER": "app",
+        "POSTGRES_PASSWORD": "pw",
+        "POSTGRES_DB": project,
     }
     for name, port in base.items():
         out[f"{name.upper()}_PORT"] = str(port + offset)
@@ -36,10 +47,10 @@ def test_bad_worker_id(worker):
 
 
 def test_database_names_carry_project_offset_and_worker():
-    assert iso.database_name(values(10000, "demo-stack"), "gw0") == "test_demo_stack_10000_gw0"
-    assert iso.database_name(values(0, "demo-stack"), "template") == "test_demo_stack_0_template"
+    assert pg.database_name(values(10000, "demo-stack"), "gw0") == "test_demo_stack_10000_gw0"
+    assert pg.database_name(values(0, "demo-stack"), "template") == "test_demo_stack_0_template"
     with pytest.raises(StackError, match="63 characters"):
-        iso.database_name(values(0, "x" * 60), "gw0")
+        pg.database_name(values(0, "x" * 60), "gw0")
 
 
 @pytest.mark.parametrize(
@@ -58,7 +69,7 @@ def test_database_names_carry_project_offset_and_worker():
     ],
 )
 def test_only_this_copys_databases_are_owned(name, owned):
-    assert iso.owned_database(values(0), name) is owned
+    assert pg.owned_database(values(0), name) is owned
 
 
 def test_port_blocks_follow_worker_and_offset():
@@ -105,34 +116,76 @@ def test_topic_namespace_translates_and_strips():
 
 
 def test_contexts_differ_per_worker_and_coincide_without_isolation(tmp_path):
-    a = iso.build_context(values(0), "gw0", True, tmp_path)
-    b = iso.build_context(values(0), "gw1", True, tmp_path)
+    a = context(values(0), "gw0", True, tmp_path)
+    b = context(values(0), "gw1", True, tmp_path)
     for field in ("database_name", "database_url", "ports", "tmp_dir", "topics"):
         assert getattr(a, field) != getattr(b, field), field
     assert a.redis.prefix != b.redis.prefix
     assert a.container_name("broker") != b.container_name("broker")
     assert "gw0" in a.tmp_dir.name and a.database_url.endswith("/test_shop_0_gw0")
-    shared = [iso.build_context(values(0), w, False, tmp_path) for w in ("gw0", "gw1")]
+    shared = [context(values(0), w, False, tmp_path) for w in ("gw0", "gw1")]
     for field in ("database_name", "ports", "tmp_dir", "topics"):
         assert getattr(shared[0], field) == getattr(shared[1], field), field
 
 
 def test_two_copies_never_share_names(tmp_path):
-    a = iso.build_context(values(0), "gw0", True, tmp_path)
-    b = iso.build_context(values(10000), "gw0", True, tmp_path)
+    a = context(values(0), "gw0", True, tmp_path)
+    b = context(values(10000), "gw0", True, tmp_path)
     assert a.database_name != b.database_name and a.redis.prefix != b.redis.prefix
     assert a.container_name("x") != b.container_name("x") and a.tmp_dir != b.tmp_dir
     assert not set(a.ports) & set(b.ports)
 
 
 def test_redis_db_mode_respects_sixteen_databases(tmp_path):
-    assert iso.build_context(values(0), "gw3", True, tmp_path, "db").redis.db == 4
-    with pytest.raises(StackError, match="Redis has 16"):
-        iso.build_context(values(0), "gw15", True, tmp_path, "db")
+    from parallel_stacks.kinds import Service, Worker, redis
+
+    service = Service("redis", "REDIS", "127.0.0.1", 6379)
+
+    def db_of(index):
+        return redis.KIND.worker_resources(service, values(0), Worker(f"gw{index}", index, f"gw{index}", True, {"redis": "db"}))["redis"].db
+
+    assert context(values(0), "gw3", True, tmp_path, "db").redis.db == 4
+    assert db_of(14) == 15
+    with pytest.raises(StackError, match="Redis has 16") as info:
+        db_of(15)
+    assert "DB 0 is the app's" in str(info.value)
+
+
+@pytest.mark.parametrize("worker, isolated, mode", [
+    ("master", True, "db"), ("gw0", True, "db"), ("gw5", True, "db"),
+    ("gw0", False, "db"), ("gw3", True, "prefix"), ("gw3", False, "prefix"),
+])
+def test_tests_never_get_the_apps_redis_db(tmp_path, worker, isolated, mode):
+    """DB 0 is the copy's own app data: a suite that calls flushdb() must never reach it."""
+    ctx = context(values(0), worker, isolated, tmp_path, mode)
+    assert ctx.redis.db >= 1 and ctx.env["REDIS_DB"] == str(ctx.redis.db)
+    assert ctx.env["REDIS_URL"].endswith(f"/{ctx.redis.db}") and not ctx.env["REDIS_URL"].endswith("/0")
+
+
+def test_the_namespace_client_talks_to_its_own_db(tmp_path):
+    """redis-py's from_url(url, db=N) keeps the URL's /0: the client must carry its DB in the URL."""
+    client = context(values(0), "gw4", True, tmp_path).redis.client()
+    assert client.connection_pool.connection_kwargs["db"] == 5
+
+
+def test_every_common_spelling_is_exported_per_worker(tmp_path):
+    env = context(values(10000), "gw2", True, tmp_path).env
+    assert env["DATABASE_URL"] == "postgresql://app:pw@127.0.0.1:15432/test_shop_10000_gw2"
+    assert (env["PGHOST"], env["PGPORT"], env["PGUSER"], env["PGPASSWORD"], env["PGDATABASE"]) == (
+        "127.0.0.1", "15432", "app", "pw", "test_shop_10000_gw2")
+    assert (env["REDIS_HOST"], env["REDIS_PORT"], env["REDIS_DB"]) == ("127.0.0.1", "16379", "3")
+    assert env["REDIS_URL"] == "redis://127.0.0.1:16379/3"
+
+
+def test_a_stack_without_postgres_or_redis_has_a_context(tmp_path):
+    """Before, build_context raised KeyError 'DATABASE_URL' for a stack without Postgres."""
+    vals = {k: v for k, v in values(0).items() if not k.startswith(("DATABASE", "POSTGRES", "REDIS"))}
+    ctx = context(vals, "gw1", True, tmp_path, kinds={"api": "http", "ui": "http"})
+    assert ctx.database_name is None and ctx.redis is None and ctx.env == {}
 
 
 def test_container_name_rejects_bad_service(tmp_path):
-    ctx = iso.build_context(values(0), "gw2", True, tmp_path)
+    ctx = context(values(0), "gw2", True, tmp_path)
     assert ctx.container_name("mqtt-broker") == "shop-0-gw2-mqtt-broker"
     with pytest.raises(ValueError):
         ctx.container_name("a b")
@@ -140,7 +193,7 @@ def test_container_name_rejects_bad_service(tmp_path):
 
 def test_unsafe_identifiers_are_refused():
     with pytest.raises(StackError, match="unsafe"):
-        iso._ident('x"; DROP DATABASE postgres; --')
+        pg._ident('x"; DROP DATABASE postgres; --')
 
 
 def test_services_are_read_from_the_derived_values(tmp_path):

@@ -182,6 +182,90 @@ def _in_group(proc, pgid) -> bool:
         return False
 
 
+UNADAPTED = """
+import os
+
+import psycopg
+import pytest
+import redis
+
+
+@pytest.mark.parametrize("n", range(6))
+def test_an_unadapted_suite(n):
+    # no fixture of ours: libpq's PG* defaults and REDIS_HOST/PORT/DB from the environment, as many suites do
+    client = redis.Redis(host=os.environ["REDIS_HOST"], port=int(os.environ["REDIS_PORT"]), db=int(os.environ.get("REDIS_DB", "0")))
+    client.set("suite:key", n)
+    client.flushdb()  # what a suite's teardown often does
+    with psycopg.connect("", autocommit=True) as conn:
+        conn.execute("CREATE TABLE unadapted (n int)")  # the same table in every test
+        conn.execute("INSERT INTO unadapted VALUES (%s)", (n,))
+        conn.execute("DROP TABLE unadapted")
+"""
+
+
+@pytest.mark.parametrize("target", ["test", "test-parallel"])
+def test_a_suite_that_flushes_and_uses_libpq_defaults_leaves_dev_data_alone(copies, tmp_path, target):
+    """The copy's own Redis DB 0 and database hold dev data: no test run may touch them."""
+    import redis as redis_lib
+
+    project, values = copies
+    suite = tmp_path / "test_unadapted.py"
+    suite.write_text(UNADAPTED)
+    dev_redis = redis_lib.Redis.from_url(values[0]["REDIS_URL"])
+    dev_redis.set("dev:keep", "precious")
+    with psycopg.connect(values[0]["DATABASE_URL"], autocommit=True, connect_timeout=10) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS dev_keep (v text)")
+        conn.execute("INSERT INTO dev_keep VALUES ('precious')")
+    try:
+        out = project.make(target, check=False, PORT_OFFSET=0, PYTEST_WORKERS="2", ARGS=str(suite))
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr
+        assert "6 passed" in out.stdout
+        assert dev_redis.get("dev:keep") == b"precious", "a test run flushed the app's Redis DB"
+        with psycopg.connect(values[0]["DATABASE_URL"], autocommit=True, connect_timeout=10) as conn:
+            assert conn.execute("SELECT count(*) FROM dev_keep").fetchone()[0] == 1
+            assert conn.execute("SELECT to_regclass('public.unadapted')").fetchone()[0] is None, "a test wrote to the dev database"
+    finally:
+        dev_redis.delete("dev:keep")
+        with psycopg.connect(values[0]["DATABASE_URL"], autocommit=True, connect_timeout=10) as conn:
+            conn.execute("DROP TABLE IF EXISTS dev_keep")
+    assert test_databases(values[0]) == set()
+
+
+EARLY_CONFTEST = """
+import os
+
+import pytest
+
+# what settings modules (Django's, a library's) see: read once, at import, before any fixture
+AT_IMPORT = (os.environ.get("PGDATABASE"), os.environ.get("DATABASE_URL"), os.environ.get("REDIS_DB"), os.environ.get("TEST_WORKER_ID"))
+
+
+@pytest.fixture
+def at_import():
+    return AT_IMPORT
+"""
+EARLY_TEST = """
+import pytest
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_settings_read_at_import_are_this_workers(n, at_import, parallel_context):
+    assert at_import == (parallel_context.database_name, parallel_context.database_url,
+                         str(parallel_context.redis.db), parallel_context.worker)
+"""
+
+
+def test_a_conftest_reading_settings_at_import_sees_its_workers_values(copies, tmp_path):
+    project, _ = copies
+    suite = tmp_path / "early"
+    suite.mkdir()
+    (suite / "conftest.py").write_text(EARLY_CONFTEST)
+    (suite / "test_early.py").write_text(EARLY_TEST)
+    for target in ("test", "test-parallel"):
+        out = project.make(target, check=False, PORT_OFFSET=0, PYTEST_WORKERS="2", ARGS=str(suite))
+        assert out.returncode == 0 and "4 passed" in out.stdout, out.stdout[-3000:] + out.stderr
+
+
 def test_suite_detects_collisions_without_isolation(copies):
     project, values = copies
     out = project.make("test-parallel", check=False, PORT_OFFSET=0, PYTEST_WORKERS="2", ARGS="--no-isolation")

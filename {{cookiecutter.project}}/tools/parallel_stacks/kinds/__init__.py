@@ -13,9 +13,9 @@ import importlib
 import os
 
 from ..basics import StackError
-from .base import Kind, Service
+from .base import Kind, Run, Service, Worker
 
-__all__ = ["Kind", "Service", "check_declared", "get", "names"]
+__all__ = ["Kind", "Run", "Service", "Worker", "check_declared", "get", "names"]
 
 _LOADED: dict[str, Kind] = {}
 _HERE = os.path.dirname(__file__)

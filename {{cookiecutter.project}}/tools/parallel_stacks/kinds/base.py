@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
-__all__ = ["Kind", "Service"]
+__all__ = ["Kind", "Run", "Service", "Worker"]
 
 Lookup = Callable[[str], "str | None"]
 
@@ -21,13 +22,40 @@ class Service:
     port: int  # this copy's host port
 
 
+@dataclass(frozen=True)
+class Worker:
+    """One test process as a kind sees it (the pytest plugin builds it)."""
+
+    name: str  # master, gw0, gw1, ...
+    index: int  # 0 for master and gw0, N for gwN
+    who: str  # `name`, or "shared" when isolation is off: every worker then gets the same resources
+    isolated: bool
+    options: Mapping[str, str] = field(default_factory=dict)  # e.g. {"redis": "db"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One test run of this copy, as the controller (or the only process) sees it."""
+
+    isolated: bool
+    schema_files: list[Path] = field(default_factory=list)  # isolation_schema: loaded into a database template
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
 class Kind:
     """A kind of service. Subclasses override what their kind needs; the defaults do nothing.
 
     Derivation (`make env`, compose): ``settings`` (values shared by the
     kind's services, e.g. credentials; read through ``lookup``, which follows
     the env-file precedence), ``url``. Secrets are masked in output.
-    Test isolation (the pytest plugin): see ``parallel_stacks.pytest_plugin``.
+
+    Test isolation (called by the pytest plugin, for every service of the
+    kind): ``worker_resources`` (what one worker owns on the service: a
+    database, a Redis DB), ``worker_env`` (the variables its tests read,
+    set before anything is imported), ``start_run``/``end_run`` (the
+    controller, once per run: leftovers of killed runs, a template),
+    ``start_worker``/``end_worker`` (each process: create, then remove, its
+    own resources). Connection errors are the plugin's to word.
     """
 
     name: ClassVar[str] = ""
@@ -51,3 +79,24 @@ class Kind:
     def url(self, service: Service, values: Mapping[str, str]) -> str:
         """The URL clients on this machine use to reach `service` (`values`: settings derived so far)."""
         return f"http://{service.host}:{service.port}"
+
+    # ------------------------------------------------------------ test isolation
+    def worker_resources(self, service: Service, values: Mapping[str, str], worker: Worker) -> dict[str, Any]:
+        """What `worker` owns on `service` (names, URLs, namespaces); merged into ParallelTestContext.resources."""
+        return {}
+
+    def worker_env(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any]) -> dict[str, str]:
+        """Environment variables the worker's tests (and the code they import) read to reach its resources."""
+        return {}
+
+    def start_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
+        """Before any worker starts: remove what killed runs of this copy left, prepare templates."""
+
+    def end_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
+        """After every worker ended (crashed ones included): remove whatever this copy's run left."""
+
+    def start_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
+        """In each test process, before its first test: create (or clean) its own resources."""
+
+    def end_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
+        """In each test process, after its last test: remove its own resources."""

@@ -1,13 +1,33 @@
-"""Kind `postgres`: credentials, DATABASE_URL; per-worker databases are cloned
-from a per-run template (see parallel_stacks.pytest_plugin.isolation)."""
+"""Kind `postgres`: credentials and DATABASE_URL; per test worker, its own
+database cloned from a template built once per run (`CREATE DATABASE ...
+TEMPLATE`, tens of milliseconds where a container per worker takes seconds).
+
+Names: `test_<copy>_template`, `test_<copy>_<worker>` (`test_<copy>_shared`
+without isolation). Only databases of exactly those shapes are this copy's:
+another copy's, and any other database, are never dropped.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from typing import Any
 
-from .base import Kind, Lookup, Service
+from ..basics import StackError
+from .base import Kind, Lookup, Run, Service, Worker
 
-__all__ = ["KIND"]
+__all__ = [
+    "KIND",
+    "admin_connect",
+    "build_template",
+    "clone_database",
+    "database_name",
+    "drop_database",
+    "drop_owned_databases",
+    "owned_database",
+]
+
+IDENT = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 class Postgres(Kind):
@@ -16,9 +36,6 @@ class Postgres(Kind):
     variables = ("POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "DATABASE_URL")
     secrets = ("POSTGRES_PASSWORD",)
     client = "psql"
-
-    def client_command(self, values: Mapping[str, str]) -> list[str]:
-        return ["psql", "-U", values["POSTGRES_USER"], "-d", values["POSTGRES_DB"]]
 
     def settings(self, project: str, lookup: Lookup) -> dict[str, str]:
         return {
@@ -34,5 +51,139 @@ class Postgres(Kind):
         user, password, database = values["POSTGRES_USER"], values["POSTGRES_PASSWORD"], values["POSTGRES_DB"]
         return f"postgresql://{user}:{password}@{service.host}:{service.port}/{database}"
 
+    def client_command(self, values: Mapping[str, str]) -> list[str]:
+        return ["psql", "-U", values["POSTGRES_USER"], "-d", values["POSTGRES_DB"]]
+
+    # ------------------------------------------------------------ test isolation
+    def worker_resources(self, service: Service, values: Mapping[str, str], worker: Worker) -> dict[str, Any]:
+        name = database_name(values, worker.who)
+        return {"database_name": name, "database_url": _url(values, name)}
+
+    def worker_env(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any]) -> dict[str, str]:
+        """DATABASE_URL and libpq's own variables, so `psycopg.connect("")`, psql and URLs built from PG* land here too."""
+        return {
+            "DATABASE_URL": resources["database_url"],
+            "TEST_DATABASE_NAME": resources["database_name"],
+            "PGHOST": service.host.strip("[]"),
+            "PGPORT": str(service.port),
+            "PGUSER": values["POSTGRES_USER"],
+            "PGPASSWORD": values["POSTGRES_PASSWORD"],
+            "PGDATABASE": resources["database_name"],
+        }
+
+    def start_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
+        with admin_connect(values) as conn:
+            drop_owned_databases(conn, values)
+            build_template(conn, values, [p.read_text(encoding="utf-8") for p in run.schema_files if p.exists()])
+            if not run.isolated:
+                clone_database(conn, values, database_name(values, "shared"))
+
+    def end_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
+        # The controller outlives its workers: whatever a crashed worker left goes too.
+        with admin_connect(values) as conn:
+            drop_owned_databases(conn, values)
+
+    def start_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
+        if worker.isolated:  # without isolation the controller made the one shared database
+            with admin_connect(values) as conn:
+                clone_database(conn, values, resources["database_name"])
+
+    def end_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
+        if worker.isolated:
+            with admin_connect(values) as conn:
+                drop_database(conn, resources["database_name"])
+
 
 KIND = Postgres()
+
+
+# ---------------------------------------------------------------- administration
+def copy_slug(values: Mapping[str, str]) -> str:
+    """This copy's compose project name as an SQL/identifier-safe slug."""
+    return values["COMPOSE_PROJECT_NAME"].replace("-", "_")
+
+
+def database_name(values: Mapping[str, str], suffix: str) -> str:
+    name = f"test_{copy_slug(values)}_{suffix}"
+    if len(name) > 63:
+        raise StackError(f"test database name {name!r} exceeds PostgreSQL's 63 characters; shorten the project slug")
+    return name
+
+
+def owned_database(values: Mapping[str, str], name: str) -> bool:
+    """True for databases this copy's test runs create (never another copy's)."""
+    prefix = f"test_{copy_slug(values)}_"
+    return name.startswith(prefix) and re.fullmatch(r"master|template|shared|gw\d+", name[len(prefix) :]) is not None
+
+
+def _url(values: Mapping[str, str], database: str) -> str:
+    return values["DATABASE_URL"].rsplit("/", 1)[0] + "/" + database
+
+
+def admin_connect(values: Mapping[str, str]) -> Any:
+    """Autocommit connection to the copy's maintenance database."""
+    import psycopg  # lazy
+
+    return psycopg.connect(_url(values, "postgres"), autocommit=True, connect_timeout=5)
+
+
+def _ident(name: str) -> str:
+    if not IDENT.fullmatch(name):
+        raise StackError(f"refusing unsafe database name {name!r}")
+    return f'"{name}"'
+
+
+def drop_owned_databases(conn: Any, values: Mapping[str, str], keep: tuple[str, ...] = ()) -> list[str]:
+    """Drop this copy's test databases (left by killed runs); return their names."""
+    names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test%'")]
+    dropped = []
+    for name in names:
+        if owned_database(values, name) and name not in keep:
+            conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+            dropped.append(name)
+    return dropped
+
+
+def build_template(conn: Any, values: Mapping[str, str], schema: list[str]) -> str:
+    """(Re)create the run's template database from the schema texts."""
+    import psycopg
+
+    template = database_name(values, "template")
+    conn.execute(f"DROP DATABASE IF EXISTS {_ident(template)} WITH (FORCE)")
+    conn.execute(f"CREATE DATABASE {_ident(template)}")
+    with psycopg.connect(_url(values, template), autocommit=True, connect_timeout=5) as tconn:
+        for text in schema:
+            tconn.execute(text)
+    return template
+
+
+def clone_database(conn: Any, values: Mapping[str, str], name: str, attempts: int = 20) -> None:
+    """CREATE DATABASE name TEMPLATE <template>.
+
+    Only sessions connected to the template block a clone (clones from other
+    sessions take compatible locks and run concurrently), so stray sessions
+    on the template are terminated first and a clone that still meets one is
+    retried, bounded.
+    """
+    import time
+
+    import psycopg
+
+    template = database_name(values, "template")
+    conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+    for attempt in range(attempts):
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (template,),
+        )
+        try:
+            conn.execute(f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(template)}")
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == attempts - 1:
+                raise StackError(f"cannot clone {template}: other sessions keep using it") from None
+            time.sleep(0.1)
+
+
+def drop_database(conn: Any, name: str) -> None:
+    conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")

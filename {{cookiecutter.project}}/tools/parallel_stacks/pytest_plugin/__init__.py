@@ -30,14 +30,7 @@ from .fixtures import (
     worker_ports,
     worker_tmp_dir,
 )
-from .isolation import (
-    admin_connect,
-    build_template,
-    clear_stale_redis,
-    clone_database,
-    drop_database,
-    drop_owned_databases,
-)
+from .isolation import build_context
 from .state import STATE, State, _is_worker, stack_down_message, take_run_lock
 
 __all__ = [
@@ -49,6 +42,9 @@ __all__ = [
     "pytest_addoption",
     "pytest_configure",
     "pytest_configure_node",
+    "pytest_load_initial_conftests",
+    "pytest_sessionfinish",
+    "pytest_sessionstart",
     "pytest_unconfigure",
     "redis_namespace",
     "stack",
@@ -67,7 +63,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--no-stack", action="store_true", help="do not touch the stack (for tests that need no database, e.g. -m unit)")
     group.addoption(
-        "--isolation-redis", choices=["prefix", "db"], default=None, help="isolate Redis by key prefix (default) or by DB index 1..15"
+        "--isolation-redis",
+        choices=["prefix", "db"],
+        default=None,
+        help="isolate Redis by DB index 1..15, one per worker (default; DB 0 is the app's), or by key prefix in a shared DB 1 (unsafe for suites that flush)",
     )
     parser.addini(
         "isolation_schema",
@@ -75,7 +74,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=["db/schema.sql"],
     )
-    parser.addini("isolation_redis", "prefix or db", default="prefix")
+    parser.addini("isolation_redis", "db (a Redis DB per worker, the default) or prefix", default="db")
 
 
 GROUPING_SCHEDULERS = ("loadscope", "loadfile", "loadgroup")
@@ -87,6 +86,32 @@ def _no_restart_under_grouping(config: pytest.Config) -> None:
     option = config.option
     if getattr(option, "dist", "no") in GROUPING_SCHEDULERS and getattr(option, "maxworkerrestart", "") is None:
         option.maxworkerrestart = "0"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """The worker's own settings before any conftest, pytest-django or application settings module is imported.
+
+    xdist names the worker in PYTEST_XDIST_WORKER before pytest starts in it;
+    the controller's values never reach a worker's imports. Problems are
+    left for pytest_configure to word (as one line).
+    """
+    from ..current import values
+    from ..root import find
+
+    root = find({"STACK_ROOT": os.environ.get("STACK_ROOT", "")}, str(early_config.rootpath))
+    if root is None:
+        return
+    known = early_config.known_args_namespace
+    try:
+        derived, services = values({**os.environ, "STACK_ROOT": root})
+        kinds_of = {name: svc.get("kind", "http") for name, svc in services.items()}
+        options = {"redis": getattr(known, "isolation_redis", None) or str(early_config.getini("isolation_redis"))}
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
+        ctx = build_context(derived, worker, not getattr(known, "no_isolation", False), Path("/"), kinds_of, options)
+    except (StackError, ValueError, KeyError):
+        return
+    os.environ.update(TEST_WORKER_ID=ctx.worker, **ctx.env)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -104,17 +129,14 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state
     ctx = state.context
-    # Settings before any application code is imported (collection comes later).
+    # Settings before any test module (and the application code it imports) is collected.
     os.environ.update(
-        DATABASE_URL=ctx.database_url,
-        TEST_DATABASE_NAME=ctx.database_name,
         TEST_WORKER_ID=ctx.worker,
         TEST_PORT_BLOCK=f"{ctx.ports.start}-{ctx.ports.stop - 1}",
         TEST_TOPIC_PREFIX=ctx.topics.prefix,
         MEDIA_ROOT=str(ctx.tmp_dir),
+        **ctx.env,
     )
-    if ctx.redis is not None:
-        os.environ.update(REDIS_URL=ctx.redis.url.rsplit("/", 1)[0] + f"/{ctx.redis.db}", REDIS_KEY_PREFIX=ctx.redis.prefix)
     if _is_worker(config) or not state.use_stack:
         return
     # Controller (or the single process without xdist): once per run.
@@ -123,28 +145,54 @@ def pytest_configure(config: pytest.Config) -> None:
 
         ensure_owned(state.values)  # another worktree's copy: refuse before touching it
         state.lock_fd = take_run_lock(state.values)
+        for service, kind in state.services():
+            kind.start_run(service, state.values, state.run)
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
+    except Exception as exc:  # psycopg.OperationalError, redis.ConnectionError and friends: one clear line
+        raise pytest.UsageError(stack_down_message(state.values, state.kinds_of, exc)) from None
+
+
+def _runs_tests(session: pytest.Session) -> bool:
+    """False for the xdist controller: its workers run the tests."""
+    return not session.config.pluginmanager.hasplugin("dsession")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Each test process makes its own resources (a database, a clean Redis DB) before its first test."""
+    state = session.config.stash.get(STATE, None)
+    if state is None or not state.use_stack or not _runs_tests(session):
+        return
     try:
-        with admin_connect(state.values) as conn:
-            drop_owned_databases(conn, state.values)
-            clear_stale_redis(state.values, state.redis_mode)
-            build_template(conn, state.values, [p for p in state.schema if p.exists()])
-            if not state.isolated:
-                clone_database(conn, state.values, ctx.database_name)
+        for service, kind in state.services():
+            kind.start_worker(service, state.values, state.context.resources, state.worker)
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
-    except Exception as exc:  # psycopg.OperationalError and friends: one clear line
-        raise pytest.UsageError(stack_down_message(state.values, exc)) from None
+    except Exception as exc:
+        raise pytest.UsageError(stack_down_message(state.values, state.kinds_of, exc)) from None
+    state.started = True
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(STATE, None)
+    if state is None or not state.started:
+        return
+    for service, kind in state.services():
+        try:
+            kind.end_worker(service, state.values, state.context.resources, state.worker)
+        except Exception:
+            pass  # the run's end (or the next run's start) removes whatever is left
+    state.started = False
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist controller hook: hand every worker the run's temp root and the copy's values."""
+    """xdist controller hook: hand every worker the run's temp root, the copy's values and its services' kinds."""
     state = node.config.stash.get(STATE, None)
     if state is not None:
         node.workerinput["isolation_run_dir"] = str(state.run_dir)
         node.workerinput["isolation_values"] = dict(state.values)
+        node.workerinput["isolation_kinds"] = dict(state.kinds_of)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -155,19 +203,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         import shutil
 
         shutil.rmtree(state.run_dir, ignore_errors=True)
-    if not state.use_stack:
-        return
     try:
-        with admin_connect(state.values) as conn:
-            for name in state.created:
-                drop_database(conn, name)
-            if not _is_worker(config):
-                # The controller outlives its workers: whatever a crashed worker
-                # left (its database, its keys) goes too. One run per copy.
-                drop_owned_databases(conn, state.values)
-                clear_stale_redis(state.values, state.redis_mode)
-    except Exception:
-        pass  # the next run's start drops whatever is left
+        if state.use_stack and not _is_worker(config):
+            # The controller outlives its workers: whatever a crashed worker left goes too.
+            for service, kind in state.services():
+                try:
+                    kind.end_run(service, state.values, state.run)
+                except Exception:
+                    pass  # the next run's start removes whatever is left
     finally:
         if state.lock_fd is not None:
             os.close(state.lock_fd)  # the next run of this copy may start

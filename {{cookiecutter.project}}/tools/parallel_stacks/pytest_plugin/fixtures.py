@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from .isolation import ParallelTestContext, PortBlock, RedisNamespace, TopicNamespace, admin_connect, clone_database
-from .state import STATE, stack_down_message
+from ..kinds.redis import RedisNamespace
+from .isolation import ParallelTestContext, PortBlock, TopicNamespace
+from .state import STATE
 
 __all__ = [
     "container_name",
@@ -39,22 +40,18 @@ def parallel_context(pytestconfig: pytest.Config) -> ParallelTestContext:
 
 @pytest.fixture(scope="session")
 def isolated_database(pytestconfig: pytest.Config, parallel_context: ParallelTestContext) -> str:
-    """Name of this worker's own database, cloned from the run's template on first use."""
+    """Name of this worker's own database (cloned from the run's template before its first test)."""
     state = pytestconfig.stash[STATE]
     if not state.use_stack:
         pytest.fail("this test needs the stack's database but --no-stack was given", pytrace=False)
-    if state.isolated and parallel_context.database_name not in state.created:
-        try:
-            with admin_connect(state.values) as conn:
-                clone_database(conn, state.values, parallel_context.database_name)
-        except Exception as exc:
-            pytest.fail(stack_down_message(state.values, exc), pytrace=False)
-        state.created.append(parallel_context.database_name)
+    if parallel_context.database_name is None:
+        pytest.fail("this stack has no service of kind postgres (stack.yml)", pytrace=False)
     return parallel_context.database_name
 
 
 @pytest.fixture(scope="session")
 def database_url(isolated_database: str, parallel_context: ParallelTestContext) -> str:
+    assert parallel_context.database_url is not None
     return parallel_context.database_url
 
 
@@ -68,15 +65,14 @@ def db(database_url: str) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def redis_namespace(pytestconfig: pytest.Config, parallel_context: ParallelTestContext) -> Iterator[RedisNamespace]:
-    """This worker's Redis prefix/DB; its keys are deleted at the end of the session."""
+def redis_namespace(pytestconfig: pytest.Config, parallel_context: ParallelTestContext) -> RedisNamespace:
+    """This worker's Redis DB and key prefix (emptied before and after the worker's run)."""
     if parallel_context.redis is None:
         pytest.skip("this stack has no Redis")
     if not pytestconfig.stash[STATE].use_stack:
         pytest.fail("this test needs the stack's Redis but --no-stack was given", pytrace=False)
-    namespace = parallel_context.redis
-    yield namespace
-    namespace.clear()
+    namespace: RedisNamespace = parallel_context.redis
+    return namespace
 
 
 @pytest.fixture(scope="session")

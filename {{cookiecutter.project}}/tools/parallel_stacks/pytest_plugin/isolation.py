@@ -1,10 +1,9 @@
-"""Per-worker isolation: what one pytest-xdist worker owns, and the database
-and Redis administration that gives it (cloned databases, key prefixes).
+"""Per-worker isolation: what one pytest-xdist worker owns.
 
-Each worker (``gw0``, ``gw1``, ...; ``master`` without xdist) gets its own
-database cloned from a per-run template, a block of ports, a temp directory,
-a Redis key prefix (or DB index), a topic namespace and unique container
-names. Pure parts need no stack; the admin functions take a connection.
+Each worker (``gw0``, ``gw1``, ...; ``master`` without xdist) gets a block
+of ports, a temp directory, a topic namespace and unique container names
+here, and from each service's kind (``parallel_stacks.kinds``) what it owns
+there: its own database (postgres), its own Redis DB (redis), ...
 """
 
 from __future__ import annotations
@@ -15,14 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import kinds
 from ..basics import StackError, var_name
+from ..config import client_host
+from ..kinds import Kind, Service, Worker
 
 __all__ = [
     "ParallelTestContext",
     "PortBlock",
-    "RedisNamespace",
     "TopicNamespace",
     "build_context",
+    "stack_services",
     "worker_index",
 ]
 
@@ -30,7 +32,6 @@ WORKER_RE = re.compile(r"^(master|gw(\d+))$")
 TEST_PORT_BASE = 20000  # the seed-002 base; a copy's range starts at base + PORT_OFFSET
 PORT_BLOCK = 100
 PORT_RANGE = 1000  # per copy: copies whose offsets differ by >= 1000 never share a range
-REDIS_DBS = 16  # Redis's default `databases`
 
 
 def worker_index(worker: str) -> int:
@@ -39,24 +40,6 @@ def worker_index(worker: str) -> int:
     if not match:
         raise StackError(f"unexpected pytest-xdist worker id {worker!r} (expected master or gwN)")
     return int(match.group(2) or 0)
-
-
-def copy_slug(values: Mapping[str, str]) -> str:
-    """This copy's compose project name as an SQL/identifier-safe slug."""
-    return values["COMPOSE_PROJECT_NAME"].replace("-", "_")
-
-
-def database_name(values: Mapping[str, str], suffix: str) -> str:
-    name = f"test_{copy_slug(values)}_{suffix}"
-    if len(name) > 63:
-        raise StackError(f"test database name {name!r} exceeds PostgreSQL's 63 characters; shorten the project slug")
-    return name
-
-
-def owned_database(values: Mapping[str, str], name: str) -> bool:
-    """True for databases this copy's test runs create (never another copy's)."""
-    prefix = f"test_{copy_slug(values)}_"
-    return name.startswith(prefix) and re.fullmatch(r"master|template|shared|gw\d+", name[len(prefix) :]) is not None
 
 
 @dataclass(frozen=True)
@@ -130,47 +113,31 @@ class TopicNamespace:
 
 
 @dataclass(frozen=True)
-class RedisNamespace:
-    """A worker's slice of this copy's Redis: a key prefix, and a DB index."""
-
-    url: str
-    prefix: str
-    db: int = 0
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}{name}"
-
-    def client(self) -> Any:
-        import redis  # lazy
-
-        return redis.Redis.from_url(self.url, db=self.db, socket_connect_timeout=5)
-
-    def clear(self) -> int:
-        client = self.client()
-        keys = list(client.scan_iter(match=self.prefix.replace("*", r"\*") + "*", count=500))
-        return client.delete(*keys) if keys else 0
-
-
-def redis_prefix(values: Mapping[str, str], who: str = "") -> str:
-    """`test:<copy>:<who>:`; without `who`, the prefix of all this copy's test keys."""
-    return f"test:{values['COMPOSE_PROJECT_NAME']}:" + (f"{who}:" if who else "")
-
-
-@dataclass(frozen=True)
 class ParallelTestContext:
-    """Everything one worker owns (seed 002), as one object."""
+    """Everything one worker owns (seed 002), as one object; `resources` come from the stack's kinds."""
 
     worker: str
     index: int
     copy: str
-    database_name: str
-    database_url: str
     ports: PortBlock
     tmp_dir: Path
-    redis: RedisNamespace | None
     topics: TopicNamespace
     isolated: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # what the kinds export for this worker
+
+    @property
+    def database_name(self) -> str | None:
+        return self.resources.get("database_name")
+
+    @property
+    def database_url(self) -> str | None:
+        return self.resources.get("database_url")
+
+    @property
+    def redis(self) -> Any:
+        """The worker's RedisNamespace, or None when the stack has no Redis."""
+        return self.resources.get("redis")
 
     def container_name(self, service: str) -> str:
         """A container name unique per project, offset and worker."""
@@ -179,112 +146,40 @@ class ParallelTestContext:
         return f"{self.copy}-{self.worker}-{service}"
 
 
+def stack_services(values: Mapping[str, str], kinds_of: Mapping[str, str]) -> list[tuple[Service, Kind]]:
+    """(service, kind) for every service of the stack, as the derived values and stack.yml's kinds give them."""
+    host = client_host(values["BIND_ADDRESS"])
+    return [
+        (Service(name, var_name(name), host, int(values[f"{var_name(name)}_PORT"])), kinds.get(kind)) for name, kind in kinds_of.items()
+    ]
+
+
 def build_context(
-    values: Mapping[str, str], worker: str, isolated: bool, tmp_root: Path, redis_mode: str = "prefix"
+    values: Mapping[str, str],
+    worker: str,
+    isolated: bool,
+    tmp_root: Path,
+    kinds_of: Mapping[str, str] | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> ParallelTestContext:
-    """The context of `worker`; shared by all workers when not `isolated`."""
+    """The context of `worker`; shared by all workers when not `isolated`. `kinds_of`: {service: kind}."""
     index = worker_index(worker) if isolated else 0
     who = worker if isolated else "shared"
-    db = database_name(values, who)
-    url = values["DATABASE_URL"].rsplit("/", 1)[0] + "/" + db
-    redis_ns = None
-    if "REDIS_URL" in values:
-        db_index = 0
-        if redis_mode == "db" and isolated:
-            db_index = 1 + index
-            if db_index >= REDIS_DBS:
-                raise StackError(f"worker {worker} needs Redis DB {db_index} but Redis has {REDIS_DBS}; use prefix mode or fewer workers")
-        redis_ns = RedisNamespace(values["REDIS_URL"], redis_prefix(values, who), db_index)
-    tmp_dir = tmp_root / f"media-{values['COMPOSE_PROJECT_NAME']}-{who}"
+    me = Worker(worker, index, who, isolated, dict(options or {}))
+    resources: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    for service, kind in stack_services(values, kinds_of or {}):
+        mine = kind.worker_resources(service, values, me)
+        resources.update(mine)
+        env.update(kind.worker_env(service, values, mine))
     return ParallelTestContext(
         worker=worker,
         index=index,
         copy=values["COMPOSE_PROJECT_NAME"],
-        database_name=db,
-        database_url=url,
         ports=port_block(values, index, services_of(values)),
-        tmp_dir=tmp_dir,
-        redis=redis_ns,
+        tmp_dir=tmp_root / f"media-{values['COMPOSE_PROJECT_NAME']}-{who}",
         topics=TopicNamespace(f"test/{who}"),
         isolated=isolated,
+        resources=resources,
+        env=env,
     )
-
-
-# ---------------------------------------------------------------- databases
-def admin_connect(values: Mapping[str, str]) -> Any:
-    """Autocommit connection to the copy's maintenance database."""
-    import psycopg  # lazy
-
-    url = values["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
-    return psycopg.connect(url, autocommit=True, connect_timeout=5)
-
-
-def _ident(name: str) -> str:
-    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-        raise StackError(f"refusing unsafe database name {name!r}")
-    return f'"{name}"'
-
-
-def drop_owned_databases(conn: Any, values: Mapping[str, str], keep: tuple[str, ...] = ()) -> list[str]:
-    """Drop this copy's test databases (left by killed runs); return their names."""
-    names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test%'")]
-    dropped = []
-    for name in names:
-        if owned_database(values, name) and name not in keep:
-            conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
-            dropped.append(name)
-    return dropped
-
-
-def clear_stale_redis(values: Mapping[str, str], mode: str) -> int:
-    """Delete this copy's test keys (left by killed runs) from Redis; return how many."""
-    if "REDIS_URL" not in values:
-        return 0
-    dbs = range(REDIS_DBS) if mode == "db" else (0,)
-    return sum(RedisNamespace(values["REDIS_URL"], redis_prefix(values), db).clear() for db in dbs)
-
-
-def build_template(conn: Any, values: Mapping[str, str], schema_files: list[Path]) -> str:
-    """(Re)create the run's template database from the schema files."""
-    import psycopg
-
-    template = database_name(values, "template")
-    conn.execute(f"DROP DATABASE IF EXISTS {_ident(template)} WITH (FORCE)")
-    conn.execute(f"CREATE DATABASE {_ident(template)}")
-    url = values["DATABASE_URL"].rsplit("/", 1)[0] + "/" + template
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as tconn:
-        for path in schema_files:
-            tconn.execute(path.read_text(encoding="utf-8"))
-    return template
-
-
-def clone_database(conn: Any, values: Mapping[str, str], name: str, attempts: int = 20) -> None:
-    """CREATE DATABASE name TEMPLATE <template>.
-
-    Only sessions connected to the template block a clone (clones from other
-    sessions take compatible locks and run concurrently), so stray sessions
-    on the template are terminated first and a clone that still meets one is
-    retried, bounded.
-    """
-    import time
-
-    import psycopg
-
-    template = database_name(values, "template")
-    conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
-    for attempt in range(attempts):
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            (template,),
-        )
-        try:
-            conn.execute(f"CREATE DATABASE {_ident(name)} TEMPLATE {_ident(template)}")
-            return
-        except psycopg.errors.ObjectInUse:
-            if attempt == attempts - 1:
-                raise StackError(f"cannot clone {template}: other sessions keep using it") from None
-            time.sleep(0.1)
-
-
-def drop_database(conn: Any, name: str) -> None:
-    conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")

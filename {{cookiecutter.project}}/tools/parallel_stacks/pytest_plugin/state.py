@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from ..basics import StackError
-from .isolation import build_context
+from ..kinds import Kind, Run, Service, Worker
+from .isolation import build_context, stack_services
 
 __all__ = ["STATE", "State", "stack_down_message", "take_run_lock"]
 
@@ -38,21 +39,29 @@ class State:
     """Per-process state of the plugin, kept in config.stash[STATE]."""
 
     def __init__(self, config: pytest.Config, root: Path):
-        if _is_worker(config) and "isolation_values" in _workerinput(config):
-            self.values = dict(_workerinput(config)["isolation_values"])  # the controller's: derived once per run
+        workerinput = _workerinput(config)
+        if _is_worker(config) and "isolation_values" in workerinput:
+            self.values = dict(workerinput["isolation_values"])  # the controller's: derived once per run
+            self.kinds_of: dict[str, str] = dict(workerinput["isolation_kinds"])
         else:
             from ..current import values
 
-            self.values = values({**os.environ, "STACK_ROOT": str(root)})[0]
+            self.values, services = values({**os.environ, "STACK_ROOT": str(root)})
+            self.kinds_of = {name: svc.get("kind", "http") for name, svc in services.items()}
         self.isolated = not config.getoption("no_isolation")
         self.use_stack = not config.getoption("no_stack")
-        self.redis_mode = config.getoption("isolation_redis") or config.getini("isolation_redis")
+        self.options = {"redis": config.getoption("isolation_redis") or config.getini("isolation_redis")}
         self.run_dir = _run_dir(config, self.values)
-        self.context = build_context(self.values, _worker(config), self.isolated, self.run_dir, self.redis_mode)
-        self.schema = [root / p for p in config.getini("isolation_schema")]
-        self.created: list[str] = []
-        self.stack_error: str | None = None
+        self.context = build_context(self.values, _worker(config), self.isolated, self.run_dir, self.kinds_of, self.options)
+        self.run = Run(self.isolated, [root / p for p in config.getini("isolation_schema")], self.options)
+        self.worker = Worker(
+            self.context.worker, self.context.index, self.context.worker if self.isolated else "shared", self.isolated, self.options
+        )
+        self.started = False  # this process's own resources exist (start_worker ran)
         self.lock_fd: int | None = None
+
+    def services(self) -> list[tuple[Service, Kind]]:
+        return stack_services(self.values, self.kinds_of)
 
 
 def _run_dir(config: pytest.Config, values: Mapping[str, str]) -> Path:
@@ -113,16 +122,20 @@ def take_run_lock(values: Mapping[str, str]) -> int:
     return fd
 
 
-def stack_down_message(values: Mapping[str, str], exc: BaseException) -> str:
-    if not values.get("POSTGRES_PASSWORD"):
+def stack_down_message(values: Mapping[str, str], kinds_of: Mapping[str, str], exc: BaseException) -> str:
+    """One line for a stack that does not answer: a missing secret, or which service refused."""
+    from .. import derive
+
+    missing = [key for key in derive.secret_keys({n: {"kind": k} for n, k in kinds_of.items()}) if not values.get(key)]
+    if missing:
         return (
-            f"this worktree has no POSTGRES_PASSWORD for stack copy {values['COMPOSE_PROJECT_NAME']} "
+            f"this worktree has no {', '.join(missing)} for stack copy {values['COMPOSE_PROJECT_NAME']} "
             f"(env/local.env is missing or lacks it): run `PORT_OFFSET={values['PORT_OFFSET']} make up` here first, "
             "which writes one, or pass --no-stack for tests that need no stack"
         )
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return (
-        f"stack copy {values['COMPOSE_PROJECT_NAME']} is not up (postgres at {values['BIND_ADDRESS']}:{values['POSTGRES_PORT']}: {reason}); "
+        f"stack copy {values['COMPOSE_PROJECT_NAME']} is not up ({reason}); "
         f"run `PORT_OFFSET={values['PORT_OFFSET']} make up` first, or pass --no-stack for tests that need no stack"
     )
 
