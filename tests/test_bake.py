@@ -358,3 +358,48 @@ def test_two_services_of_a_one_per_stack_kind_are_one_line(tmp_path):
     assert "\n" not in message
     assert "service 'reporting-db': a second service of kind postgres (besides 'postgres')" in message
     assert "DATABASE_URL" in message
+
+
+ORDER_SUITE = '''
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.unit
+NAMES = list({f"name-{i}" for i in range(40)})  # set order: depends on the hash seed
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_order(name):
+    assert name.startswith("name-")
+
+
+def test_a_console_script_of_the_virtualenv_is_on_path():
+    out = subprocess.run(["pytest", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "pytest" in (out.stdout + out.stderr)
+'''
+
+
+def test_make_test_puts_the_interpreters_bin_on_path_and_fixes_the_hash_seed(cookies):
+    """Suites parametrised over set order, and suites that spawn console scripts, run unchanged."""
+    project = assert_clean_bake(cookies.bake())
+    (project / "tests" / "test_order.py").write_text(ORDER_SUITE)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHASHSEED", "PORT_OFFSET")}
+    env.update(PYTHON=sys.executable, PYTEST_WORKERS="2", PATH="/usr/bin:/bin")  # no virtualenv on PATH
+    out = subprocess.run(["make", "test-unit", "ARGS=tests/test_order.py"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "41 passed" in out.stdout, out.stdout[-2000:] + out.stderr
+    # the user's own seed wins, and a random one shows what the fixed seed prevents
+    chosen = subprocess.run(["make", "test-unit", "ARGS=tests/test_order.py"], cwd=project, env={**env, "PYTHONHASHSEED": "random"},
+                            capture_output=True, text=True, timeout=300)
+    assert chosen.returncode != 0 and "Different tests were collected" in chosen.stdout
+
+
+def test_a_bad_isolation_env_line_is_one_error_line(cookies):
+    project = assert_clean_bake(cookies.bake())
+    env = {**os.environ, "PYTHON": sys.executable, "PYTEST_WORKERS": "0"}
+    env.pop("PORT_OFFSET", None)
+    out = subprocess.run(["make", "test-unit", "ARGS=-o isolation_env=MYLIB_DB={DATABSE_URL}"], cwd=project, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    lines = [ln for ln in out.stderr.splitlines() if "isolation_env" in ln]
+    assert len(lines) == 1 and "names {DATABSE_URL}, not one of this worker's variables" in lines[0], out.stderr

@@ -1,6 +1,8 @@
 """Unit tests of the generated project's pytest isolation plugin (imported directly)."""
 from __future__ import annotations
 
+import re
+
 
 import pytest
 
@@ -204,3 +206,22 @@ def test_services_are_read_from_the_derived_values(tmp_path):
     values = derive.load(root, {"PORT_OFFSET": "0"})
     assert iso.services_of(values) == list(derive.services(root))
 
+
+def test_a_suites_own_variable_names_are_mapped_from_the_workers(tmp_path):
+    ctx = context(values(10000), "gw1", True, tmp_path)
+    variables = iso.worker_variables(ctx)
+    mapped = iso.mapped_variables(["MYLIB_TEST_DB = {DATABASE_URL}", "MYLIB_TEST_HOST={PGHOST}:{PGPORT}", "PLAIN = x"], variables)
+    assert mapped == {"MYLIB_TEST_DB": ctx.database_url, "MYLIB_TEST_HOST": "127.0.0.1:15432", "PLAIN": "x"}
+    assert variables["TEST_WORKER_ID"] == "gw1" and variables["MEDIA_ROOT"] == str(ctx.tmp_dir)
+
+
+@pytest.mark.parametrize("line, expect", [
+    ("MYLIB_DB = {DATABSE_URL}", "names {DATABSE_URL}, not one of this worker's variables"),
+    ("no equals sign", "is not NAME = value"),
+    ("1BAD = x", "is not NAME = value"),
+    ("X = {0}", "isolation_env: 'X = {0}'"),
+])
+def test_a_bad_mapping_is_one_line(tmp_path, line, expect):
+    with pytest.raises(StackError, match=re.escape(expect)) as info:
+        iso.mapped_variables([line], iso.worker_variables(context(values(0), "gw0", True, tmp_path)))
+    assert "\n" not in str(info.value)

@@ -237,7 +237,8 @@ import os
 import pytest
 
 # what settings modules (Django's, a library's) see: read once, at import, before any fixture
-AT_IMPORT = (os.environ.get("PGDATABASE"), os.environ.get("DATABASE_URL"), os.environ.get("REDIS_DB"), os.environ.get("TEST_WORKER_ID"))
+AT_IMPORT = (os.environ.get("PGDATABASE"), os.environ.get("DATABASE_URL"), os.environ.get("REDIS_DB"), os.environ.get("TEST_WORKER_ID"),
+             os.environ.get("MYLIB_TEST_DB"))  # a suite's own name, mapped in pytest.ini (isolation_env)
 
 
 @pytest.fixture
@@ -251,7 +252,8 @@ import pytest
 @pytest.mark.parametrize("n", range(4))
 def test_settings_read_at_import_are_this_workers(n, at_import, parallel_context):
     assert at_import == (parallel_context.database_name, parallel_context.database_url,
-                         str(parallel_context.redis.db), parallel_context.worker)
+                         str(parallel_context.redis.db), parallel_context.worker,
+                         f"{parallel_context.worker}:{parallel_context.database_name}")
 """
 
 
@@ -262,7 +264,8 @@ def test_a_conftest_reading_settings_at_import_sees_its_workers_values(copies, t
     (suite / "conftest.py").write_text(EARLY_CONFTEST)
     (suite / "test_early.py").write_text(EARLY_TEST)
     for target in ("test", "test-parallel"):
-        out = project.make(target, check=False, PORT_OFFSET=0, PYTEST_WORKERS="2", ARGS=str(suite))
+        mapping = "-o isolation_env=MYLIB_TEST_DB={TEST_WORKER_ID}:{PGDATABASE}"
+        out = project.make(target, check=False, PORT_OFFSET=0, PYTEST_WORKERS="2", ARGS=f"{mapping} {suite}")
         assert out.returncode == 0 and "4 passed" in out.stdout, out.stdout[-3000:] + out.stderr
 
 

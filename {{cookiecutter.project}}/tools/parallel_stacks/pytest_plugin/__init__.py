@@ -30,7 +30,7 @@ from .fixtures import (
     worker_ports,
     worker_tmp_dir,
 )
-from .isolation import build_context
+from .isolation import build_context, mapped_variables, worker_variables
 from .state import STATE, State, _is_worker, stack_down_message, take_run_lock
 
 __all__ = [
@@ -74,6 +74,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="linelist",
         default=["db/schema.sql"],
     )
+    parser.addini(
+        "isolation_env",
+        "a suite's own variables from the worker's, one per line: NAME = template with {VARIABLE} placeholders, e.g. MYLIB_TEST_DB = {DATABASE_URL}",
+        type="linelist",
+        default=[],
+    )
     parser.addini("isolation_redis", "db (a Redis DB per worker, the default) or prefix", default="db")
 
 
@@ -109,9 +115,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         options = {"redis": getattr(known, "isolation_redis", None) or str(early_config.getini("isolation_redis"))}
         worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
         ctx = build_context(derived, worker, not getattr(known, "no_isolation", False), Path("/"), kinds_of, options)
+        variables = worker_variables(ctx, media_root=False)
+        variables.update(mapped_variables(list(early_config.getini("isolation_env")), variables))
     except (StackError, ValueError, KeyError):
-        return
-    os.environ.update(TEST_WORKER_ID=ctx.worker, **ctx.env)
+        return  # pytest_configure words it
+    os.environ.update(variables)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -130,13 +138,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = state
     ctx = state.context
     # Settings before any test module (and the application code it imports) is collected.
-    os.environ.update(
-        TEST_WORKER_ID=ctx.worker,
-        TEST_PORT_BLOCK=f"{ctx.ports.start}-{ctx.ports.stop - 1}",
-        TEST_TOPIC_PREFIX=ctx.topics.prefix,
-        MEDIA_ROOT=str(ctx.tmp_dir),
-        **ctx.env,
-    )
+    variables = worker_variables(ctx)
+    try:
+        variables.update(mapped_variables(list(config.getini("isolation_env")), variables))
+    except StackError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    os.environ.update(variables)
     if _is_worker(config) or not state.use_stack:
         return
     # Controller (or the single process without xdist): once per run.

@@ -24,8 +24,10 @@ __all__ = [
     "PortBlock",
     "TopicNamespace",
     "build_context",
+    "mapped_variables",
     "stack_services",
     "worker_index",
+    "worker_variables",
 ]
 
 WORKER_RE = re.compile(r"^(master|gw(\d+))$")
@@ -183,3 +185,42 @@ def build_context(
         resources=resources,
         env=env,
     )
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def worker_variables(ctx: ParallelTestContext, media_root: bool = True) -> dict[str, str]:
+    """Every variable the plugin exports for a worker: its kinds' (DATABASE_URL, PG*, REDIS_*) and its own."""
+    own = {
+        "TEST_WORKER_ID": ctx.worker,
+        "TEST_PORT_BLOCK": f"{ctx.ports.start}-{ctx.ports.stop - 1}",
+        "TEST_TOPIC_PREFIX": ctx.topics.prefix,
+    }
+    if media_root:
+        own["MEDIA_ROOT"] = str(ctx.tmp_dir)
+    return {**own, **ctx.env}
+
+
+def mapped_variables(lines: list[str], variables: Mapping[str, str]) -> dict[str, str]:
+    """`isolation_env` lines, `NAME = template`: a suite's own variable names, filled from the worker's.
+
+    Placeholders are the worker's variables in braces, e.g.
+    ``MYLIB_TEST_DB = {DATABASE_URL}`` or ``MYLIB_TEST_HOST = {PGHOST}:{PGPORT}``.
+    """
+    out: dict[str, str] = {}
+    for line in lines:
+        name, sep, template = line.partition("=")
+        name = name.strip()
+        if not sep or not ENV_NAME.fullmatch(name):
+            raise StackError(f"isolation_env: {line!r} is not NAME = value")
+        try:
+            out[name] = template.strip().format_map(variables)
+        except KeyError as exc:
+            known = ", ".join(sorted(variables))
+            raise StackError(
+                f"isolation_env: {line!r} names {'{' + str(exc.args[0]) + '}'}, not one of this worker's variables ({known})"
+            ) from None
+        except (ValueError, IndexError) as exc:
+            raise StackError(f"isolation_env: {line!r}: {exc}") from None
+    return out
