@@ -3,9 +3,9 @@
 What derive computes depends only on stack.yml, the env files, .env.dynamic,
 this package's code, the project's path and the environment variables the
 derivation reads. An entry stores exactly which variables it read (and
-their values), the inputs' bytes verbatim (no hash, no mtime: a same-size
-rewrite within one clock tick still misses) and the output; a hit is what a
-fresh computation would print. A derivation that asked the slot registry
+their values), the input files' bytes verbatim (no mtime: a same-size
+rewrite within one clock tick still misses), the package's modules by size
+and mtime, and the output; a hit is what a fresh computation would print. A derivation that asked the slot registry
 (PORT_OFFSET=auto, a task id, a build number) or failed is never stored.
 One cache file per project, in the user's cache directory
 (`~/.cache/parallel-stacks/derived/`), never in the worktree.
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["REGISTRY_SOURCES", "Recorder", "cached", "inputs"]
 
 PACKAGE = os.path.dirname(os.path.realpath(__file__))
-FORMAT = 2
+FORMAT = 4
 KEEP = 16  # entries: a few offsets, ENVs and projects
 REGISTRY_SOURCES = ("auto", "TASK_ID", "ZENFLOW_TASK_ID", "CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID")
 
@@ -61,15 +61,24 @@ def _read(path: str) -> bytes | None:
         return None
 
 
-def _code() -> list[tuple[str, bytes | None]]:
-    """Every module of this package, verbatim: an edit to any of them is a miss."""
+def _code() -> list[tuple[str, int, int]]:
+    """Every module of this package by size and modification time: an edit to any is a miss.
+
+    Stat, not content: reading ~40 modules on every `make env` cost more than
+    the rest of the hit. (The data files above stay keyed by their bytes:
+    those are what users rewrite in place within one clock tick.)
+    """
     found = []
     for directory, dirs, files in os.walk(PACKAGE):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
             if name.endswith(".py"):
                 path = os.path.join(directory, name)
-                found.append((os.path.relpath(path, PACKAGE), _read(path)))
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                found.append((os.path.relpath(path, PACKAGE), st.st_size, st.st_mtime_ns))
     return found
 
 
@@ -120,13 +129,13 @@ def _store(path: str, entries: list[Any]) -> None:
 def cached(root: str, key: bytes, environ: Mapping[str, str], compute: Callable[[Recorder], tuple[Any, bool]]) -> Any:
     """The stored payload for `key` and the environment; else compute(recorder) -> (payload, storable)."""
     path = cache_file(root, environ)
-    entries = _load(path)
-    for entry_key, asked, payload in entries:
+    entries = [e for e in _load(path) if isinstance(e, tuple) and len(e) == 4 and e[0] == FORMAT]  # older formats go
+    for _, entry_key, asked, payload in entries:
         if entry_key == key and all(environ.get(k) == v for k, v in asked):
             return payload
     recorder = Recorder(environ)
     payload, storable = compute(recorder)
     if storable:
-        entry = (key, tuple(sorted(recorder.asked.items())), payload)
-        _store(path, [entry, *(e for e in entries if e[:2] != entry[:2])])
+        entry = (FORMAT, key, tuple(sorted(recorder.asked.items())), payload)
+        _store(path, [entry, *(e for e in entries if e[:3] != entry[:3])])
     return payload
