@@ -3,26 +3,28 @@ exception type, the host-port limits, naming and number parsing helpers."""
 
 from __future__ import annotations
 
-import re
-
 __all__ = [
-    "DIGITS",
     "MAX_NUMBER_DIGITS",
     "PORT_MAX",
     "PORT_MIN",
     "StackError",
+    "is_digits",
     "short",
     "truthy",
     "var_name",
 ]
 
 PORT_MIN, PORT_MAX = 1024, 65535
-DIGITS = re.compile(r"^[0-9]+$")
 MAX_NUMBER_DIGITS = 18  # task and build numbers; int() refuses beyond 4300 digits anyway
 
 
 class StackError(Exception):
     """A problem the user can fix; every command prints it as one `error:` line."""
+
+
+def is_digits(raw: str) -> bool:
+    """`raw` is one or more ASCII digits (what `^[0-9]+$` says, without importing `re`)."""
+    return bool(raw) and raw.isascii() and raw.isdigit()
 
 
 def var_name(name: str) -> str:

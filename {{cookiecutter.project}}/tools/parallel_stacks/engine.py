@@ -7,9 +7,12 @@ have checked is theirs (parallel_stacks.ownership decides that).
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from .basics import StackError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "PROJECT_LABEL",

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .basics import DIGITS, MAX_NUMBER_DIGITS, PORT_MAX, PORT_MIN, StackError, short
+from .basics import MAX_NUMBER_DIGITS, PORT_MAX, PORT_MIN, StackError, is_digits, short
 
 __all__ = [
     "compose_project_name",
@@ -43,7 +43,7 @@ def offset_bounds(bases: Iterable[int]) -> tuple[int, int]:
 def parse_offset(raw: str, source: str, stack: Mapping[str, Any]) -> int:
     low, high = offset_bounds(svc["host_port"] for svc in stack["services"].values())
     allowed = f"allowed: integers {low}-{high} or auto, so every host port stays within {PORT_MIN}-{PORT_MAX}"
-    if not DIGITS.match(raw):
+    if not is_digits(raw):
         raise StackError(f"PORT_OFFSET={short(raw)} (from {source}) is not a non-negative integer; {allowed}")
     offset = int(raw) if len(raw) <= 6 else high + 1
     if not low <= offset <= high:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .basics import DIGITS, MAX_NUMBER_DIGITS, StackError, short
+from .basics import MAX_NUMBER_DIGITS, StackError, is_digits, short
 from .config import DEFAULT_TASK_STEP, Layers, lookup
 from .formula import offset_for_number, parse_offset, task_number
 
@@ -46,7 +46,7 @@ def resolve_offset(
     for var in CI_NUMBER_VARS:
         number = environ.get(var)
         if number:
-            if not DIGITS.match(number) or len(number) > MAX_NUMBER_DIGITS:
+            if not is_digits(number) or len(number) > MAX_NUMBER_DIGITS:
                 raise StackError(
                     f"{var}={short(number)} is not a build number (up to {MAX_NUMBER_DIGITS} digits); set PORT_OFFSET explicitly"
                 )

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import errno
 import sys
-from collections.abc import Collection, Iterable, Mapping
-from typing import Any
 
 from .basics import PORT_MAX, PORT_MIN, StackError, var_name
-from .formula import host_ports, offset_bounds
+
+TYPE_CHECKING = False  # `make check-ports` pays for every import: types are for mypy only
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Mapping
+    from typing import Any
 
 SEARCH_STEP = 1000  # suggested offsets keep ports readable (15432 = postgres of copy 10000)
 SEARCH_TRIES = 60
@@ -199,6 +201,8 @@ def nearest_free_offset(
     values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], running: list[dict[str, Any]] | None
 ) -> int | None:
     """The closest offset (in steps of 1000) whose every port is free, or None."""
+    from .formula import host_ports, offset_bounds
+
     offset = int(values["PORT_OFFSET"])
     bases = [svc["host_port"] for svc in services.values()]
     low, high = offset_bounds(bases)

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import engine as docker_state
 from . import probe as check_ports
-from .basics import DIGITS, PORT_MAX, PORT_MIN, StackError, var_name
+from .basics import PORT_MAX, PORT_MIN, StackError, is_digits, var_name
 from .config import DEFAULT_TASK_STEP, read_env_file
 from .formula import compose_project_name, host_ports
 
@@ -123,7 +123,7 @@ def _dynamic_values(root: Path) -> dict[str, Any]:
 def read_dynamic(root: Path, env_name: str) -> int | None:
     """This worktree's remembered slot for `env_name`, if any."""
     raw = _dynamic_values(root).get(dynamic_key(env_name), "")
-    return int(raw) if DIGITS.match(raw) else None
+    return int(raw) if is_digits(raw) else None
 
 
 def write_dynamic(root: Path, env_name: str, offset: int | None) -> None:
@@ -169,7 +169,7 @@ def rebuild_claims() -> dict[str, Any]:
         except StackError:
             continue
         for key, raw in values.items():
-            if key.startswith("PORT_OFFSET_") and DIGITS.match(raw):
+            if key.startswith("PORT_OFFSET_") and is_digits(raw):
                 env_name = key[len("PORT_OFFSET_") :].lower().replace("_", "-")
                 claims[claim_key(tree, env_name)] = {"offset": int(raw), "worktree": tree, "env": env_name}
     return claims
