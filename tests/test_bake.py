@@ -403,3 +403,17 @@ def test_a_bad_isolation_env_line_is_one_error_line(cookies):
     assert out.returncode != 0
     lines = [ln for ln in out.stderr.splitlines() if "isolation_env" in ln]
     assert len(lines) == 1 and "names {DATABSE_URL}, not one of this worker's variables" in lines[0], out.stderr
+
+
+def test_n_auto_follows_the_cpus_this_process_may_use(cookies):
+    """xdist's own `auto` counts the machine's cores; under an affinity of one CPU it still started two."""
+    import shutil as _shutil
+
+    project = assert_clean_bake(cookies.bake())
+    taskset = _shutil.which("taskset")
+    assert taskset, "taskset (util-linux) is needed for this test"
+    env = {**os.environ, "PYTHON": sys.executable, "PYTEST_WORKERS": "auto"}
+    env.pop("PYTEST_XDIST_AUTO_NUM_WORKERS", None)
+    out = subprocess.run([taskset, "-c", "0", "make", "test-unit"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    assert re.search(r"created: 1/1 worker", out.stdout), out.stdout[:2000]

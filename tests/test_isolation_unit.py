@@ -225,3 +225,27 @@ def test_a_bad_mapping_is_one_line(tmp_path, line, expect):
     with pytest.raises(StackError, match=re.escape(expect)) as info:
         iso.mapped_variables([line], iso.worker_variables(context(values(0), "gw0", True, tmp_path)))
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- -n auto
+def test_cgroup_quota_is_read_and_rounded_up(tmp_path):
+    from parallel_stacks.pytest_plugin import workers
+
+    cpu_max = tmp_path / "cpu.max"
+    for text, cpus in (("max 100000\n", None), ("150000 100000\n", 2), ("100000 100000", 1), ("50000 100000", 1), ("junk", None)):
+        cpu_max.write_text(text)
+        assert workers.cgroup_cpus(str(cpu_max)) == cpus, text
+    assert workers.cgroup_cpus(str(tmp_path / "absent")) is None
+    cpu_max.write_text("100000 100000")
+    assert workers.usable_cpus(str(cpu_max)) == 1
+
+
+def test_auto_workers_never_exceed_what_the_copy_can_isolate():
+    from parallel_stacks import kinds
+    from parallel_stacks.pytest_plugin import workers
+
+    stack = {kinds.get("postgres"), kinds.get("redis"), kinds.get("http")}
+    assert workers.auto_workers(stack, {"redis": "db"}, 2) == 2
+    assert workers.auto_workers(stack, {"redis": "db"}, 64) == 10  # ten test-port blocks per copy
+    assert workers.auto_workers({kinds.get("http")}, {}, 64) == 10
+    assert workers.auto_workers(stack, {"redis": "db"}, 0) == 1

@@ -81,6 +81,10 @@ class Kind:
         return f"http://{service.host}:{service.port}"
 
     # ------------------------------------------------------------ test isolation
+    def max_workers(self, options: Mapping[str, str]) -> int | None:
+        """How many test workers this kind can isolate from each other (None: no limit)."""
+        return None
+
     def worker_resources(self, service: Service, values: Mapping[str, str], worker: Worker) -> dict[str, Any]:
         """What `worker` owns on `service` (names, URLs, namespaces); merged into ParallelTestContext.resources."""
         return {}

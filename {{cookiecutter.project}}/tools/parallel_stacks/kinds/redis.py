@@ -68,6 +68,9 @@ class Redis(Kind):
         return f"redis://{service.host}:{service.port}/0"
 
     # ------------------------------------------------------------ test isolation
+    def max_workers(self, options: Mapping[str, str]) -> int | None:
+        return DATABASES - TEST_DB if options.get("redis", "db") == "db" else None
+
     def worker_resources(self, service: Service, values: Mapping[str, str], worker: Worker) -> dict[str, Any]:
         mode = worker.options.get("redis", "db")
         db = TEST_DB + worker.index if worker.isolated and mode == "db" else TEST_DB

@@ -46,6 +46,7 @@ __all__ = [
     "pytest_sessionfinish",
     "pytest_sessionstart",
     "pytest_unconfigure",
+    "pytest_xdist_auto_num_workers",
     "redis_namespace",
     "stack",
     "topic_namespace",
@@ -92,6 +93,25 @@ def _no_restart_under_grouping(config: pytest.Config) -> None:
     option = config.option
     if getattr(option, "dist", "no") in GROUPING_SCHEDULERS and getattr(option, "maxworkerrestart", "") is None:
         option.maxworkerrestart = "0"
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto`: the CPUs this process may use (affinity, cgroup quota), capped by what the copy can isolate."""
+    from .. import kinds
+    from ..current import values
+    from ..root import find
+    from .workers import auto_workers, usable_cpus
+
+    root = find({"STACK_ROOT": os.environ.get("STACK_ROOT", "")}, str(config.rootpath))
+    if root is None or os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # not ours, or the user's explicit choice: xdist decides
+    try:
+        services = values({**os.environ, "STACK_ROOT": root})[1]
+    except StackError:
+        return None  # pytest_configure words it
+    options = {"redis": config.getoption("isolation_redis") or str(config.getini("isolation_redis"))}
+    return auto_workers({kinds.get(svc.get("kind", "http")) for svc in services.values()}, options, usable_cpus())
 
 
 @pytest.hookimpl(tryfirst=True)
