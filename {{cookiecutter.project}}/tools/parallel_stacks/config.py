@@ -148,7 +148,7 @@ def _check_service(
     seen_ports[svc["host_port"]] = name
     from . import kinds
 
-    kinds.check_declared(fname, name, svc.get("kind", "http"), seen_kinds)
+    kinds.check_declared(fname, name, svc.get("kind", kinds.DEFAULT), seen_kinds)
     volumes = svc.get("volumes", [])
     if not isinstance(volumes, list):
         raise StackError(f"{where}: volumes must be a list of names")

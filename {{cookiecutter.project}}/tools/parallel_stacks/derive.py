@@ -70,7 +70,7 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
 def _kinds_of(stack: Mapping[str, Any]) -> list[kinds.Kind]:
     found: list[kinds.Kind] = []
     for svc in stack["services"].values():
-        kind = kinds.get(svc.get("kind", "http"))
+        kind = kinds.of(svc)
         if kind not in found:
             found.append(kind)
     return found
@@ -79,7 +79,7 @@ def _kinds_of(stack: Mapping[str, Any]) -> list[kinds.Kind]:
 def _services_of(stack: Mapping[str, Any], values: Mapping[str, str]) -> list[tuple[kinds.Service, kinds.Kind]]:
     host = client_host(values["BIND_ADDRESS"])
     return [
-        (kinds.Service(name, var_name(name), host, int(values[f"{var_name(name)}_PORT"])), kinds.get(svc.get("kind", "http")))
+        (kinds.Service(name, var_name(name), host, int(values[f"{var_name(name)}_PORT"])), kinds.of(svc))
         for name, svc in stack["services"].items()
     ]
 
@@ -95,7 +95,7 @@ def secret_keys(stack_services: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """The secret settings of the stack's kinds (POSTGRES_PASSWORD, ...)."""
     keys: list[str] = []
     for svc in stack_services.values():
-        for key in kinds.get(svc.get("kind", "http")).secrets:
+        for key in kinds.of(svc).secrets:
             if key not in keys:
                 keys.append(key)
     return keys

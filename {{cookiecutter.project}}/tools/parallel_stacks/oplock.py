@@ -13,27 +13,32 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .basics import StackError
 
 
+def wait_for(fd: int, waiting: Callable[[], str]) -> None:
+    """Take an exclusive flock on `fd`; if another process holds it, print `waiting()` once, then block until it is ours."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(waiting(), file=sys.stderr, flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
 @contextlib.contextmanager
 def hold(root: Path, what: str) -> Iterator[None]:
     """Hold this worktree's operation lock for the duration of the block."""
-    import fcntl
-
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as exc:
         raise StackError(f"cannot open {root} to lock it: {exc.strerror}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"{what}: waiting for another up/down/nuke of this worktree to finish", file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        wait_for(fd, lambda: f"{what}: waiting for another up/down/nuke of this worktree to finish")
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -179,6 +179,23 @@ def _ports(bases: dict[str, int], offset: int) -> list[int]:
     return host_ports(bases.values(), offset)
 
 
+def _entry(
+    before: Mapping[str, Any], offset: int, worktree: str, env_name: str, stack: Mapping[str, Any], bases: dict[str, int], **extra: str
+) -> dict[str, Any]:
+    """A claim as the registry stores it; `before` (the same key's previous claim) keeps its claim time."""
+    return {
+        "offset": offset,
+        "worktree": worktree,
+        "env": env_name,
+        **extra,
+        "project": stack["project"],
+        "compose_project": compose_project_name(stack["project"], env_name, offset),
+        "ports": _ports(bases, offset),
+        "claimed": before.get("claimed") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "claimed_at": before.get("claimed_at") or time.time(),
+    }
+
+
 def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str] | None = None) -> int:
     """This worktree's slot: its remembered one if still valid, else the first free one."""
 
@@ -226,16 +243,7 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
                     f"({len(others)} claimed); `make gc` or `make release` in unused worktrees"
                 )
             offset = found
-        reg.claims[key] = {
-            "offset": offset,
-            "worktree": worktree,
-            "env": env_name,
-            "project": stack["project"],
-            "compose_project": compose_project_name(stack["project"], env_name, offset),
-            "ports": _ports(bases, offset),
-            "claimed": reg.claims.get(key, {}).get("claimed") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "claimed_at": reg.claims.get(key, {}).get("claimed_at") or time.time(),
-        }
+        reg.claims[key] = _entry(reg.claims.get(key) or {}, offset, worktree, env_name, stack, bases)
         reg.write()
         write_dynamic(root, env_name, offset)
     return offset
@@ -289,17 +297,7 @@ def claim_derived(
                 print(f"{label}: preferred PORT_OFFSET={preferred} is {why}; using PORT_OFFSET={offset}", file=sys.stderr)
         assert offset is not None
         before = reg.claims.get(key) or {}
-        entry = {
-            "offset": offset,
-            "worktree": worktree,
-            "env": env_name,
-            "label": label,
-            "project": stack["project"],
-            "compose_project": compose_project_name(stack["project"], env_name, offset),
-            "ports": _ports(bases, offset),
-            "claimed": before.get("claimed") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "claimed_at": before.get("claimed_at") or time.time(),
-        }
+        entry = _entry(before, offset, worktree, env_name, stack, bases, label=label)
         if entry != before:
             reg.claims[key] = entry
             reg.write()

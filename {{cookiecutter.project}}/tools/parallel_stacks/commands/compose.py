@@ -219,7 +219,7 @@ def client_args(values: Mapping[str, str], client: str) -> list[str]:
     from .. import kinds
 
     for name, svc in derive.services(Path(values["STACK_WORKTREE"])).items():
-        kind = kinds.get(svc.get("kind", "http"))
+        kind = kinds.of(svc)
         if kind.client == client:
             tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
             return ["exec", *tty, name, *kind.client_command(values)]

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from ..basics import StackError
 from .base import Kind, Run, Service, Worker
 
-__all__ = ["Kind", "Run", "Service", "Worker", "check_declared", "get", "names"]
+__all__ = ["DEFAULT", "Kind", "Run", "Service", "Worker", "check_declared", "get", "name_of", "names", "of"]
+
+DEFAULT = "http"  # a service whose stack.yml entry names no kind
 
 _LOADED: dict[str, Kind] = {}
 _HERE = os.path.dirname(__file__)
@@ -36,6 +40,16 @@ def get(name: str) -> Kind:
             raise StackError(f"kinds/{name}.py must define KIND = <a Kind named {name!r}>")
         _LOADED[name] = kind
     return _LOADED[name]
+
+
+def name_of(service: Mapping[str, Any]) -> str:
+    """The kind a stack.yml service entry names (DEFAULT when it names none)."""
+    return str(service.get("kind", DEFAULT))
+
+
+def of(service: Mapping[str, Any]) -> Kind:
+    """The Kind of a stack.yml service entry."""
+    return get(name_of(service))
 
 
 def check_declared(fname: str, service: str, kind_name: object, seen: dict[str, str]) -> None:

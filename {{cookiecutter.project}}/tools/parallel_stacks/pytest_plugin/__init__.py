@@ -18,27 +18,14 @@ from typing import Any
 import pytest
 
 from ..basics import StackError
-from .fixtures import (
-    container_name,
-    database_url,
-    db,
-    isolated_database,
-    parallel_context,
-    redis_namespace,
-    stack,
-    topic_namespace,
-    worker_ports,
-    worker_tmp_dir,
-)
 from .isolation import build_context, mapped_variables, worker_variables
-from .state import STATE, State, _is_worker, stack_down_message, take_run_lock
+from .state import STATE, State, _is_worker, copy_of, isolation_options, project_root, stack_down_message, take_run_lock
+
+# The fixtures live in their own module, registered with this one (pytest's
+# "requiring plugins"): no list of them to keep in step here.
+pytest_plugins = ["parallel_stacks.pytest_plugin.fixtures"]
 
 __all__ = [
-    "container_name",
-    "database_url",
-    "db",
-    "isolated_database",
-    "parallel_context",
     "pytest_addoption",
     "pytest_configure",
     "pytest_configure_node",
@@ -47,11 +34,6 @@ __all__ = [
     "pytest_sessionstart",
     "pytest_unconfigure",
     "pytest_xdist_auto_num_workers",
-    "redis_namespace",
-    "stack",
-    "topic_namespace",
-    "worker_ports",
-    "worker_tmp_dir",
 ]
 
 
@@ -99,19 +81,17 @@ def _no_restart_under_grouping(config: pytest.Config) -> None:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto`: the CPUs this process may use (affinity, cgroup quota), capped by what the copy can isolate."""
     from .. import kinds
-    from ..current import values
-    from ..root import find
     from .workers import auto_workers, usable_cpus
 
-    root = find({"STACK_ROOT": os.environ.get("STACK_ROOT", "")}, str(config.rootpath))
+    root = project_root(config)
     if root is None or os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # not ours, or the user's explicit choice: xdist decides
     try:
-        services = values({**os.environ, "STACK_ROOT": root})[1]
+        kinds_of = copy_of(root)[1]
     except StackError:
         return None  # pytest_configure words it
-    options = {"redis": config.getoption("isolation_redis") or str(config.getini("isolation_redis"))}
-    return auto_workers({kinds.get(svc.get("kind", "http")) for svc in services.values()}, options, usable_cpus())
+    options = isolation_options(config, config.getoption("isolation_redis"))
+    return auto_workers({kinds.get(kind) for kind in kinds_of.values()}, options, usable_cpus())
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -122,17 +102,13 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     the controller's values never reach a worker's imports. Problems are
     left for pytest_configure to word (as one line).
     """
-    from ..current import values
-    from ..root import find
-
-    root = find({"STACK_ROOT": os.environ.get("STACK_ROOT", "")}, str(early_config.rootpath))
+    root = project_root(early_config)
     if root is None:
         return
     known = early_config.known_args_namespace
     try:
-        derived, services = values({**os.environ, "STACK_ROOT": root})
-        kinds_of = {name: svc.get("kind", "http") for name, svc in services.items()}
-        options = {"redis": getattr(known, "isolation_redis", None) or str(early_config.getini("isolation_redis"))}
+        derived, kinds_of = copy_of(root)
+        options = isolation_options(early_config, getattr(known, "isolation_redis", None))
         worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
         ctx = build_context(derived, worker, not getattr(known, "no_isolation", False), Path("/"), kinds_of, options)
         variables = worker_variables(ctx, media_root=False)
@@ -144,15 +120,13 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    from ..root import find
-
-    root = find({"STACK_ROOT": os.environ.get("STACK_ROOT", "")}, str(config.rootpath))
+    root = project_root(config)
     if root is None:
         return  # not a parallel-stacks project: the plugin stays out of the way
     if not _is_worker(config):
         _no_restart_under_grouping(config)
     try:
-        state = State(config, Path(root))
+        state = State(config, root)
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from .. import kinds
 from ..basics import StackError
 from ..kinds import Kind, Run, Service, Worker
 from .isolation import build_context, stack_services
 
-__all__ = ["STATE", "State", "stack_down_message", "take_run_lock"]
+__all__ = ["STATE", "State", "copy_of", "isolation_options", "project_root", "stack_down_message", "take_run_lock"]
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -35,6 +35,30 @@ def _workerinput(config: pytest.Config) -> dict[str, Any]:
     return getattr(config, "workerinput", {})
 
 
+def project_root(config: pytest.Config) -> Path | None:
+    """The stack this run belongs to: STACK_ROOT (the Makefile's), else the nearest stack.yml at or above the rootdir.
+
+    None: not a parallel-stacks project, and the plugin stays out of the way.
+    """
+    from ..root import find
+
+    found = find({"STACK_ROOT": os.environ.get("STACK_ROOT", "")}, str(config.rootpath))
+    return None if found is None else Path(found)
+
+
+def copy_of(root: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(values, {service: kind}) of the copy at `root`, as `make env` derives them (cached)."""
+    from ..current import values
+
+    derived, services = values({**os.environ, "STACK_ROOT": str(root)})
+    return derived, {name: kinds.name_of(svc) for name, svc in services.items()}
+
+
+def isolation_options(config: pytest.Config, redis: str | None) -> dict[str, str]:
+    """The kinds' isolation options: the command line's value (`redis`), else pytest.ini's."""
+    return {"redis": redis or str(config.getini("isolation_redis"))}
+
+
 class State:
     """Per-process state of the plugin, kept in config.stash[STATE]."""
 
@@ -44,13 +68,10 @@ class State:
             self.values = dict(workerinput["isolation_values"])  # the controller's: derived once per run
             self.kinds_of: dict[str, str] = dict(workerinput["isolation_kinds"])
         else:
-            from ..current import values
-
-            self.values, services = values({**os.environ, "STACK_ROOT": str(root)})
-            self.kinds_of = {name: svc.get("kind", "http") for name, svc in services.items()}
+            self.values, self.kinds_of = copy_of(root)
         self.isolated = not config.getoption("no_isolation")
         self.use_stack = not config.getoption("no_stack")
-        self.options = {"redis": config.getoption("isolation_redis") or config.getini("isolation_redis")}
+        self.options = isolation_options(config, config.getoption("isolation_redis"))
         self.run_dir = _run_dir(config, self.values)
         self.context = build_context(self.values, _worker(config), self.isolated, self.run_dir, self.kinds_of, self.options)
         self.run = Run(self.isolated, [root / p for p in config.getini("isolation_schema")], self.options)
@@ -100,23 +121,19 @@ def take_run_lock(values: Mapping[str, str]) -> int:
     destroy each other's. An flock on a file named after the copy: the kernel
     releases it however the holder ends. Returns the fd to close when done.
     """
-    import fcntl
+    from ..oplock import wait_for
 
-    path = Path(tempfile.gettempdir()) / f"parallel-stacks-{values['COMPOSE_PROJECT_NAME']}.testlock"
+    copy = values["COMPOSE_PROJECT_NAME"]
+    path = Path(tempfile.gettempdir()) / f"parallel-stacks-{copy}.testlock"
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise StackError(f"cannot open the test-run lock {path}: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        print(
-            f"waiting for another test run of {values['COMPOSE_PROJECT_NAME']} (pid {holder}) to finish",
-            file=sys.stderr,
-            flush=True,
-        )
-        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def holder() -> str:  # the pid the holder wrote
+        return os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+
+    wait_for(fd, lambda: f"waiting for another test run of {copy} (pid {holder()}) to finish")
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
