@@ -155,13 +155,11 @@ def build(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str], ima
     return code
 
 
-def snapshot(project: str) -> dict[str, tuple[Any, ...]]:
-    """{container id: (started at, health)} of the copy's containers: what `up` changed, if anything."""
-    from .. import engine as docker_state
-
+def snapshot(records: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """{container id: (started at, running, health)} of the copy's inspect records: what `up` changed, if anything."""
     return {
         rec["Id"]: (rec["State"].get("StartedAt"), rec["State"].get("Running"), (rec["State"].get("Health") or {}).get("Status"))
-        for rec in docker_state.containers(project)
+        for rec in records
     }
 
 
@@ -189,7 +187,7 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     ensure_images(required_images(config))
     ensure_local_env(root)
     values, env = derive.compose_environment(root, environ)  # re-read: a secret may be new
-    before = snapshot(project) if records else {}
+    before = snapshot(records)  # the ownership check's records: under the operation lock nothing has changed them
     code = build(cmd, values, env, built_images(config, values))
     if code != 0:
         print(f"error: building the images of {project} failed (exit {code}); the output above says why", file=sys.stderr)
@@ -207,7 +205,7 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
         return code
     if v1:
         wait_healthy(project)
-    if before and snapshot(project) == before:
+    if before and snapshot(docker_state.containers(project)) == before:
         print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
         return 0
     sys.stdout.write(derive.format_ports(derive.redact(values, stack_services), stack_services))
