@@ -52,9 +52,10 @@ class Project:
                  "CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID")
 
     def environment(self, **env) -> dict:
-        """The caller's environment without copy-selecting values, then base_env, then `env`."""
+        """The caller's environment without copy-selecting values, then base_env, then `env` (None: unset)."""
         full = {k: v for k, v in os.environ.items() if k not in self.INHERITED}
-        return {**full, "PYTHON": sys.executable, **self.base_env, **{k: str(v) for k, v in env.items()}}
+        merged = {**full, "PYTHON": sys.executable, **self.base_env, **{k: str(v) for k, v in env.items() if v is not None}}
+        return {k: v for k, v in merged.items() if env.get(k, "") is not None}
 
     def make(self, *targets, check=True, timeout=600, **env) -> subprocess.CompletedProcess:
         proc = subprocess.run(

@@ -63,7 +63,13 @@ def test_database_names_carry_project_offset_and_worker():
         ("test_shop_0_master", True),
         ("test_shop_0_template", True),
         ("test_shop_0_shared", True),
+        ("test_shop_0_djtemplate", True),  # pytest-django's template, migrated once per run
+        ("test_shop_0_gw3_1", True),  # a worker's database for a second Django alias
+        ("test_shop_0_djtemplate_2", True),
         ("test_shop_10000_gw0", False),  # another copy
+        ("test_shop_0_7_gw0", False),  # copy shop-0-7's (a project called shop-0)
+        ("test_shop_0_gw0_gw1", False),
+        ("test_test_shop_0_gw0_gw0", False),  # pytest-django's own naming: never ours to drop
         ("test_shop_0_gw0_extra", False),
         ("test_shop_0_gwx", False),
         ("shop", False),

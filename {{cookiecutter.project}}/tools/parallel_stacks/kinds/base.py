@@ -104,3 +104,20 @@ class Kind:
 
     def end_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
         """In each test process, after its last test: remove its own resources."""
+
+    # ------------------------------------------------------------ databases a framework makes (pytest-django)
+    def hosts_database(self, service: Service, engine: str, host: object, port: object) -> bool:
+        """True when a framework's database entry (Django's ENGINE, HOST, PORT) is on `service`: the plugin then names,
+        clones and drops that framework's test databases through the three methods below."""
+        return False
+
+    def test_database_name(self, values: Mapping[str, str], suffix: str) -> str:
+        """The name of this copy's test database `suffix` (a worker, a template): one this kind's cleanup owns."""
+        raise NotImplementedError(self.name)
+
+    def clone_test_database(self, values: Mapping[str, str], name: str, template: str) -> None:
+        """(Re)create test database `name` as a copy of `template`."""
+        raise NotImplementedError(self.name)
+
+    def drop_test_database(self, values: Mapping[str, str], name: str) -> None:
+        raise NotImplementedError(self.name)

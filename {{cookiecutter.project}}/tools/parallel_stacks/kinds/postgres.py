@@ -3,8 +3,11 @@ database cloned from a template built once per run (`CREATE DATABASE ...
 TEMPLATE`, tens of milliseconds where a container per worker takes seconds).
 
 Names: `test_<copy>_template`, `test_<copy>_<worker>` (`test_<copy>_shared`
-without isolation). Only databases of exactly those shapes are this copy's:
-another copy's, and any other database, are never dropped.
+without isolation); with pytest-django, `test_<copy>_djtemplate` (migrated
+once per run) and, for a second database alias, a `_<n>` suffix. Only
+databases of exactly those shapes are this copy's: another copy's (whose
+names end in its own offset's digits first), and any other database, are
+never dropped.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ __all__ = [
     "drop_database",
     "drop_owned_databases",
     "owned_database",
+    "serves",
 ]
 
 IDENT = re.compile(r"[a-z_][a-z0-9_]*")
+OWNED_SUFFIX = re.compile(r"(master|template|djtemplate|shared|gw\d+)(_\d+)?")
 
 
 class Postgres(Kind):
@@ -93,6 +98,21 @@ class Postgres(Kind):
             with admin_connect(values) as conn:
                 drop_database(conn, resources["database_name"])
 
+    # ------------------------------------------------------------ a framework's test databases (pytest-django)
+    def hosts_database(self, service: Service, engine: str, host: object, port: object) -> bool:
+        return "postgres" in engine and serves(service, host, port)
+
+    def test_database_name(self, values: Mapping[str, str], suffix: str) -> str:
+        return database_name(values, suffix)
+
+    def clone_test_database(self, values: Mapping[str, str], name: str, template: str) -> None:
+        with admin_connect(values) as conn:
+            clone_database(conn, values, name, template=template)
+
+    def drop_test_database(self, values: Mapping[str, str], name: str) -> None:
+        with admin_connect(values) as conn:
+            drop_database(conn, name)
+
 
 KIND = Postgres()
 
@@ -113,7 +133,7 @@ def database_name(values: Mapping[str, str], suffix: str) -> str:
 def owned_database(values: Mapping[str, str], name: str) -> bool:
     """True for databases this copy's test runs create (never another copy's)."""
     prefix = f"test_{copy_slug(values)}_"
-    return name.startswith(prefix) and re.fullmatch(r"master|template|shared|gw\d+", name[len(prefix) :]) is not None
+    return name.startswith(prefix) and OWNED_SUFFIX.fullmatch(name[len(prefix) :]) is not None
 
 
 def _url(values: Mapping[str, str], database: str) -> str:
@@ -157,8 +177,14 @@ def build_template(conn: Any, values: Mapping[str, str], schema: list[str]) -> s
     return template
 
 
-def clone_database(conn: Any, values: Mapping[str, str], name: str, attempts: int = 20) -> None:
-    """CREATE DATABASE name TEMPLATE <template>.
+def serves(service: Service, host: object, port: object) -> bool:
+    """True when a client configured with (`host`, `port`) reaches `service` (this copy's server)."""
+    loopback = {"", "localhost", "127.0.0.1", "::1", service.host.strip("[]")}
+    return str(port or 5432) == str(service.port) and str(host or "").strip("[]") in loopback
+
+
+def clone_database(conn: Any, values: Mapping[str, str], name: str, attempts: int = 20, template: str | None = None) -> None:
+    """CREATE DATABASE name TEMPLATE <template> (the run's schema template unless named).
 
     Only sessions connected to the template block a clone (clones from other
     sessions take compatible locks and run concurrently), so stray sessions
@@ -169,7 +195,7 @@ def clone_database(conn: Any, values: Mapping[str, str], name: str, attempts: in
 
     import psycopg
 
-    template = database_name(values, "template")
+    template = template or database_name(values, "template")
     conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
     for attempt in range(attempts):
         conn.execute(

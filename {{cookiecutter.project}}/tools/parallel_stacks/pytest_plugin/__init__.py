@@ -3,7 +3,8 @@
 Registered by the helper package's entry point, so a suite needs no
 conftest line. Inert outside a parallel-stacks project (no stack.yml at or
 above the rootdir). Hooks here; fixtures in ``fixtures``; what a worker owns
-and the database/Redis administration in ``isolation``.
+in ``isolation`` (each kind's part in ``parallel_stacks.kinds``); pytest-django's
+databases in ``djangodb``.
 
 ``--no-isolation`` gives every worker the same database, ports, directory,
 prefix and namespace: the example tests then collide, which proves they can.
@@ -130,6 +131,12 @@ def pytest_configure(config: pytest.Config) -> None:
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state
+    if config.pluginmanager.hasplugin("django"):
+        # pytest-django is active: its test databases become this copy's and this worker's. Registered
+        # after the entry-point plugins, so this django_db_setup overrides pytest-django's (a conftest's still wins).
+        from . import djangodb
+
+        config.pluginmanager.register(djangodb, "parallel_stacks.djangodb")
     ctx = state.context
     # Settings before any test module (and the application code it imports) is collected.
     variables = worker_variables(ctx)
