@@ -405,6 +405,41 @@ def fleet(table: Table, sizes: list[int]) -> dict:
     return results
 
 
+# ---------------------------------------------------------------- 9: adopted suites
+ADOPT_OFFSET = "23000"
+
+
+def adopted_suites(table: Table, repeat: int) -> None:
+    """A Django project's pytest-django suite and an unadapted suite, as a user drops them into a baked project."""
+    section = "9. Adopted suites, sequential vs parallel (2 workers)"
+    print(f"\n{section}")
+    project = bake_project(OUT / "adopted")
+    STARTED.append((project, ADOPT_OFFSET))
+    shutil.copytree(TEMPLATE / "tests" / "suites" / "django_shop", project.path, dirs_exist_ok=True)
+    shutil.copy(TEMPLATE / "tests" / "suites" / "unadapted" / "test_unadapted.py", project.path / "unadapted_test.py")
+    reqs = project.path / "requirements-dev.txt"
+    reqs.write_text(reqs.read_text() + (TEMPLATE / "env" / "requirements-django.txt").read_text())
+    ini = project.path / "pytest.ini"
+    ini.write_text(ini.read_text() + "DJANGO_SETTINGS_MODULE = shop.settings\n")
+    project.make("setup", PYTHON=None)
+    project.base_env = {**project.base_env, "PYTHON": str(project.path / ".venv" / "bin" / "python")}
+    make = lambda target, args, **e: project.make(target, PORT_OFFSET=ADOPT_OFFSET, ARGS=args, **e)  # noqa: E731
+    make("up", "")
+    for label, args in (("Django suite (18 tests, pytest-django)", "shop"), ("unadapted suite (6 tests, flushdb, libpq defaults)", "unadapted_test.py")):
+        make("test", args)  # warm-up
+        seq = timed(lambda: make("test", args), repeat)
+        table.add(section, f"`make test`, {label}", seq)
+        par = timed(lambda: make("test-parallel", args, PYTEST_WORKERS="2"), repeat)
+        table.add(section, f"`make test-parallel`, {label}", par, seq)
+    # what the template clone saves: pytest-django's own way, migrating every worker's database
+    # (less the one test that checks the database is ours: under pytest-django's own naming it is not)
+    own = timed(lambda: make("test-parallel", "shop -k 'not agree' -p no:parallel_stacks.djangodb", PYTEST_WORKERS="2"), repeat)
+    table.add(section, "Django suite, pytest-django migrating per worker (baseline)", own)
+    ours = timed(lambda: make("test-parallel", "shop -k 'not agree'", PYTEST_WORKERS="2"), repeat)
+    table.add(section, "Django suite, workers cloned from one migrated template", ours, own)
+    project.make("nuke", PORT_OFFSET=ADOPT_OFFSET, FORCE="1")
+
+
 # ---------------------------------------------------------------- report
 def plot(helper: dict, suite_out: dict, fleet_out: dict) -> None:
     import matplotlib
@@ -460,7 +495,7 @@ def main(argv=None) -> int:
     parser.add_argument("--containers", type=int, default=3, help="testcontainers starts to time (default 3)")
     parser.add_argument("--claims", type=int, default=50, help="concurrent PORT_OFFSET=auto claims (default 50)")
     parser.add_argument("--fleet", default="1,5,10", help="fleet sizes, comma-separated (default 1,5,10)")
-    parser.add_argument("--only", default="12345678", help="which measurements to run, e.g. 12 (default all)")
+    parser.add_argument("--only", default="123456789", help="which measurements to run, e.g. 12 (default all)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args(argv)
 
@@ -494,11 +529,13 @@ def main(argv=None) -> int:
             fleet_out = fleet(table, [int(s) for s in args.fleet.split(",")])
         if "8" in args.only:
             venv_setup(table, project, args.repeat)
+        if "9" in args.only:
+            adopted_suites(table, args.repeat)
     finally:
         project.make("nuke", check=False, PORT_OFFSET=OFFSET, FORCE="1")
         for member, offset in set(STARTED):
             member.make("nuke", check=False, PORT_OFFSET=offset, FORCE="1")
-    if not args.no_write and args.only == "12345678":
+    if not args.no_write and args.only == "123456789":
         plot(helper, suite_out, fleet_out)
         write_doc(table, header)
     shutil.rmtree(OUT, ignore_errors=True)

@@ -28,8 +28,12 @@ if ! have "$base"; then
 fi
 for kind in postgres redis python; do
   img="$prefix/$kind:bookworm"
-  if ! have "$img"; then
-    docker build -q -f "$ctx/Dockerfile.$kind" -t "$img" "$ctx" >/dev/null
+  # rebuilt whenever its Dockerfile or entrypoint changed (a label carries their hash)
+  inputs=("$ctx/Dockerfile.$kind")
+  [[ -f $ctx/$kind-entrypoint.sh ]] && inputs+=("$ctx/$kind-entrypoint.sh")
+  sum=$(cat "${inputs[@]}" | sha256sum | cut -c1-16)
+  if [[ $(docker image inspect -f '{{ index .Config.Labels "parallel-stacks.context" }}' "$img" 2>/dev/null) != "$sum" ]]; then
+    docker build -q --label "parallel-stacks.context=$sum" -f "$ctx/Dockerfile.$kind" -t "$img" "$ctx" >/dev/null
     log "built $img"
   fi
 done

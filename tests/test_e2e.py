@@ -6,6 +6,7 @@ Real `docker compose`, real PostgreSQL and Redis servers in containers
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import urllib.request
@@ -330,6 +331,13 @@ def test_test_environment_runs_beside_dev(copies):
         assert "127.0.0.1:6432" in out.stdout
         assert health(test_values)["port_offset"] == 1000
         assert health(values[0])["status"] == "ok"
+        # test mode: a disposable copy's Postgres without fsync, its data on tmpfs; the dev copy's stays durable
+        assert test_values["POSTGRES_DURABILITY"] == "off"
+        settings = "-At -c 'show fsync' -c 'show synchronous_commit' -c 'show full_page_writes' -c 'show data_directory'"
+        assert project.make("psql", ENV="test", ARGS=settings).stdout.split() == ["off", "off", "off", "/var/lib/postgresql/tmpfs/data"]
+        assert project.make("psql", PORT_OFFSET=0, ARGS=settings).stdout.split() == ["on", "on", "on", "/var/lib/postgresql/data"]
+        run = project.make("test", ENV="test", ARGS="-m api")
+        assert re.search(r"^isolation: template \d+ ms, clone median \d+ ms, max \d+ ms \(1 worker\)$", run.stdout, re.M), run.stdout[-2000:]
     finally:
         project.make("nuke", check=False, ENV="test", FORCE="1")
     assert not volume_exists("demo-stack_test_db_data_1000")

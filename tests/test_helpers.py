@@ -122,6 +122,21 @@ def test_bad_offset_in_env_file_names_the_file(root):
         load(root)
 
 
+@pytest.mark.parametrize("durability", ["fast", "OFF", "", "x" * 5000])
+def test_bad_postgres_durability_is_one_clear_line(root, durability):
+    with pytest.raises(StackError) as info:
+        load(root, POSTGRES_DURABILITY=durability) if durability else load(root, POSTGRES_DURABILITY=" ")
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 300
+    assert message.startswith("POSTGRES_DURABILITY=") and "durable" in message and "off" in message
+
+
+def test_postgres_durability_decides_the_servers_settings(root):
+    assert (load(root)["POSTGRES_DURABILITY"], load(root)["POSTGRES_SYNC"]) == ("durable", "on")
+    fast = load(root, POSTGRES_DURABILITY="off")
+    assert (fast["POSTGRES_SYNC"], fast["POSTGRES_PGDATA"]) == ("off", "/var/lib/postgresql/tmpfs/data")
+
+
 @pytest.mark.parametrize("bind", ["localhost", "999.1.1.1", "", "127.0.0.1:80"], ids=["name", "bad-octet", "empty", "with-port"])
 def test_bad_bind_address(root, bind):
     with pytest.raises(StackError, match="BIND_ADDRESS"):

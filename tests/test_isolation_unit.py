@@ -255,3 +255,11 @@ def test_auto_workers_never_exceed_what_the_copy_can_isolate():
     assert workers.auto_workers(stack, {"redis": "db"}, 64) == 10  # ten test-port blocks per copy
     assert workers.auto_workers({kinds.get("http")}, {}, 64) == 10
     assert workers.auto_workers(stack, {"redis": "db"}, 0) == 1
+
+
+def test_isolation_line_reports_template_and_clone_times():
+    from parallel_stacks.pytest_plugin import isolation_line
+
+    assert isolation_line(120.4, []) == "isolation: template 120 ms"
+    assert isolation_line(120.4, [30.2]) == "isolation: template 120 ms, clone median 30 ms, max 30 ms (1 worker)"
+    assert isolation_line(99.6, [10, 50, 20, 40]) == "isolation: template 100 ms, clone median 30 ms, max 50 ms (4 workers)"

@@ -1,8 +1,12 @@
 #!/bin/sh
 # Offline stand-in for the official postgres image's entrypoint contract:
 # POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB, data in
-# /var/lib/postgresql/data, password auth from other hosts.
+# /var/lib/postgresql/data (or $PGDATA), password auth from other hosts, and
+# a command (`postgres -c name=value ...`, or just `-c ...`) passed to the server.
 set -eu
+case "${1:-}" in -*) set -- postgres "$@" ;; esac
+if [ $# -gt 0 ] && [ "$1" != postgres ]; then exec "$@"; fi
+[ $# -gt 0 ] && shift
 PGBIN=/usr/lib/postgresql/15/bin
 PGDATA=${PGDATA:-/var/lib/postgresql/data}
 POSTGRES_USER=${POSTGRES_USER:-postgres}
@@ -23,4 +27,4 @@ CREATE DATABASE "$POSTGRES_DB";
 SQL
   fi
 fi
-exec su postgres -s /bin/sh -c "exec $PGBIN/postgres -D '$PGDATA' -c listen_addresses='*'"
+exec runuser -u postgres -- "$PGBIN/postgres" -D "$PGDATA" -c listen_addresses='*' "$@"

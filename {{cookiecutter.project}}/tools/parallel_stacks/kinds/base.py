@@ -119,5 +119,8 @@ class Kind:
         """(Re)create test database `name` as a copy of `template`."""
         raise NotImplementedError(self.name)
 
+    def seal_test_database(self, values: Mapping[str, str], name: str) -> None:
+        """Make template `name` one nothing connects to any more (a stray session would block its clones)."""
+
     def drop_test_database(self, values: Mapping[str, str], name: str) -> None:
         raise NotImplementedError(self.name)

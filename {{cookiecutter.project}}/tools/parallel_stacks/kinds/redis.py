@@ -16,7 +16,7 @@ from typing import Any
 from ..basics import StackError
 from .base import Kind, Run, Service, Worker
 
-__all__ = ["DATABASES", "KIND", "RedisNamespace", "redis_prefix"]
+__all__ = ["DATABASES", "KIND", "RedisNamespace", "Resp", "redis_prefix"]
 
 DATABASES = 16  # Redis's default `databases`; DB 0 is the app's
 TEST_DB = 1  # the shared test DB of prefix mode and of runs without isolation
@@ -45,9 +45,79 @@ class RedisNamespace:
 
     def clear(self) -> int:
         """Delete this namespace's keys (its prefix, in its DB); return how many."""
-        client = self.client()
-        keys = list(client.scan_iter(match=self.prefix.replace("*", r"\*") + "*", count=500))
-        return int(client.delete(*keys)) if keys else 0
+        with Resp(self.url) as conn:
+            return conn.delete_matching(self.db, self.prefix)
+
+    def flush(self) -> None:
+        """Empty this namespace's whole DB."""
+        with Resp(self.url) as conn:
+            conn.call("SELECT", self.db)
+            conn.call("FLUSHDB")
+
+
+class Resp:
+    """The few Redis commands test isolation needs, over one socket.
+
+    The plugin's own housekeeping (flush a worker's DB, delete a killed run's
+    keys) runs in every test process; redis-py's import alone costs more than
+    all of it, and a suite that never touches Redis would pay it in each worker.
+    """
+
+    def __init__(self, url: str, timeout: float = 5.0):
+        import socket
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(url)
+        self._sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=timeout)
+        self._file = self._sock.makefile("rb")
+        if parts.password:
+            self.call("AUTH", *([unquote(parts.username)] if parts.username else []), unquote(parts.password))
+
+    def __enter__(self) -> Resp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+        self._sock.close()
+
+    def call(self, *args: object) -> Any:
+        out = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self._sock.sendall(b"".join(out))
+        return self._reply()
+
+    def _reply(self) -> Any:
+        line = self._file.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("Redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise StackError(f"Redis: {rest.decode(errors='replace')}")
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            return None if size < 0 else self._file.read(size + 2)[:-2]
+        if kind == b"*":
+            size = int(rest)
+            return None if size < 0 else [self._reply() for _ in range(size)]
+        raise StackError(f"Redis: unexpected reply {line[:40]!r}")
+
+    def delete_matching(self, db: int, prefix: str) -> int:
+        """Delete the keys of DB `db` that start with `prefix`; return how many."""
+        self.call("SELECT", db)
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+        deleted, cursor = 0, b"0"
+        while True:
+            cursor, keys = self.call("SCAN", cursor, "MATCH", pattern, "COUNT", 500)
+            if keys:
+                deleted += int(self.call("DEL", *keys))
+            if cursor == b"0":
+                return deleted
 
 
 def redis_prefix(values: Mapping[str, str], who: str = "") -> str:
@@ -107,7 +177,7 @@ class Redis(Kind):
     def _clean(namespace: RedisNamespace, worker: Worker) -> None:
         """A worker's own DB is emptied whole; a shared one loses only the worker's keys."""
         if worker.isolated and worker.options.get("redis", "db") == "db":
-            namespace.client().flushdb()
+            namespace.flush()
         else:
             namespace.clear()
 
@@ -117,4 +187,5 @@ KIND = Redis()
 
 def _clear_stale(values: Mapping[str, str]) -> int:
     """Delete this copy's prefixed test keys in every test DB (left by killed runs); never DB 0."""
-    return sum(RedisNamespace(values["REDIS_URL"], redis_prefix(values), db).clear() for db in range(TEST_DB, DATABASES))
+    with Resp(values["REDIS_URL"]) as conn:
+        return sum(conn.delete_matching(db, redis_prefix(values)) for db in range(TEST_DB, DATABASES))

@@ -13,6 +13,7 @@ prefix and namespace: the example tests then collide, which proves they can.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,15 @@ from .state import STATE, State, _is_worker, copy_of, isolation_options, project
 pytest_plugins = ["parallel_stacks.pytest_plugin.fixtures"]
 
 __all__ = [
+    "isolation_line",
     "pytest_addoption",
     "pytest_configure",
     "pytest_configure_node",
     "pytest_load_initial_conftests",
     "pytest_sessionfinish",
     "pytest_sessionstart",
+    "pytest_terminal_summary",
+    "pytest_testnodedown",
     "pytest_unconfigure",
     "pytest_xdist_auto_num_workers",
 ]
@@ -153,8 +157,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
         ensure_owned(state.values)  # another worktree's copy: refuse before touching it
         state.lock_fd = take_run_lock(state.values)
+        started = time.perf_counter()
         for service, kind in state.services():
             kind.start_run(service, state.values, state.run)
+        state.template_ms = (time.perf_counter() - started) * 1000
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     except Exception as exc:  # psycopg.OperationalError, redis.ConnectionError and friends: one clear line
@@ -171,6 +177,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is None or not state.use_stack or not _runs_tests(session):
         return
+    started = time.perf_counter()
     try:
         for service, kind in state.services():
             kind.start_worker(service, state.values, state.context.resources, state.worker)
@@ -179,12 +186,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     except Exception as exc:
         raise pytest.UsageError(stack_down_message(state.values, state.kinds_of, exc)) from None
     state.started = True
+    state.wait_ms += (time.perf_counter() - started) * 1000
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is None or not state.started:
         return
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["isolation_wait_ms"] = state.wait_ms  # to the controller (pytest_testnodedown)
+    else:
+        state.waits.append(state.wait_ms)
     for service, kind in state.services():
         try:
             kind.end_worker(service, state.values, state.context.resources, state.worker)
@@ -201,6 +214,34 @@ def pytest_configure_node(node: Any) -> None:
         node.workerinput["isolation_run_dir"] = str(state.run_dir)
         node.workerinput["isolation_values"] = dict(state.values)
         node.workerinput["isolation_kinds"] = dict(state.kinds_of)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller hook: a worker ended; keep what its isolation cost."""
+    state = node.config.stash.get(STATE, None)
+    wait = getattr(node, "workeroutput", {}).get("isolation_wait_ms")
+    if state is not None and wait is not None:
+        state.waits.append(float(wait))
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """One line on every run: what isolating this run's workers cost."""
+    state = config.stash.get(STATE, None)
+    if state is None or _is_worker(config) or state.template_ms is None:
+        return
+    terminalreporter.write_line(isolation_line(state.template_ms, state.waits))
+
+
+def isolation_line(template_ms: float, waits: list[float]) -> str:
+    """`isolation: template N ms, clone median N ms, max M ms (K workers)`."""
+    import statistics
+
+    text = f"isolation: template {template_ms:.0f} ms"
+    if waits:
+        who = f"{len(waits)} worker{'s' if len(waits) != 1 else ''}"
+        text += f", clone median {statistics.median(waits):.0f} ms, max {max(waits):.0f} ms ({who})"
+    return text
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,6 +96,8 @@ def _build_templates(state: State, mine: Mapping[str, tuple[Kind, int]], seriali
             if contents is not None:
                 (run_dir / f"django-template-{alias}.json").write_text(contents, encoding="utf-8")
             connections[alias].close()  # a session on a template would block its clones
+            kind, n = todo[alias]
+            kind.seal_test_database(state.values, kind.test_database_name(state.values, _suffix("djtemplate", n)))
             (run_dir / f"django-template-{alias}.done").touch()
 
 
@@ -149,9 +152,11 @@ def django_db_setup(
         _disable_migrations()
     originals = {alias: settings.DATABASES[alias]["NAME"] for alias in mine}
     with django_db_blocker.unblock():
+        started = time.perf_counter()
         if mine:
             _build_templates(state, mine, set(serialized), verbosity)
         taken = _take_clones(state, mine, set(serialized))
+        state.wait_ms += (time.perf_counter() - started) * 1000  # in the run's `isolation:` line
         keep = {"keepdb": True} if django_db_keepdb and not django_db_createdb else {}
         db_cfg = (
             setup_databases(verbosity=verbosity, interactive=False, aliases=others, serialized_aliases=set(serialized) & others, **keep)

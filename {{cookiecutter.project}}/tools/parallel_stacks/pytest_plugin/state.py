@@ -80,6 +80,10 @@ class State:
         )
         self.started = False  # this process's own resources exist (start_worker ran)
         self.lock_fd: int | None = None
+        # what isolation cost, for the `isolation:` summary line (milliseconds)
+        self.template_ms: float | None = None  # the controller's start_run (templates, leftovers)
+        self.wait_ms = 0.0  # this process's wait for its own resources (databases cloned, Redis DB emptied)
+        self.waits: list[float] = []  # the controller's: every worker's wait_ms
 
     def services(self) -> list[tuple[Service, Kind]]:
         return stack_services(self.values, self.kinds_of)
