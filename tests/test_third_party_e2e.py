@@ -9,9 +9,10 @@ and drops the same tables in every test, and was never written for xdist.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
+import hashlib
+import json
 import tarfile
+import urllib.request
 
 import psycopg
 import pytest
@@ -35,13 +36,26 @@ isolation_env =
 """
 
 
+def fetch_sdist(directory):
+    """SDIST's source archive from PyPI's simple index (JSON form; the virtualenv may have no pip), hash-checked."""
+    name, version = SDIST.split("==")
+    project = name.lower().replace("_", "-")
+    filename = f"{project.replace('-', '_')}-{version}.tar.gz"
+    index = urllib.request.Request(f"https://pypi.org/simple/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(index, timeout=60) as response:
+        (entry,) = [f for f in json.load(response)["files"] if f["filename"] == filename]
+    with urllib.request.urlopen(entry["url"], timeout=120) as response:
+        data = response.read()
+    assert hashlib.sha256(data).hexdigest() == entry["hashes"]["sha256"], "the sdist does not match PyPI's digest"
+    path = directory / filename
+    path.write_bytes(data)
+    return path
+
+
 @pytest.fixture(scope="module")
 def adopted(tmp_path_factory, image_env):
     with running_copies(tmp_path_factory.mktemp("worktree-3rd"), image_env, (OFFSET,)) as (project, values):
-        downloads = tmp_path_factory.mktemp("sdist")
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", str(downloads), SDIST],
-                       check=True, capture_output=True, timeout=300)
-        with tarfile.open(next(downloads.glob("*.tar.gz"))) as sdist:
+        with tarfile.open(fetch_sdist(tmp_path_factory.mktemp("sdist"))) as sdist:
             sdist.extractall(project.path, filter="data")
         reqs = project.path / "requirements-dev.txt"
         reqs.write_text(reqs.read_text() + f"{SDIST}\n" + (TEMPLATE / "env" / "requirements-sqlalchemy-utils.txt").read_text())
