@@ -415,14 +415,9 @@ def adopted_suites(table: Table, repeat: int) -> None:
     print(f"\n{section}")
     project = bake_project(OUT / "adopted")
     STARTED.append((project, ADOPT_OFFSET))
-    shutil.copytree(TEMPLATE / "tests" / "suites" / "django_shop", project.path, dirs_exist_ok=True)
+    project.add_django_suite()
     shutil.copy(TEMPLATE / "tests" / "suites" / "unadapted" / "test_unadapted.py", project.path / "unadapted_test.py")
-    reqs = project.path / "requirements-dev.txt"
-    reqs.write_text(reqs.read_text() + (TEMPLATE / "env" / "requirements-django.txt").read_text())
-    ini = project.path / "pytest.ini"
-    ini.write_text(ini.read_text() + "DJANGO_SETTINGS_MODULE = shop.settings\n")
-    project.make("setup", PYTHON=None)
-    project.base_env = {**project.base_env, "PYTHON": str(project.path / ".venv" / "bin" / "python")}
+    project.use_own_virtualenv()
     make = lambda target, args, **e: project.make(target, PORT_OFFSET=ADOPT_OFFSET, ARGS=args, **e)  # noqa: E731
     make("up", "")
     for label, args in (("Django suite (18 tests, pytest-django)", "shop"), ("unadapted suite (6 tests, flushdb, libpq defaults)", "unadapted_test.py")):

@@ -65,6 +65,22 @@ class Project:
             raise AssertionError(f"make {' '.join(targets)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
 
+    def use_own_virtualenv(self) -> None:
+        """Install and from now on run the project's own .venv, as its Makefile makes it (not the caller's interpreter)."""
+        self.make("setup", PYTHON=None)
+        self.base_env = {**self.base_env, "PYTHON": str(self.path / ".venv" / "bin" / "python")}
+
+    def add_django_suite(self) -> None:
+        """Drop tests/suites/django_shop into the project with the two edits a Django user makes anyway:
+        Django in requirements-dev.txt, DJANGO_SETTINGS_MODULE in pytest.ini. (Then use_own_virtualenv.)"""
+        import shutil
+
+        shutil.copytree(TEMPLATE / "tests" / "suites" / "django_shop", self.path, dirs_exist_ok=True)
+        reqs = self.path / "requirements-dev.txt"
+        reqs.write_text(reqs.read_text() + (TEMPLATE / "env" / "requirements-django.txt").read_text())
+        ini = self.path / "pytest.ini"
+        ini.write_text(ini.read_text() + "DJANGO_SETTINGS_MODULE = shop.settings\n")
+
     def values(self, **env) -> dict:
         from dotenv import dotenv_values
         import io

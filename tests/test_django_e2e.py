@@ -8,7 +8,6 @@ requirements-dev.txt and `DJANGO_SETTINGS_MODULE` in pytest.ini.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -16,26 +15,19 @@ import time
 import psutil
 import pytest
 
-from conftest import TEMPLATE, running_copies
+from conftest import running_copies
 from test_parallel_e2e import passed_ids, test_databases
 
 pytestmark = pytest.mark.docker
 OFFSET = 4000
-SUITE = TEMPLATE / "tests" / "suites" / "django_shop"
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory, image_env):
     """The baked project with the Django app in it, its copy at OFFSET up; nuked afterwards."""
     with running_copies(tmp_path_factory.mktemp("worktree-django"), image_env, (OFFSET,)) as (project, values):
-        shutil.copytree(SUITE, project.path, dirs_exist_ok=True)
-        reqs = project.path / "requirements-dev.txt"
-        reqs.write_text(reqs.read_text() + (TEMPLATE / "env" / "requirements-django.txt").read_text())
-        ini = project.path / "pytest.ini"
-        ini.write_text(ini.read_text() + "DJANGO_SETTINGS_MODULE = shop.settings\n")
-        # the project's own virtualenv, as its Makefile makes it (not the template's interpreter)
-        project.make("setup", PYTHON=None)
-        project.base_env = {**project.base_env, "PYTHON": str(project.path / ".venv" / "bin" / "python")}
+        project.add_django_suite()
+        project.use_own_virtualenv()
         yield project, values[OFFSET]
 
 

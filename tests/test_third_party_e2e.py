@@ -63,8 +63,7 @@ def adopted(tmp_path_factory, image_env):
         ini = project.path / "pytest.ini"
         text = ini.read_text().replace("isolation_schema = db/schema.sql", "isolation_schema =\n    db/schema.sql\n    db/sqlalchemy-utils.sql")
         ini.write_text(text + PYTEST_INI)
-        project.make("setup", PYTHON=None)
-        project.base_env = {**project.base_env, "PYTHON": str(project.path / ".venv" / "bin" / "python")}
+        project.use_own_virtualenv()
         yield project, values[OFFSET]
 
 

@@ -61,8 +61,9 @@ def our_aliases(state: State, databases: Mapping[str, Mapping[str, Any]]) -> dic
     return found
 
 
-def _suffix(who: str, n: int) -> str:
-    return who if n == 0 else f"{who}_{n}"
+def _name(state: State, kind: Kind, who: str, n: int) -> str:
+    """Alias number `n`'s database of `who` (a worker, "shared", or "djtemplate": the run's migrated template)."""
+    return kind.test_database_name(state.values, who if n == 0 else f"{who}_{n}")
 
 
 def _point(alias: str, name: str) -> None:
@@ -89,15 +90,14 @@ def _build_templates(state: State, mine: Mapping[str, tuple[Kind, int]], seriali
         if not todo:
             return
         for alias, (kind, n) in todo.items():
-            settings.DATABASES[alias].setdefault("TEST", {})["NAME"] = kind.test_database_name(state.values, _suffix("djtemplate", n))
+            settings.DATABASES[alias].setdefault("TEST", {})["NAME"] = _name(state, kind, "djtemplate", n)
         setup_databases(verbosity=verbosity, interactive=False, aliases=set(todo), serialized_aliases=set(todo) & serialized)
-        for alias in todo:
+        for alias, (kind, n) in todo.items():
             contents = getattr(connections[alias], "_test_serialized_contents", None)
             if contents is not None:
                 (run_dir / f"django-template-{alias}.json").write_text(contents, encoding="utf-8")
             connections[alias].close()  # a session on a template would block its clones
-            kind, n = todo[alias]
-            kind.seal_test_database(state.values, kind.test_database_name(state.values, _suffix("djtemplate", n)))
+            kind.seal_test_database(state.values, _name(state, kind, "djtemplate", n))
             (run_dir / f"django-template-{alias}.done").touch()
 
 
@@ -108,8 +108,8 @@ def _take_clones(state: State, mine: Mapping[str, tuple[Kind, int]], serialized:
     taken: dict[str, str] = {}
     run_dir = state.run_dir
     for alias, (kind, n) in mine.items():
-        name = kind.test_database_name(state.values, _suffix(state.worker.who, n))
-        template = kind.test_database_name(state.values, _suffix("djtemplate", n))
+        name = _name(state, kind, state.worker.who, n)
+        template = _name(state, kind, "djtemplate", n)
         if state.worker.isolated:
             kind.clone_test_database(state.values, name, template)
         else:  # one database for every worker (--no-isolation): cloned once, by whoever comes first
