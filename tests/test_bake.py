@@ -70,7 +70,7 @@ def compose_vars(text: str) -> set[str]:
 
 
 @pytest.mark.parametrize("answers", SUPPORTED)
-def test_supported_answers_bake_a_consistent_project(cookies, answers):
+def test_supported_answers_bake_a_consistent_project(cookies, answers, tmp_path):
     result = cookies.bake(extra_context=answers)
     project = assert_clean_bake(result)
     slug = result.context["project"]
@@ -117,7 +117,9 @@ def test_supported_answers_bake_a_consistent_project(cookies, answers):
     assert "--strict-markers" in ini["pytest"]["addopts"]
 
     # dev, test and ci copies coexist: distinct names, volumes and ports
-    copies = [derive.load(project, {"ENV": e, "POSTGRES_PASSWORD": "x"}) for e in ("dev", "test", "ci")]
+    # (ENV=ci claims a PORT_OFFSET=auto slot: in a registry of this test's own, never this machine's)
+    state = {"PARALLEL_STACKS_STATE_DIR": str(tmp_path / "registry")}
+    copies = [derive.load(project, {"ENV": e, "POSTGRES_PASSWORD": "x", **state}) for e in ("dev", "test", "ci")]
     for key in ("COMPOSE_PROJECT_NAME", "DB_DATA_VOLUME", "POSTGRES_PORT", "API_PORT"):
         assert len({c[key] for c in copies}) == 3, key
 
