@@ -15,6 +15,12 @@ def remove_ui():
         shutil.rmtree(ROOT / "ui")
 
 
+def remove_mqtt():
+    if not ANSWERS["with_mqtt"]:
+        shutil.rmtree(ROOT / "mqtt")
+        (ROOT / "tests" / "test_events.py").unlink()
+
+
 def generate_local_env():
     """Per-bake secrets into env/local.env (mode 600, gitignored), by the baked helper package itself.
 
@@ -47,6 +53,7 @@ def remove_caches():
 
 
 remove_ui()
+remove_mqtt()
 generate_local_env()
 remove_caches()
 make_scripts_executable()

@@ -26,7 +26,7 @@ def main():
             f"postgres_user {ANSWERS['postgres_user']!r} is not valid: use lowercase letters, "
             "digits or '_', starting with a letter or '_'"
         )
-    for key in ("with_redis", "with_ui"):
+    for key in ("with_redis", "with_mqtt", "with_ui"):
         if not isinstance(ANSWERS[key], bool):
             fail(f"{key} must be true or false, got {ANSWERS[key]!r}")
     for key in ("project_name", "description"):

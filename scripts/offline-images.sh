@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build offline stand-ins for the official postgres, redis and python images
+# Build offline stand-ins for the official postgres, redis, eclipse-mosquitto and python images
 # from Debian packages (debootstrap + docker import), for hosts that reach
 # Debian's mirror but no container registry. They keep the official images'
 # contract, so the generated compose file works with either.
@@ -8,7 +8,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 ctx="$here/env/offline-images"
 prefix=parallel-stacks-offline
-base="$prefix/base:bookworm"
+# Debian packages of the base every stand-in starts from; the base's tag carries
+# their hash, so a changed list builds a new base (and so new stand-ins).
+packages=postgresql-15,redis-server,mosquitto,mosquitto-clients,python3,python3-psycopg,python3-redis,python3-paho-mqtt,ca-certificates
+base="$prefix/base:bookworm-$(printf %s "$packages" | sha256sum | cut -c1-12)"
 log() { printf 'offline-images: %s\n' "$*" >&2; }
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -19,23 +22,23 @@ if ! have "$base"; then
   trap 'rm -rf "$rootfs"' EXIT
   log "debootstrap bookworm into $rootfs (about a minute)"
   debootstrap --variant=minbase \
-    --include=postgresql-15,redis-server,python3,python3-psycopg,python3-redis,ca-certificates \
+    --include="$packages" \
     bookworm "$rootfs" http://deb.debian.org/debian >/tmp/ps-debootstrap.log 2>&1 \
     || { log "debootstrap failed; see /tmp/ps-debootstrap.log"; exit 1; }
   rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
   tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
   log "imported $base"
 fi
-for kind in postgres redis python; do
+for kind in postgres redis mosquitto python; do
   img="$prefix/$kind:bookworm"
   # rebuilt whenever its Dockerfile or entrypoint changed (a label carries their hash)
   inputs=("$ctx/Dockerfile.$kind")
   [[ -f $ctx/$kind-entrypoint.sh ]] && inputs+=("$ctx/$kind-entrypoint.sh")
-  sum=$(cat "${inputs[@]}" | sha256sum | cut -c1-16)
+  sum=$( (echo "$base"; cat "${inputs[@]}") | sha256sum | cut -c1-16)
   if [[ $(docker image inspect -f '{{ index .Config.Labels "parallel-stacks.context" }}' "$img" 2>/dev/null) != "$sum" ]]; then
-    docker build -q --label "parallel-stacks.context=$sum" -f "$ctx/Dockerfile.$kind" -t "$img" "$ctx" >/dev/null
+    docker build -q --build-arg "BASE=$base" --label "parallel-stacks.context=$sum" -f "$ctx/Dockerfile.$kind" -t "$img" "$ctx" >/dev/null
     log "built $img"
   fi
 done
-printf 'POSTGRES_IMAGE=%s\nREDIS_IMAGE=%s\nPYTHON_IMAGE=%s\n' \
-  "$prefix/postgres:bookworm" "$prefix/redis:bookworm" "$prefix/python:bookworm"
+printf 'POSTGRES_IMAGE=%s\nREDIS_IMAGE=%s\nMOSQUITTO_IMAGE=%s\nPYTHON_IMAGE=%s\n' \
+  "$prefix/postgres:bookworm" "$prefix/redis:bookworm" "$prefix/mosquitto:bookworm" "$prefix/python:bookworm"

@@ -3,7 +3,9 @@
 
 1. Bakes a project into build/soak/, starts its copy at PORT_OFFSET 23000 and
    runs `make test-parallel` --runs times (default 20) in a row: every run
-   must pass, and no test database may be left behind between runs.
+   must pass, and no test database may be left behind between runs. Then
+   seed 002's validation: --wide-runs runs (default 5) on 12 workers, each
+   passing exactly the tests a sequential run passes.
 2. Bakes five worktrees (as five agents would have), runs `make up` in all
    five at once (offsets 23000-27000), checks every copy's API is healthy
    and reports its own offset, then `make nuke`s all five at once and checks
@@ -70,7 +72,33 @@ def test_databases(values: dict) -> list[str]:
         return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test%'")]
 
 
-def soak_runs(runs: int) -> tuple[int, list[float]]:
+def passed(junit: Path) -> set[str]:
+    import xml.etree.ElementTree as ET
+
+    cases = ET.parse(junit).getroot().iter("testcase")
+    return {f"{c.get('classname')}::{c.get('name')}" for c in cases if not any(ch.tag in ("failure", "error", "skipped") for ch in c)}
+
+
+def wide_runs(project: Path, offset: str, values: dict, runs: int, workers: str = "12") -> int:
+    """Runs on `workers` workers that do not pass exactly the sequential run's tests."""
+    seq = OUT / "seq.xml"
+    make(project, "test", offset, ARGS=f"--junitxml={seq}")
+    expected, failures = passed(seq), 0
+    for i in range(1, runs + 1):
+        junit = OUT / f"wide-{i}.xml"
+        start = time.perf_counter()
+        proc = make(project, "test-parallel", offset, PYTEST_WORKERS=workers, ARGS=f"--junitxml={junit}")
+        took = time.perf_counter() - start
+        same = junit.exists() and passed(junit) == expected
+        left = test_databases(values)
+        ok = proc.returncode == 0 and same and not left
+        failures += not ok
+        print(f"  {workers} workers, run {i}/{runs}: {'ok  ' if ok else 'FAIL'} {took:5.2f} s, "
+              f"{len(expected)} tests {'as sequential' if same else 'DIFFER from sequential'}", flush=True)
+    return failures
+
+
+def soak_runs(runs: int, wide: int = 5) -> tuple[int, list[float]]:
     project = bake(OUT / "runs")
     offset = OFFSETS[0]
     up = make(project, "up", offset)
@@ -90,6 +118,7 @@ def soak_runs(runs: int) -> tuple[int, list[float]]:
             summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr.strip()[-200:]
             print(f"  run {i:2d}/{runs}: {'ok  ' if ok else 'FAIL'} {times[-1]:5.2f} s  {summary}"
                   + (f"  leftover databases: {left}" if left else ""), flush=True)
+        failures += wide_runs(project, offset, values, wide)
     finally:
         make(project, "nuke", offset, FORCE="1")
     return failures, times
@@ -134,11 +163,12 @@ def soak_fleet() -> tuple[int, float, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="consecutive `make test-parallel` runs (default 20)")
+    parser.add_argument("--wide-runs", type=int, default=5, help="runs on 12 workers, compared with a sequential run (default 5)")
     parser.add_argument("--skip-fleet", action="store_true", help="only the consecutive runs")
     args = parser.parse_args(argv)
     shutil.rmtree(OUT, ignore_errors=True)
     print(f"== {args.runs} consecutive `make test-parallel` runs (2 workers)", flush=True)
-    failures, times = soak_runs(args.runs)
+    failures, times = soak_runs(args.runs, args.wide_runs)
     fleet = (0, 0.0, 0.0)
     if not args.skip_fleet:
         print(f"== {len(OFFSETS)} copies in {len(OFFSETS)} worktrees: `make up` at once, then `make nuke` at once", flush=True)

@@ -41,7 +41,7 @@ def docker_engine():
 def image_env(docker_engine) -> dict:
     """Image overrides: the offline stand-ins when built here, else the official images."""
     env = {}
-    for var, kind in (("POSTGRES_IMAGE", "postgres"), ("REDIS_IMAGE", "redis"), ("PYTHON_IMAGE", "python")):
+    for var, kind in (("POSTGRES_IMAGE", "postgres"), ("REDIS_IMAGE", "redis"), ("MOSQUITTO_IMAGE", "mosquitto"), ("PYTHON_IMAGE", "python")):
         name = f"{OFFLINE_PREFIX}/{kind}:bookworm"
         found = subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0
         if found:

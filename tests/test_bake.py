@@ -19,8 +19,9 @@ from parallel_stacks.basics import StackError
 SUPPORTED = [
     pytest.param({}, id="defaults"),
     pytest.param({"with_redis": False}, id="no-redis"),
+    pytest.param({"with_mqtt": False}, id="no-mqtt"),
     pytest.param({"with_ui": False}, id="no-ui"),
-    pytest.param({"with_redis": False, "with_ui": False}, id="postgres-and-api-only"),
+    pytest.param({"with_redis": False, "with_mqtt": False, "with_ui": False}, id="postgres-and-api-only"),
     pytest.param({"project": "a"}, id="one-letter-slug"),
     pytest.param({"project": "my_app-2"}, id="slug-underscore-dash-digit"),
     pytest.param({"project_name": "Café Ünïcødé"}, id="unicode-name-slugified"),
@@ -82,11 +83,12 @@ def test_supported_answers_bake_a_consistent_project(cookies, answers, tmp_path)
 
     expected = {"postgres", "api"} | ({"redis"} if result.context["with_redis"] else set()) | (
         {"ui"} if result.context["with_ui"] else set()
-    )
+    ) | ({"mqtt"} if result.context["with_mqtt"] else set())
     assert set(stack["services"]) == expected
     assert set(compose["services"]) == expected, "compose and stack.yml must declare the same services"
     assert stack["project"] == slug
     assert (project / "ui").exists() == result.context["with_ui"]
+    assert (project / "mqtt" / "mosquitto.conf").exists() == (project / "tests" / "test_events.py").exists() == result.context["with_mqtt"]
 
     for name, svc in compose["services"].items():
         assert "container_name" not in svc
@@ -100,7 +102,7 @@ def test_supported_answers_bake_a_consistent_project(cookies, answers, tmp_path)
 
     # every variable compose reads is derived by the helpers or an optional override
     derived = derive.load(project, {"POSTGRES_PASSWORD": "x"})
-    optional = {"POSTGRES_IMAGE", "REDIS_IMAGE", "PYTHON_IMAGE"}
+    optional = {"POSTGRES_IMAGE", "REDIS_IMAGE", "MOSQUITTO_IMAGE", "PYTHON_IMAGE"}
     assert compose_vars(compose_text) - set(derived) <= optional
 
     workflow = yaml.safe_load((project / ".github" / "workflows" / "tests.yml").read_text())

@@ -25,7 +25,7 @@ VENV = TEMPLATE / "build" / "venv-compose-v1"
 OFFSET = 31000
 SLUG = "compose-v1-check"  # a name of its own: no other test's project or volume at this offset
 PROJECT_LABEL = "com.docker.compose.project"
-SERVICES = {"postgres", "redis", "api", "ui"}
+SERVICES = {"postgres", "redis", "mqtt", "api", "ui"}
 
 
 def in_ci() -> bool:
@@ -111,7 +111,7 @@ def test_up_ps_nuke_on_compose_v1(tmp_path, image_env, compose_v1):
         assert "compose: " in doctor.stdout and "1.29" in doctor.stdout, doctor.stdout
 
         nuked = project.make("nuke", FORCE="1")
-        assert "removed 4 container(s), 1 network(s), 1 volume(s), " in nuked.stdout, nuked.stdout
+        assert "removed 5 container(s), 1 network(s), 2 volume(s), " in nuked.stdout, nuked.stdout
         for kind in ("container", "volume", "network"):
             assert labelled(kind, name) == [], f"{kind}s of {name} left after nuke"
         assert subprocess.run(["docker", "volume", "inspect", volume], capture_output=True).returncode != 0

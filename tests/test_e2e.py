@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import subprocess
+import time
 import urllib.request
 import uuid
 
@@ -79,7 +80,7 @@ def test_both_copies_healthy_at_once(copies):
     for offset in OFFSETS:
         records = inspect_project(values[offset]["COMPOSE_PROJECT_NAME"])
         services = {r["Config"]["Labels"]["com.docker.compose.service"] for r in records}
-        assert services == {"postgres", "redis", "api", "ui"}
+        assert services == {"postgres", "redis", "mqtt", "api", "ui"}
         for rec in records:
             assert rec["State"]["Health"]["Status"] == "healthy", rec["Name"]
 
@@ -90,7 +91,7 @@ def test_each_api_reports_its_own_offset_and_backends(copies):
         body = health(values[offset])
         assert body["port_offset"] == offset
         assert body["compose_project"] == values[offset]["COMPOSE_PROJECT_NAME"]
-        assert body["postgres"]["ok"] is True and body["redis"]["ok"] is True
+        assert body["postgres"]["ok"] is True and body["redis"]["ok"] is True and body["mqtt"]["ok"] is True
         assert body["status"] == "ok"
 
 
@@ -120,13 +121,111 @@ def test_nothing_published_on_all_interfaces(copies):
                 for b in bindings or []:
                     assert b["HostIp"] == "127.0.0.1", (rec["Name"], b)
                     ports.add(int(b["HostPort"]))
-    assert len(ports) == 8
+    assert len(ports) == 10
     for rec in inspect_project(values[10000]["COMPOSE_PROJECT_NAME"]):  # and as `docker port` says it
         mapping = subprocess.run(["docker", "port", rec["Id"]], capture_output=True, text=True, check=True).stdout
         assert mapping and all(line.split(" -> ")[1].startswith("127.0.0.1:") for line in mapping.splitlines()), mapping
     listeners = [c for c in psutil.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.laddr.port in ports]
     assert listeners, "docker-proxy should listen on the published ports"
     assert all(c.laddr.ip == "127.0.0.1" for c in listeners), listeners
+
+
+def mqtt_client(values: dict, password: str | None = None):
+    """A connected paho-mqtt client of a copy's broker (its URL's credentials unless `password`)."""
+    from urllib.parse import unquote, urlsplit
+
+    import paho.mqtt.client as mqtt
+
+    url = urlsplit(values["MQTT_URL"])
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.username_pw_set(unquote(url.username), unquote(url.password) if password is None else password)
+    client.connect(url.hostname, url.port, keepalive=10)
+    return client
+
+
+def subscribed(values: dict, topic: str):
+    """(client, inbox): a subscription to `topic` on a copy's broker, confirmed by the broker."""
+    import queue
+    import threading
+
+    inbox, done = queue.Queue(), threading.Event()
+    client = mqtt_client(values)
+    client.on_message = lambda _c, _u, msg: inbox.put((msg.topic, msg.payload))
+    client.on_subscribe = lambda *args: done.set()
+    client.loop_start()
+    client.subscribe(topic, qos=1)
+    assert done.wait(10), "no SUBACK"
+    return client, inbox
+
+
+def test_a_message_on_one_copys_broker_never_reaches_the_other(copies):
+    _, values = copies
+    a, b = values[0], values[10000]
+    assert a["MQTT_PORT"] == "1883" and b["MQTT_PORT"] == "11883"
+    sub_a, inbox_a = subscribed(a, "e2e/#")
+    sub_b, inbox_b = subscribed(b, "e2e/#")
+    try:
+        pub = mqtt_client(a)
+        pub.loop_start()
+        pub.publish("e2e/hello", b"from copy a", qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        assert inbox_a.get(timeout=10) == ("e2e/hello", b"from copy a")  # the control: delivery works
+        time.sleep(0.5)
+        assert inbox_b.empty(), "copy b's subscriber got copy a's message"
+    finally:
+        for client in (sub_a, sub_b):
+            client.loop_stop()
+            client.disconnect()
+
+
+def connack(port: int, user: str | None, password: str | None):
+    """The broker's CONNACK reason code for these credentials (None: no answer)."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    if user is not None:
+        client.username_pw_set(user, password)
+    codes: list = []
+    client.on_connect = lambda _c, _u, _f, code, _p: codes.append(code)
+    client.connect("127.0.0.1", port, keepalive=10)
+    for _ in range(40):
+        client.loop(timeout=0.25)
+        if codes:
+            break
+    client.disconnect()
+    return codes[0] if codes else None
+
+
+def test_the_broker_refuses_a_wrong_password_and_anonymous_clients(copies):
+    _, values = copies
+    port, user = int(values[0]["MQTT_PORT"]), values[0]["MQTT_USER"]
+    right = connack(port, user, values[0]["MQTT_PASSWORD"])
+    assert right is not None and not right.is_failure, right  # the control: the right password gets in
+    for who, password in ((user, "wrong"), (None, None)):
+        code = connack(port, who, password)
+        assert code is not None and code.is_failure, f"{who or 'anonymous'} was let in: {code}"
+
+
+def test_the_api_publishes_created_items_on_its_own_copys_broker(copies):
+    _, values = copies
+    a, b = values[0], values[10000]
+    sub_a, inbox_a = subscribed(a, f"{a['COMPOSE_PROJECT_NAME']}/items/#")
+    sub_b, inbox_b = subscribed(b, "#")
+    try:
+        body = json.dumps({"id": 4242, "name": "e2e kettle", "price": 9.5}).encode()
+        request = urllib.request.Request(a["API_URL"] + "/items", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 201
+        topic, payload = inbox_a.get(timeout=10)
+        assert topic == f"{a['COMPOSE_PROJECT_NAME']}/items/created"
+        assert json.loads(payload) == {"id": 4242, "name": "e2e kettle", "price": 9.5}
+        time.sleep(0.5)
+        assert not [m for m in list(inbox_b.queue) if b"kettle" in m[1]], "copy b's broker saw copy a's event"
+    finally:
+        for client in (sub_a, sub_b):
+            client.loop_stop()
+            client.disconnect()
 
 
 def test_data_is_isolated_between_copies(copies):
@@ -358,7 +457,7 @@ def test_slots_lists_both_copies(copies, tmp_path):
     out = project.make("slots", PARALLEL_STACKS_STATE_DIR=str(tmp_path / "state")).stdout
     for offset in OFFSETS:
         row = next(ln for ln in out.splitlines() if ln.startswith(f"demo-stack-{offset} "))
-        assert "running 4/4" in row and str(project.path) in row and f"demo-stack_db_data_{offset}" in row
+        assert "running 5/5" in row and str(project.path) in row and f"demo-stack_db_data_{offset}" in row
 
 
 def test_doctor_passes_on_a_running_copy_and_names_trouble(copies, tmp_path):
@@ -376,7 +475,7 @@ def test_doctor_passes_on_a_running_copy_and_names_trouble(copies, tmp_path):
 def test_nuking_one_of_three_copies_ten_times_loses_nothing_of_the_others(copies, tmp_path, image_env):
     project, values = copies
     keep = {offset: write_mark(values[offset], f"keep-{offset}") for offset in OFFSETS}
-    third = Project(bake(tmp_path, with_redis=False, with_ui=False), {**image_env, "PORT_OFFSET": "36000"})
+    third = Project(bake(tmp_path, with_redis=False, with_mqtt=False, with_ui=False), {**image_env, "PORT_OFFSET": "36000"})
     third_values = third.values()
     volume = third_values["DB_DATA_VOLUME"]
     try:

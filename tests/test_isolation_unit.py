@@ -82,35 +82,39 @@ def test_only_this_copys_databases_are_owned(name, owned):
 
 def test_port_blocks_follow_worker_and_offset():
     assert iso.port_block(values(0), 0, SERVICES) == iso.PortBlock(20000)
-    assert iso.port_block(values(0), 1, SERVICES).start == 20100  # seed 002: base + index * 100
-    assert iso.port_block(values(10000), 4, SERVICES).start == 30400  # a replacement gw4 under -n 4
-    blocks = [set(iso.port_block(values(o), i, SERVICES)) for o in (0, 1000, 10000) for i in range(10)]
+    assert iso.port_block(values(0), 1, SERVICES).start == 20010  # seed 002: base + index * block
+    assert iso.port_block(values(10000), 4, SERVICES).start == 30040  # a replacement gw4 under -n 4
+    # 20 workers per copy (seed 002 validates with -n 12); copies 200 apart never share a port
+    blocks = [set(iso.port_block(values(o), i, SERVICES)) for o in (0, 200, 400, 1000, 10000) for i in range(20)]
     assert sum(len(b) for b in blocks) == len(set().union(*blocks)), "blocks overlap"
+    assert len(blocks[0]) == 10 and iso.port_block(values(200), 0, SERVICES).start == iso.port_block(values(0), 19, SERVICES).stop
 
 
 def test_port_block_range_runs_out_clearly():
-    with pytest.raises(StackError, match="worker 10 has no port block: range 20000-20999 holds 10 blocks"):
-        iso.port_block(values(0), 10, SERVICES)
-    with pytest.raises(StackError, match="past 65535"):
-        iso.port_block(values(45000), 0, SERVICES)
+    assert iso.port_block(values(0), 19, SERVICES).start == 20190
+    with pytest.raises(StackError, match="worker 20 has no port block: range 20000-20199 holds 20 blocks of 10; use at most 20 workers"):
+        iso.port_block(values(0), 20, SERVICES)
+    with pytest.raises(StackError, match="past 65535; use an offset <= 45336"):
+        iso.port_block(values(45400), 0, SERVICES)
+    assert iso.port_block(values(45336), 19, SERVICES).stop - 1 == 65535
 
 
 def test_port_block_never_overlaps_the_stack():
     v = values(0)
-    v["UI_PORT"] = "20050"
-    with pytest.raises(StackError, match="overlaps the stack's ui port 20050"):
+    v["UI_PORT"] = "20005"
+    with pytest.raises(StackError, match="overlaps the stack's ui port 20005"):
         iso.port_block(v, 0, SERVICES)
     for offset in (0, 1000, 10000, 20000):
         stack_ports = {int(values(offset)[f"{s.upper()}_PORT"]) for s in SERVICES}
-        for i in range(10):
+        for i in range(20):
             assert not stack_ports & set(iso.port_block(values(offset), i, SERVICES))
 
 
 def test_port_block_index_checks():
     block = iso.PortBlock(20100)
-    assert list(block)[:2] == [20100, 20101] and len(list(block)) == 100
+    assert list(block)[:2] == [20100, 20101] and len(list(block)) == 10
     with pytest.raises(StackError, match="outside this worker's block"):
-        block.port(100)
+        block.port(10)
 
 
 def test_topic_namespace_translates_and_strips():
@@ -119,8 +123,14 @@ def test_topic_namespace_translates_and_strips():
     assert ns.topic("/a") == "test/gw1/a"
     assert ns.strip("test/gw1/frigate/camera_0/fire") == "frigate/camera_0/fire"
     assert ns.owns("test/gw1/x") and not ns.owns("test/gw10/x")
-    with pytest.raises(ValueError):
+    with pytest.raises(StackError) as info:
         ns.strip("test/gw10/x")  # seed 002's str.replace would have mangled this
+    assert str(info.value) == (
+        "topic 'test/gw10/x' is outside this worker's namespace 'test/gw1': "
+        "another worker's message, or a topic built without TopicNamespace.topic()"
+    )
+    assert isinstance(info.value, ValueError)  # what seed 002's callers caught
+    assert ns.everything == "test/gw1/#" and iso.TopicNamespace.for_worker("gw3").prefix == "test/gw3"
 
 
 def test_contexts_differ_per_worker_and_coincide_without_isolation(tmp_path):
@@ -252,8 +262,8 @@ def test_auto_workers_never_exceed_what_the_copy_can_isolate():
 
     stack = {kinds.get("postgres"), kinds.get("redis"), kinds.get("http")}
     assert workers.auto_workers(stack, {"redis": "db"}, 2) == 2
-    assert workers.auto_workers(stack, {"redis": "db"}, 64) == 10  # ten test-port blocks per copy
-    assert workers.auto_workers({kinds.get("http")}, {}, 64) == 10
+    assert workers.auto_workers(stack, {"redis": "db"}, 64) == 15  # Redis DBs 1-15
+    assert workers.auto_workers({kinds.get("http")}, {}, 64) == 20  # twenty test-port blocks per copy
     assert workers.auto_workers(stack, {"redis": "db"}, 0) == 1
 
 
@@ -263,3 +273,22 @@ def test_isolation_line_reports_template_and_clone_times():
     assert isolation_line(120.4, []) == "isolation: template 120 ms"
     assert isolation_line(120.4, [30.2]) == "isolation: template 120 ms, clone median 30 ms, max 30 ms (1 worker)"
     assert isolation_line(99.6, [10, 50, 20, 40]) == "isolation: template 100 ms, clone median 30 ms, max 50 ms (4 workers)"
+
+
+def test_a_killed_run_whose_process_is_a_zombie_counts_as_gone():
+    """A SIGKILLed pytest stays a zombie until its parent reaps it: its run's leftovers are still stale."""
+    import os
+    import subprocess
+    import time
+
+    from parallel_stacks.pytest_plugin.state import _alive
+
+    child = subprocess.Popen(["sleep", "30"])
+    assert _alive(child.pid)
+    child.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child.pid):
+        time.sleep(0.05)
+    assert not _alive(child.pid), "a zombie was taken for a live run"
+    assert os.waitpid(child.pid, 0)[0] == child.pid  # it was a zombie until now: this reaps it
+    assert _alive(os.getpid())

@@ -57,6 +57,18 @@ def test_sequential_and_parallel_pass_the_same_tests(copies, tmp_path):
     assert test_databases(values[0]) == set(), "a run left databases behind"
 
 
+def test_twelve_workers_pass_the_same_tests_as_one(copies, tmp_path):
+    """Seed 002's validation (-n 12): every worker has a port block, a database, a Redis DB
+    and a topic namespace of its own; `make soak` repeats this five times."""
+    project, values = copies
+    seq, par = tmp_path / "seq.xml", tmp_path / "par12.xml"
+    project.make("test", PORT_OFFSET=0, ARGS=f"--junitxml={seq}")
+    out = project.make("test-parallel", PORT_OFFSET=0, PYTEST_WORKERS="12", ARGS=f"--junitxml={par}")
+    assert "12 workers" in out.stdout and "(12 workers)" in out.stdout  # the isolation: line counted them all
+    assert passed_ids(par) == passed_ids(seq) and len(passed_ids(seq)) >= 25
+    assert test_databases(values[0]) == set()
+
+
 def test_two_copies_run_their_suites_at_the_same_time(copies):
     project, values = copies
     env = {**os.environ, "PYTHON": sys.executable, **project.base_env, "PYTEST_WORKERS": "2"}
@@ -256,6 +268,71 @@ def test_suite_detects_collisions_without_isolation(copies):
     out = project.make("test-parallel", check=False, PORT_OFFSET=0, PYTEST_WORKERS="2", ARGS="--no-isolation")
     assert out.returncode != 0
     assert "already exists" in out.stdout or "already claimed" in out.stdout or "Address already in use" in out.stdout
+    assert test_databases(values[0]) == set()
+
+
+HOLDER = """
+import os, time
+
+def test_holds_a_broker(worker_broker):
+    with open(os.environ["HOLD_MARK"], "w") as mark:
+        mark.write(str(worker_broker.port))
+    time.sleep(300)
+"""
+
+
+def worker_containers(copy: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=dev.parallel-stacks.test-copy={copy}", "--format", "{{.Names}}"],
+                         capture_output=True, text=True, check=True).stdout
+    nets = subprocess.run(["docker", "network", "ls", "--filter", f"label=dev.parallel-stacks.test-copy={copy}", "--format", "{{.Name}}"],
+                          capture_output=True, text=True, check=True).stdout
+    return sorted(out.split() + nets.split())
+
+
+def test_a_workers_broker_lives_for_its_test_and_a_killed_runs_goes_at_the_next_run(copies, tmp_path):
+    """Seed 002 phases 1 and 3: a broker container per worker, named and labelled per copy and worker;
+    a killed run's is removed by the next run of its copy, never by another copy's."""
+    project, values = copies
+    names = {o: values[o]["COMPOSE_PROJECT_NAME"] for o in (0, 10000)}
+    project.make("test-parallel", PORT_OFFSET=0, PYTEST_WORKERS="2", ARGS="-k broker_of_this_workers_own")
+    assert worker_containers(names[0]) == [], "a finished run left its worker brokers"
+    holder = project.path / "tests" / "test_hold_broker.py"
+    holder.write_text(HOLDER)
+    procs = {}
+    try:
+        for offset in (0, 10000):
+            env = project.environment(PORT_OFFSET=offset, ARGS="tests/test_hold_broker.py", HOLD_MARK=str(tmp_path / f"mark-{offset}"))
+            procs[offset] = subprocess.Popen(["make", "test"], cwd=project.path, env=env, start_new_session=True,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all((tmp_path / f"mark-{o}").exists() for o in procs):
+            time.sleep(0.2)
+        for offset, name in names.items():
+            assert worker_containers(name) == [f"{name}-master-broker", f"{name}-master-broker-net"], "the broker did not start"
+    finally:
+        group = [p for p in psutil.process_iter() if any(_in_group(p, proc.pid) for proc in procs.values())]
+        for proc in procs.values():
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        psutil.wait_procs(group, timeout=30)
+        holder.unlink()
+    assert worker_containers(names[0]) and worker_containers(names[10000]), "kill -9 should have left both brokers"
+    project.make("test", PORT_OFFSET=0, ARGS="-k test_database_is_this_workers_clone")
+    assert worker_containers(names[0]) == [], "the killed run's broker outlived the next run"
+    assert worker_containers(names[10000]) == [f"{names[10000]}-master-broker", f"{names[10000]}-master-broker-net"], "another copy's run removed it"
+    project.make("test", PORT_OFFSET=10000, ARGS="-k test_database_is_this_workers_clone")
+    assert worker_containers(names[10000]) == []
+
+
+def test_topics_shared_between_workers_show_cross_talk_on_the_real_broker(copies):
+    """Proof the MQTT tests can fail: only the topic namespace shared (--no-isolation-of mqtt),
+    everything else isolated, and the workers hear each other on the copy's broker."""
+    project, values = copies
+    out = project.make("test-parallel", check=False, PORT_OFFSET=0, PYTEST_WORKERS="2", ARGS="--no-isolation-of mqtt -p no:randomly")
+    assert out.returncode != 0 and "Error 1" in out.stderr, out.stdout[-3000:] + out.stderr  # tests failed (not a usage error)
+    assert "MQTT topic test/shared/claim was also claimed by ['gw" in out.stdout, out.stdout[-3000:]
+    failed = {line.split()[1] for line in out.stdout.splitlines() if line.startswith("FAILED ")}
+    assert all(f.startswith("tests/test_events.py::") for f in failed), failed  # the broker's tests or none: nothing else
     assert test_databases(values[0]) == set()
 
 

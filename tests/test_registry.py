@@ -58,6 +58,30 @@ def test_worktrees_get_distinct_slots_and_release_frees_one(tmp_path, state):
     assert registry.release(a, "dev") is None
 
 
+def footprint(values) -> set[int]:
+    """Every port a copy uses: its services' and its test workers' (TEST_PORTS, as `make env` prints it)."""
+    from parallel_stacks.formula import worker_ports_of
+
+    ports = {int(v) for k, v in values.items() if k.endswith("_PORT") and not k.endswith("_CONTAINER_PORT")}
+    return ports | set(worker_ports_of(values))
+
+
+def test_auto_and_task_slots_never_share_a_port_or_test_port(tmp_path, state):
+    """12+ workers need 12+ port blocks: the claimed copies' test-port ranges stay apart, and
+    apart from every claimed copy's (and the default copy's) service ports."""
+    copies = [auto(worktree(tmp_path, f"w{i}")) for i in range(6)]
+    copies += [derive.load(worktree(tmp_path, f"t{i}"), {"TASK_ID": f"task-{1001 + i}", "PARALLEL_STACKS_STATE_DIR": str(state)}) for i in range(4)]
+    assert [c["PORT_OFFSET_SOURCE"] for c in copies[6:]] == ["TASK_ID"] * 4
+    assert [c["PORT_OFFSET"] for c in copies[6:]] == ["10", "20", "30", "40"]  # seed 000's offsets, exactly: only test ports move
+    assert copies[6]["TEST_PORTS"] != "20010-20209"  # the default copy's tests use 20000-20199
+    default = footprint({**derive.load(worktree(tmp_path, "d"), {"PORT_OFFSET": "0"})})
+    prints = [footprint(c) for c in copies] + [default]
+    for i, a in enumerate(prints):
+        for b in prints[i + 1 :]:
+            assert not a & b, (sorted(a & b)[:5], [c["PORT_OFFSET"] for c in copies])
+    assert all(len(p) >= 200 for p in prints)  # 20 blocks of 10 each
+
+
 def test_each_environment_keeps_its_own_slot(tmp_path, state):
     root = worktree(tmp_path, "a")
     (root / "env" / "test.env").write_text("POSTGRES_USER=app\n")

@@ -261,7 +261,7 @@ def test_up_killed_half_way_then_up_again_works(lone_copy):
     assert "127.0.0.1:42003" in again.stdout
     values = project.values()
     assert health(values)["status"] == "ok"
-    assert len(labelled("container", name)) == 4
+    assert len(labelled("container", name)) == 5
 
 
 @pytest.mark.docker
@@ -273,7 +273,7 @@ def test_up_and_nuke_of_one_copy_racing_take_turns(lone_copy):
     up_out, up_err = up.communicate(timeout=300)
     assert up.returncode == 0, up_err
     assert "make nuke of demo-stack-34000: waiting for another up/down/nuke of this worktree" in nuke.stderr
-    assert "removed 4 container(s), 1 network(s), 1 volume(s)" in nuke.stdout
+    assert "removed 5 container(s), 1 network(s), 2 volume(s)" in nuke.stdout
     assert everything_of(name) == {"container": [], "volume": [], "network": []}
     # and the other order: nuke holds the lock (asking), up waits, then starts cleanly
     again = project.make("up")

@@ -2,7 +2,8 @@
 # Offline stand-in for the official postgres image's entrypoint contract:
 # POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB, data in
 # /var/lib/postgresql/data (or $PGDATA), password auth from other hosts, and
-# a command (`postgres -c name=value ...`, or just `-c ...`) passed to the server.
+# a command (`postgres -c name=value ...`, or just `-c ...`) passed to the server,
+# and /docker-entrypoint-initdb.d/*.sql run once into POSTGRES_DB on first init.
 set -eu
 case "${1:-}" in -*) set -- postgres "$@" ;; esac
 if [ $# -gt 0 ] && [ "$1" != postgres ]; then exec "$@"; fi
@@ -25,6 +26,14 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     su postgres -s /bin/sh -c "$PGBIN/postgres --single -D '$PGDATA' postgres" >/dev/null <<SQL
 CREATE DATABASE "$POSTGRES_DB";
 SQL
+  fi
+  if ls /docker-entrypoint-initdb.d/*.sql >/dev/null 2>&1; then
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+    for f in /docker-entrypoint-initdb.d/*.sql; do
+      echo "entrypoint: running $f"
+      runuser -u postgres -- psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -f "$f"
+    done
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
   fi
 fi
 exec runuser -u postgres -- "$PGBIN/postgres" -D "$PGDATA" -c listen_addresses='*' "$@"

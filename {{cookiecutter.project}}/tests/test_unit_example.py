@@ -36,8 +36,8 @@ def test_worker_ids():
 
 def test_port_block_bounds():
     block = PortBlock(20100)
-    assert block.port(0) == 20100 and block.port(99) == 20199
-    assert 20150 in block and 20200 not in block
+    assert block.port(0) == 20100 and block.port(9) == 20109
+    assert 20105 in block and 20110 not in block
 
 
 def test_container_names_carry_worker(parallel_context, container_name):

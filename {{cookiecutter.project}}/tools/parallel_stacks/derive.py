@@ -14,7 +14,7 @@ from typing import Any
 from . import kinds
 from .basics import var_name
 from .config import DEFAULTS, Layers, client_host, env_file_layers, env_name_of, load_stack, lookup, parse_bind_address, project_root
-from .formula import compose_project_name, host_port, volume_name
+from .formula import compose_project_name, host_port, volume_name, worker_ports_text
 from .offsets import resolve_offset
 
 __all__ = ["compose_environment", "format_env", "format_ports", "load", "load_with_layers", "redact", "secret_keys", "services"]
@@ -43,7 +43,7 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
     layers = env_file_layers(root, env_name)
     bind_raw, bind_source = lookup("BIND_ADDRESS", environ, layers)
     bind = parse_bind_address(DEFAULTS["BIND_ADDRESS"] if bind_raw is None else bind_raw, bind_source)
-    offset, offset_source = resolve_offset(environ, layers, stack, root, env_name, bind)
+    offset, offset_source, test_start = resolve_offset(environ, layers, stack, root, env_name, bind)
     project = stack["project"]
     out: Values = {
         "PORT_OFFSET": str(offset),
@@ -53,6 +53,7 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
         "STACK_WORKTREE": str(root.resolve()),
         "COMPOSE_PROJECT_NAME": compose_project_name(project, env_name, offset),
         "BIND_ADDRESS": bind,
+        "TEST_PORTS": worker_ports_text(offset, test_start),
     }
     for name, svc in stack["services"].items():
         out[f"{var_name(name)}_PORT"] = str(host_port(svc["host_port"], offset))
@@ -91,11 +92,13 @@ def services(root: Path | None = None) -> dict[str, dict[str, Any]]:
     return result
 
 
-def secret_keys(stack_services: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The secret settings of the stack's kinds (POSTGRES_PASSWORD, ...)."""
+def secret_keys(stack_services: Mapping[str, Mapping[str, Any]], stored: bool = False) -> list[str]:
+    """The secret settings of the stack's kinds (POSTGRES_PASSWORD, ...); `stored`: only those a service
+    keeps in its volume (a lost one locks the data), not those it takes afresh at every start."""
     keys: list[str] = []
     for svc in stack_services.values():
-        for key in kinds.of(svc).secrets:
+        kind = kinds.of(svc)
+        for key in kind.secrets if not stored or kind.secrets_stored else ():
             if key not in keys:
                 keys.append(key)
     return keys

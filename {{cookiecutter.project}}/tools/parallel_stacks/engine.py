@@ -37,6 +37,10 @@ __all__ = [
 PROJECT_LABEL = "com.docker.compose.project"
 WORKDIR_LABEL = "com.docker.compose.project.working_dir"
 WORKTREE_LABEL = "dev.parallel-stacks.worktree"
+# containers and networks a test starts for itself (pytest_plugin/containers.py), outside compose
+TEST_COPY_LABEL = "dev.parallel-stacks.test-copy"
+TEST_RUN_LABEL = "dev.parallel-stacks.test-run"
+TEST_WORKER_LABEL = "dev.parallel-stacks.test-worker"
 
 
 def docker(*args: str) -> str:
@@ -85,6 +89,13 @@ def volumes(project: str) -> list[dict[str, Any]]:
 
 def networks(project: str) -> list[str]:
     return _ids("network", project)
+
+
+def test_objects(project: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """(container records, network names) that tests of copy `project` started for themselves."""
+    filt = ["--filter", f"label={TEST_COPY_LABEL}={project}"]
+    ids = docker("ps", "-aq", *filt).split()
+    return (json_list("inspect", *ids) if ids else []), docker("network", "ls", "--format", "{{.Name}}", *filt).split()
 
 
 def images(project: str) -> dict[str, str]:

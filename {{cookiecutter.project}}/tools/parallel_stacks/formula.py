@@ -11,6 +11,9 @@ from typing import Any
 from .basics import MAX_NUMBER_DIGITS, PORT_MAX, PORT_MIN, StackError, is_digits, short
 
 __all__ = [
+    "TEST_PORT_BASE",
+    "TEST_PORT_BLOCK",
+    "TEST_PORT_BLOCKS",
     "compose_project_name",
     "host_port",
     "host_ports",
@@ -19,6 +22,9 @@ __all__ = [
     "parse_offset",
     "task_number",
     "volume_name",
+    "worker_port_range",
+    "worker_ports_of",
+    "worker_ports_text",
 ]
 
 COMPOSE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -32,6 +38,37 @@ def host_port(base: int, offset: int) -> int:
 
 def host_ports(bases: Iterable[int], offset: int) -> list[int]:
     return [host_port(base, offset) for base in bases]
+
+
+# A copy's test ports (servers and per-worker containers its test workers start):
+# TEST_PORT_BLOCKS blocks of TEST_PORT_BLOCK ports from TEST_PORT_BASE + PORT_OFFSET,
+# one block per xdist worker. The range is as wide as the `auto` slot step, so
+# slots never share test ports; the registry also keeps every claim's services
+# out of every other claim's range (docs/PORTS.md).
+TEST_PORT_BASE = 20000  # seed 002's base
+TEST_PORT_BLOCK = 10
+TEST_PORT_BLOCKS = 20
+
+
+def worker_port_range(offset: int, start: int | None = None) -> range:
+    """THE test-port formula: every port the test workers of the copy at `offset` may bind
+    (`start`: where the registry moved a claimed copy's range, see registry.allocate_test_ports)."""
+    start = TEST_PORT_BASE + offset if start is None else start
+    return range(start, start + TEST_PORT_BLOCK * TEST_PORT_BLOCKS)
+
+
+def worker_ports_text(offset: int, start: int | None = None) -> str:
+    """`TEST_PORTS` as `make env` prints it: `20000-20199`."""
+    ports = worker_port_range(offset, start)
+    return f"{ports.start}-{ports.stop - 1}"
+
+
+def worker_ports_of(values: Mapping[str, str]) -> range:
+    """The test-port range of a copy, from its derived values (TEST_PORTS, else the formula)."""
+    first, _, last = values.get("TEST_PORTS", "").partition("-")
+    if first.isdigit() and last.isdigit():
+        return range(int(first), int(last) + 1)
+    return worker_port_range(int(values["PORT_OFFSET"]))
 
 
 def offset_bounds(bases: Iterable[int]) -> tuple[int, int]:

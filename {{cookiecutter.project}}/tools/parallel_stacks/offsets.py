@@ -24,25 +24,26 @@ CI_NUMBER_VARS = ("CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID
 
 def resolve_offset(
     environ: Mapping[str, str], layers: Layers, stack: dict[str, Any], root: Path, env_name: str, bind: str
-) -> tuple[int, str]:
-    """(offset, where it came from)."""
+) -> tuple[int, str, int | None]:
+    """(offset, where it came from, the start of the test-port range the registry gave a claimed slot, else None)."""
     raw, source = lookup("PORT_OFFSET", environ, layers)
     if raw is not None and raw.strip().lower() == "auto":
-        return _auto(root, env_name, stack, bind, environ, "PORT_OFFSET=auto"), "auto"
+        return _auto(root, env_name, stack, bind, environ, "PORT_OFFSET=auto")
     if raw is not None:
-        return parse_offset(raw, source, stack), source
+        return parse_offset(raw, source, stack), source, None
     if (root / ".env.dynamic").exists():
         from . import registry
 
         remembered = registry.read_dynamic(root, env_name)
         if remembered is not None:
-            return parse_offset(str(remembered), ".env.dynamic", stack), ".env.dynamic"
+            test_start = registry.read_dynamic_test_ports(root, env_name)
+            return parse_offset(str(remembered), ".env.dynamic", stack), ".env.dynamic", test_start
     step = stack.get("task_step", DEFAULT_TASK_STEP)
     for var in TASK_VARS:
         task, tsource = lookup(var, environ, layers)
         if task is not None:
             preferred = offset_for_number(task_number(task, tsource, var), step)
-            return _derived(root, env_name, stack, bind, environ, preferred, f"{var}={task.strip()}"), var
+            return _derived(root, env_name, stack, bind, environ, preferred, f"{var}={task.strip()}", var)
     for var in CI_NUMBER_VARS:
         number = environ.get(var)
         if number:
@@ -51,23 +52,27 @@ def resolve_offset(
                     f"{var}={short(number)} is not a build number (up to {MAX_NUMBER_DIGITS} digits); set PORT_OFFSET explicitly"
                 )
             preferred = offset_for_number(int(number), step)
-            return _derived(root, env_name, stack, bind, environ, preferred, f"{var}={number}"), var
+            return _derived(root, env_name, stack, bind, environ, preferred, f"{var}={number}", var)
     fallback, fsource = lookup("DEFAULT_PORT_OFFSET", environ, layers)
     if fallback is not None and fallback.strip().lower() == "auto":
-        return _auto(root, env_name, stack, bind, environ, "DEFAULT_PORT_OFFSET=auto"), "auto"
+        return _auto(root, env_name, stack, bind, environ, "DEFAULT_PORT_OFFSET=auto")
     if fallback is not None:
-        return parse_offset(fallback, f"DEFAULT_PORT_OFFSET in {fsource}", stack), "default"
-    return 0, "default"
+        return parse_offset(fallback, f"DEFAULT_PORT_OFFSET in {fsource}", stack), "default", None
+    return 0, "default", None
 
 
-def _auto(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str], label: str) -> int:
+def _auto(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str], label: str) -> tuple[int, str, int]:
     from . import registry  # lazy: only auto copies pay for the registry
 
-    return parse_offset(str(registry.claim(root, env_name, stack, bind, environ)), label, stack)
+    offset, test_start = registry.claim(root, env_name, stack, bind, environ)
+    return parse_offset(str(offset), label, stack), "auto", test_start
 
 
-def _derived(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str], preferred: int, label: str) -> int:
+def _derived(
+    root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str], preferred: int, label: str, source: str
+) -> tuple[int, str, int]:
     """A task id's or build number's slot: seed 000's offset if free, else the next free one."""
     from . import registry
 
-    return parse_offset(str(registry.claim_derived(root, env_name, stack, bind, environ, preferred, label)), label, stack)
+    offset, test_start = registry.claim_derived(root, env_name, stack, bind, environ, preferred, label)
+    return parse_offset(str(offset), label, stack), source, test_start

@@ -21,7 +21,7 @@ from . import engine as docker_state
 from . import probe as check_ports
 from .basics import PORT_MAX, PORT_MIN, StackError, is_digits, var_name
 from .config import DEFAULT_TASK_STEP, read_env_file
-from .formula import compose_project_name, host_ports
+from .formula import compose_project_name, host_ports, worker_port_range
 
 AUTO_STEP = 100  # default base ports differ by non-multiples of 100: copies never cross services
 MAX_TRIES = 400
@@ -126,13 +126,22 @@ def read_dynamic(root: Path, env_name: str) -> int | None:
     return int(raw) if is_digits(raw) else None
 
 
-def write_dynamic(root: Path, env_name: str, offset: int | None) -> None:
+def read_dynamic_test_ports(root: Path, env_name: str) -> int | None:
+    """The start of the test-port range the registry gave this worktree's slot for `env_name`, if any."""
+    raw = _dynamic_values(root).get("TEST_PORTS_" + var_name(env_name), "")
+    return int(raw) if is_digits(raw) else None
+
+
+def write_dynamic(root: Path, env_name: str, offset: int | None, test_start: int | None = None) -> None:
     """Remember (or, with None, forget) this worktree's slot for `env_name`; no slots left, no file."""
-    values = {k: v for k, v in _dynamic_values(root).items() if k.startswith("PORT_OFFSET_")}
+    values = {k: v for k, v in _dynamic_values(root).items() if k.startswith(("PORT_OFFSET_", "TEST_PORTS_"))}
     if offset is None:
         values.pop(dynamic_key(env_name), None)
+        values.pop("TEST_PORTS_" + var_name(env_name), None)
     else:
         values[dynamic_key(env_name)] = str(offset)
+        if test_start is not None:
+            values["TEST_PORTS_" + var_name(env_name)] = str(test_start)
     path = root / DYNAMIC
     if not values:
         if path.exists():
@@ -179,8 +188,46 @@ def _ports(bases: dict[str, int], offset: int) -> list[int]:
     return host_ports(bases.values(), offset)
 
 
+def _test_ports(claim: Mapping[str, Any]) -> range:
+    """A claim's test-port range: the one the registry gave it, else the formula's."""
+    given = claim.get("test_ports")
+    if isinstance(given, list) and len(given) == 2 and all(isinstance(p, int) for p in given):
+        return range(given[0], given[1] + 1)
+    return worker_port_range(int(claim["offset"]))
+
+
+def _footprints(claims: Mapping[str, Mapping[str, Any]], bases: dict[str, int]) -> set[int]:
+    """Every port the copies of `claims` and the default copy (offset 0) use: services and test ports."""
+    taken = set(_ports(bases, 0)) | set(worker_port_range(0))
+    for c in claims.values():
+        taken.update(c.get("ports") or _ports(bases, c["offset"]))
+        taken.update(_test_ports(c))
+    return taken
+
+
+def allocate_test_ports(offset: int, own: list[int], taken: set[int], current: int | None = None) -> int:
+    """The start of a claimed copy's test-port range: `current` (its remembered one) or the formula's
+    (`worker_port_range`) when no other claimed copy uses one of its ports, else the next free range
+    above it. Services keep seed 000's offsets exactly; only test ports move (they hold no data)."""
+    formula = worker_port_range(offset)
+    width = len(formula)
+    starts = ([current] if current is not None else []) + list(range(formula.start, PORT_MAX - width + 2, width))
+    for start in starts:
+        ports = range(start, start + width)
+        if start >= PORT_MIN and ports.stop - 1 <= PORT_MAX and not any(p in taken or p in own for p in ports):
+            return start
+    raise StackError(f"no free test-port range of {width} ports for PORT_OFFSET={offset}; `make gc`, or set PORT_OFFSET")
+
+
 def _entry(
-    before: Mapping[str, Any], offset: int, worktree: str, env_name: str, stack: Mapping[str, Any], bases: dict[str, int], **extra: str
+    before: Mapping[str, Any],
+    offset: int,
+    worktree: str,
+    env_name: str,
+    stack: Mapping[str, Any],
+    bases: dict[str, int],
+    test_start: int,
+    **extra: str,
 ) -> dict[str, Any]:
     """A claim as the registry stores it; `before` (the same key's previous claim) keeps its claim time."""
     return {
@@ -191,13 +238,18 @@ def _entry(
         "project": stack["project"],
         "compose_project": compose_project_name(stack["project"], env_name, offset),
         "ports": _ports(bases, offset),
+        "test_ports": [test_start, test_start + len(worker_port_range(offset)) - 1],
         "claimed": before.get("claimed") or time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "claimed_at": before.get("claimed_at") or time.time(),
     }
 
 
-def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str] | None = None) -> int:
-    """This worktree's slot: its remembered one if still valid, else the first free one."""
+def _remembered_test_start(claim: Mapping[str, Any], offset: int) -> int | None:
+    return _test_ports(claim).start if claim and claim.get("offset") == offset else None
+
+
+def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """This worktree's slot: its remembered one if still valid, else the first free one; (offset, test-port range start)."""
 
     worktree = str(root.resolve())
     key = claim_key(worktree, env_name)
@@ -211,6 +263,7 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
     with Registry(state_dir(environ)) as reg:
         others = {k: c for k, c in reg.claims.items() if k != key}
         taken = {p for c in others.values() for p in c.get("ports") or _ports(bases, c["offset"])}
+        footprints = _footprints(others, bases)
         remembered = read_dynamic(root, env_name)
         if remembered is None and key in reg.claims:
             remembered = reg.claims[key]["offset"]
@@ -227,7 +280,7 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
             skipped = []
             for k in range(1, MAX_TRIES + 1):
                 cand = k * AUTO_STEP
-                why = check_ports.unusable(_ports(bases, cand), published, hosts, taken, eph)
+                why = check_ports.unusable(_ports(bases, cand), published, hosts, footprints, eph)
                 if why is None:
                     found = cand
                     break
@@ -243,16 +296,18 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
                     f"({len(others)} claimed); `make gc` or `make release` in unused worktrees"
                 )
             offset = found
-        reg.claims[key] = _entry(reg.claims.get(key) or {}, offset, worktree, env_name, stack, bases)
+        before = reg.claims.get(key) or {}
+        test_start = allocate_test_ports(offset, _ports(bases, offset), footprints, _remembered_test_start(before, offset))
+        reg.claims[key] = _entry(before, offset, worktree, env_name, stack, bases, test_start)
         reg.write()
-        write_dynamic(root, env_name, offset)
-    return offset
+        write_dynamic(root, env_name, offset, test_start)
+    return offset, test_start
 
 
 def claim_derived(
     root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str], preferred: int, label: str
-) -> int:
-    """The slot of a task id or build number (`label`, e.g. TASK_ID=task-a-1000).
+) -> tuple[int, int]:
+    """(offset, test-port range start) of a task id or build number (`label`, e.g. TASK_ID=task-a-1000).
 
     Seed 000's formula gives the `preferred` offset; when that is 0 (the
     default copy), claimed by another copy or its ports are busy, the next
@@ -275,6 +330,7 @@ def claim_derived(
     with Registry(state_dir(environ)) as reg:
         others = {k: c for k, c in reg.claims.items() if k != key}
         taken = {p for c in others.values() for p in c.get("ports") or _ports(bases, c["offset"])}
+        footprints = _footprints(others, bases)
         offset: int | None = reg.claims[key]["offset"] if key in reg.claims else None
         if offset is not None and taken & set(_ports(bases, offset)):
             offset = None  # another copy took it since (a registry rebuilt without us): find another
@@ -287,7 +343,7 @@ def claim_derived(
                 if compose_project_name(stack["project"], env_name, cand) in ours:
                     offset = cand  # this worktree's copy already runs there
                     break
-                if check_ports.unusable(_ports(bases, cand), published, hosts, taken, name_owners=False) is None:
+                if check_ports.unusable(_ports(bases, cand), published, hosts, footprints, name_owners=False) is None:
                     offset = cand
                     break
             if offset is None:
@@ -297,11 +353,12 @@ def claim_derived(
                 print(f"{label}: preferred PORT_OFFSET={preferred} is {why}; using PORT_OFFSET={offset}", file=sys.stderr)
         assert offset is not None
         before = reg.claims.get(key) or {}
-        entry = _entry(before, offset, worktree, env_name, stack, bases, label=label)
+        test_start = allocate_test_ports(offset, _ports(bases, offset), footprints, _remembered_test_start(before, offset))
+        entry = _entry(before, offset, worktree, env_name, stack, bases, test_start, label=label)
         if entry != before:
             reg.claims[key] = entry
             reg.write()
-    return offset
+    return offset, test_start
 
 
 def release(root: Path, env_name: str, environ: Mapping[str, str] | None = None) -> int | None:

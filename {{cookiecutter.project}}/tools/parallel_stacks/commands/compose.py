@@ -175,12 +175,13 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     stack_services = derive.services(root)
     check_ports.check(values, stack_services)
     missing = [key for key in derive.secret_keys(stack_services) if not values.get(key)]
-    if missing:
+    locked = [key for key in derive.secret_keys(stack_services, stored=True) if key in missing]
+    if locked:
         for key, name in values.items():
             if key.endswith("_VOLUME") and docker_state.volume(name) is not None:
                 raise StackError(
                     f"volume {name} holds data set up with a secret this worktree no longer has "
-                    f"({', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing from env/local.env); restore it there, or `make nuke` to start over"
+                    f"({', '.join(locked)} {'is' if len(locked) == 1 else 'are'} missing from env/local.env); restore it there, or `make nuke` to start over"
                 )
     # images before the secret file: a copy that cannot start changes nothing
     config = compose_config(cmd, values, {**env, **{key: "unset" for key in missing}})

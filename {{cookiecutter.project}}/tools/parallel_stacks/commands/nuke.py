@@ -1,6 +1,8 @@
 """Remove this copy's containers, networks and volumes, and nothing else.
 
-Only objects labelled with this copy's compose project are removed, by name.
+Only objects labelled with this copy's compose project are removed, by name,
+and the containers and networks its tests started for themselves (labelled
+with the copy and this worktree).
 Asks for confirmation unless FORCE=1 or CI is set.
 """
 
@@ -29,7 +31,12 @@ def plan(values: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[str], li
         if tree:
             raise StackError(f"volume {rec['Name']} of {project} belongs to another worktree ({tree}); nothing removed")
         vols.append(rec["Name"])
-    return records, docker_state.networks(project), vols, docker_state.images(project)
+    tests, test_networks = docker_state.test_objects(project)  # containers tests started for themselves (worker_broker)
+    for rec in tests:
+        tree = ownership.foreign_worktree(rec["Config"].get("Labels") or {}, values["STACK_WORKTREE"])
+        if tree:
+            raise StackError(f"test container {rec['Name'].lstrip('/')} of {project} belongs to another worktree ({tree}); nothing removed")
+    return records + tests, docker_state.networks(project) + test_networks, vols, docker_state.images(project)
 
 
 def confirm(project: str, stdin: TextIO = sys.stdin) -> bool:

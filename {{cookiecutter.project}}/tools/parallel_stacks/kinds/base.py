@@ -62,6 +62,7 @@ class Kind:
     one_per_stack: ClassVar[bool] = False  # its variables are not per service (DATABASE_URL, ...)
     variables: ClassVar[tuple[str, ...]] = ()  # the stack-wide variables it derives
     secrets: ClassVar[tuple[str, ...]] = ()  # values never printed unless SHOW_SECRETS=1
+    secrets_stored: ClassVar[bool] = True  # the service keeps its secrets in its volume (a new one would not open old data)
     client: ClassVar[str] = ""  # a command-line client inside its container (`make psql`)
 
     def client_command(self, values: Mapping[str, str]) -> list[str]:

@@ -21,7 +21,17 @@ import pytest
 
 from ..basics import StackError
 from .isolation import build_context, mapped_variables, worker_variables
-from .state import STATE, State, _is_worker, copy_of, isolation_options, project_root, stack_down_message, take_run_lock
+from .state import (
+    STATE,
+    State,
+    _is_worker,
+    copy_of,
+    isolation_options,
+    project_root,
+    reap_containers,
+    stack_down_message,
+    take_run_lock,
+)
 
 # The fixtures live in their own module, registered with this one (pytest's
 # "requiring plugins"): no list of them to keep in step here.
@@ -48,6 +58,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--no-isolation",
         action="store_true",
         help="share one database, port block, directory and namespace between all workers (to prove tests detect collisions)",
+    )
+    group.addoption(
+        "--no-isolation-of",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="share one kind's resources between workers, the rest stays isolated (e.g. mqtt: one topic namespace; to find which resource collides)",
     )
     group.addoption("--no-stack", action="store_true", help="do not touch the stack (for tests that need no database, e.g. -m unit)")
     group.addoption(
@@ -93,9 +110,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         return None  # not ours, or the user's explicit choice: xdist decides
     try:
         kinds_of = copy_of(root)[1]
+        options = isolation_options(config, config.getoption("isolation_redis"), config.getoption("no_isolation_of"))
     except StackError:
         return None  # pytest_configure words it
-    options = isolation_options(config, config.getoption("isolation_redis"))
     return auto_workers({kinds.get(kind) for kind in kinds_of.values()}, options, usable_cpus())
 
 
@@ -113,7 +130,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     known = early_config.known_args_namespace
     try:
         derived, kinds_of = copy_of(root)
-        options = isolation_options(early_config, getattr(known, "isolation_redis", None))
+        options = isolation_options(early_config, getattr(known, "isolation_redis", None), getattr(known, "no_isolation_of", None))
         worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
         ctx = build_context(derived, worker, not getattr(known, "no_isolation", False), Path("/"), kinds_of, options)
         variables = worker_variables(ctx, media_root=False)
@@ -159,7 +176,7 @@ def pytest_configure(config: pytest.Config) -> None:
         state.lock_fd = take_run_lock(state.values)
         started = time.perf_counter()
         for service, kind in state.services():
-            kind.start_run(service, state.values, state.run)
+            kind.start_run(service, state.values, state.run_for(kind))
         state.template_ms = (time.perf_counter() - started) * 1000
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -180,7 +197,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     started = time.perf_counter()
     try:
         for service, kind in state.services():
-            kind.start_worker(service, state.values, state.context.resources, state.worker)
+            kind.start_worker(service, state.values, state.context.resources, state.worker_for(kind))
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     except Exception as exc:
@@ -200,7 +217,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         state.waits.append(state.wait_ms)
     for service, kind in state.services():
         try:
-            kind.end_worker(service, state.values, state.context.resources, state.worker)
+            kind.end_worker(service, state.values, state.context.resources, state.worker_for(kind))
         except Exception:
             pass  # the run's end (or the next run's start) removes whatever is left
     state.started = False
@@ -248,7 +265,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is None:
         return
-    if not _is_worker(config):
+    if not _is_worker(config) and reap_containers(state.values, state.run_dir):  # a crashed worker's broker, say
         import shutil
 
         shutil.rmtree(state.run_dir, ignore_errors=True)
@@ -257,7 +274,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             # The controller outlives its workers: whatever a crashed worker left goes too.
             for service, kind in state.services():
                 try:
-                    kind.end_run(service, state.values, state.run)
+                    kind.end_run(service, state.values, state.run_for(kind))
                 except Exception:
                     pass  # the next run's start removes whatever is left
     finally:

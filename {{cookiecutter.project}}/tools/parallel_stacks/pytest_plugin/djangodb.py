@@ -108,9 +108,10 @@ def _take_clones(state: State, mine: Mapping[str, tuple[Kind, int]], serialized:
     taken: dict[str, str] = {}
     run_dir = state.run_dir
     for alias, (kind, n) in mine.items():
-        name = _name(state, kind, state.worker.who, n)
+        worker = state.worker_for(kind)
+        name = _name(state, kind, worker.who, n)
         template = _name(state, kind, "djtemplate", n)
-        if state.worker.isolated:
+        if worker.isolated:
             kind.clone_test_database(state.values, name, template)
         else:  # one database for every worker (--no-isolation): cloned once, by whoever comes first
             with _locked(run_dir / "django-shared.lock"):
@@ -173,7 +174,7 @@ def django_db_setup(
         for alias, name in taken.items():
             connections[alias].close()
             kind = mine[alias][0]
-            if state.worker.isolated:
+            if state.worker_for(kind).isolated:
                 try:
                     kind.drop_test_database(state.values, name)
                 except Exception:

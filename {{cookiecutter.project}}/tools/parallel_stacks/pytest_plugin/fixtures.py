@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from ..basics import StackError
+from ..kinds.mqtt import MqttEndpoint
 from ..kinds.redis import RedisNamespace
 from .isolation import ParallelTestContext, PortBlock, TopicNamespace
 from .state import STATE
@@ -17,13 +19,19 @@ __all__ = [
     "database_url",
     "db",
     "isolated_database",
+    "mqtt_endpoint",
     "parallel_context",
     "redis_namespace",
     "stack",
     "topic_namespace",
+    "worker_broker",
     "worker_ports",
     "worker_tmp_dir",
 ]
+
+BROKER_IMAGE = "eclipse-mosquitto:2"  # as compose.yaml's default; MOSQUITTO_IMAGE overrides both
+# The official image's config listens on loopback only: a worker's broker listens for its published port, anonymous.
+BROKER_COMMAND = ["sh", "-c", "printf 'listener 1883\\nallow_anonymous true\\n' > /tmp/broker.conf && exec mosquitto -c /tmp/broker.conf"]
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +81,46 @@ def redis_namespace(pytestconfig: pytest.Config, parallel_context: ParallelTestC
         pytest.fail("this test needs the stack's Redis but --no-stack was given", pytrace=False)
     namespace: RedisNamespace = parallel_context.redis
     return namespace
+
+
+@pytest.fixture(scope="session")
+def mqtt_endpoint(pytestconfig: pytest.Config, parallel_context: ParallelTestContext) -> MqttEndpoint:
+    """This copy's broker as this worker reaches it: host, port, credentials and its topic namespace (`.client()` connects)."""
+    if parallel_context.mqtt is None:
+        pytest.fail("this test needs an MQTT broker but stack.yml has no service of kind mqtt", pytrace=False)
+    if not pytestconfig.stash[STATE].use_stack:
+        pytest.fail("this test needs the stack's MQTT broker but --no-stack was given", pytrace=False)
+    endpoint: MqttEndpoint = parallel_context.mqtt
+    return endpoint
+
+
+@pytest.fixture
+def worker_broker(pytestconfig: pytest.Config, parallel_context: ParallelTestContext) -> Iterator[MqttEndpoint]:
+    """A Mosquitto broker of this worker's own, for one test (seed 002): container `<copy>-<worker>-broker` on its
+    own network, published on 127.0.0.1 on the last port of the worker's block, removed when the test ends."""
+    import os
+
+    from ..engine import TEST_COPY_LABEL, TEST_WORKER_LABEL, WORKTREE_LABEL
+    from . import containers
+
+    state = pytestconfig.stash[STATE]
+    labels = {
+        TEST_COPY_LABEL: parallel_context.copy,
+        TEST_WORKER_LABEL: parallel_context.worker,
+        WORKTREE_LABEL: state.values["STACK_WORKTREE"],
+    }
+    port = parallel_context.ports.port(parallel_context.ports.size - 1)
+    image = os.environ.get("MOSQUITTO_IMAGE") or BROKER_IMAGE
+    try:
+        container = containers.start(image, parallel_context.container_name("broker"), port, 1883, labels, state.run_dir, BROKER_COMMAND)
+    except StackError as exc:
+        pytest.fail(f"worker_broker: {exc}", pytrace=False)
+    try:
+        endpoint = MqttEndpoint("127.0.0.1", container.port, "", "", parallel_context.topics)
+        endpoint.wait_ready()
+        yield endpoint
+    finally:
+        containers.stop(container)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,9 @@ from typing import Any
 from .. import kinds
 from ..basics import StackError, var_name
 from ..config import client_host
+from ..formula import TEST_PORT_BLOCK, TEST_PORT_BLOCKS, worker_ports_of
 from ..kinds import Kind, Service, Worker
+from ..kinds.mqtt import TopicNamespace  # seed 002's helper; the mqtt kind gives it its variables
 
 __all__ = [
     "ParallelTestContext",
@@ -27,13 +29,11 @@ __all__ = [
     "mapped_variables",
     "stack_services",
     "worker_index",
+    "worker_of",
     "worker_variables",
 ]
 
 WORKER_RE = re.compile(r"^(master|gw(\d+))$")
-TEST_PORT_BASE = 20000  # the seed-002 base; a copy's range starts at base + PORT_OFFSET
-PORT_BLOCK = 100
-PORT_RANGE = 1000  # per copy: copies whose offsets differ by >= 1000 never share a range
 
 
 def worker_index(worker: str) -> int:
@@ -49,7 +49,7 @@ class PortBlock:
     """The ports one worker may bind: [start, start + size)."""
 
     start: int
-    size: int = PORT_BLOCK
+    size: int = TEST_PORT_BLOCK
 
     def port(self, i: int = 0) -> int:
         if not 0 <= i < self.size:
@@ -76,42 +76,23 @@ def services_of(values: Mapping[str, str]) -> list[str]:
 def port_block(values: Mapping[str, str], index: int, services: list[str] | None = None) -> PortBlock:
     """Worker `index`'s block inside this copy's test-port range."""
     offset = int(values["PORT_OFFSET"])
-    low = TEST_PORT_BASE + offset
-    high = low + PORT_RANGE
-    blocks = PORT_RANGE // PORT_BLOCK
+    ports = worker_ports_of(values)
+    low, high = ports.start, ports.stop
     if high - 1 > 65535:
         raise StackError(
-            f"PORT_OFFSET={offset} puts the test-port range {low}-{high - 1} past 65535; use an offset <= {65535 - TEST_PORT_BASE - PORT_RANGE + 1}"
+            f"PORT_OFFSET={offset} puts the test-port range {low}-{high - 1} past 65535; use an offset <= {offset - (high - 1 - 65535)}"
         )
-    if index >= blocks:
+    if index >= TEST_PORT_BLOCKS:
         raise StackError(
-            f"worker {index} has no port block: range {low}-{high - 1} holds {blocks} blocks of {PORT_BLOCK}; use fewer workers (-n)"
+            f"worker {index} has no port block: range {low}-{high - 1} holds {TEST_PORT_BLOCKS} blocks of {TEST_PORT_BLOCK}; "
+            f"use at most {TEST_PORT_BLOCKS} workers (-n)"
         )
-    block = PortBlock(low + index * PORT_BLOCK)
+    block = PortBlock(low + index * TEST_PORT_BLOCK)
     for name in services or {}:
         port = int(values[f"{var_name(name)}_PORT"])
         if port in block:
             raise StackError(f"test port block {block.start}-{block.stop - 1} overlaps the stack's {name} port {port}")
     return block
-
-
-@dataclass(frozen=True)
-class TopicNamespace:
-    """Seed 002's namespace: ``topic('a/b') -> 'test/gw0/a/b'`` and back."""
-
-    prefix: str
-
-    def topic(self, original: str) -> str:
-        return f"{self.prefix}/{original.lstrip('/')}"
-
-    def strip(self, namespaced: str) -> str:
-        head = self.prefix + "/"
-        if not namespaced.startswith(head):
-            raise ValueError(f"topic {namespaced!r} is not in namespace {self.prefix!r}")
-        return namespaced[len(head) :]
-
-    def owns(self, namespaced: str) -> bool:
-        return namespaced.startswith(self.prefix + "/")
 
 
 @dataclass(frozen=True)
@@ -137,6 +118,11 @@ class ParallelTestContext:
         return self.resources.get("database_url")
 
     @property
+    def mqtt(self) -> Any:
+        """The worker's MqttEndpoint (broker, credentials, topic namespace), or None when the stack has no broker."""
+        return self.resources.get("mqtt")
+
+    @property
     def redis(self) -> Any:
         """The worker's RedisNamespace, or None when the stack has no Redis."""
         return self.resources.get("redis")
@@ -156,6 +142,12 @@ def stack_services(values: Mapping[str, str], kinds_of: Mapping[str, str]) -> li
     ]
 
 
+def worker_of(worker: str, isolated: bool, kind: Kind, options: Mapping[str, str]) -> Worker:
+    """`worker` as `kind` sees it: isolated unless isolation is off, for every kind or for this one."""
+    mine = isolated and kind.name not in options.get("shared", "").split(",")
+    return Worker(worker, worker_index(worker) if mine else 0, worker if mine else "shared", mine, dict(options))
+
+
 def build_context(
     values: Mapping[str, str],
     worker: str,
@@ -164,14 +156,16 @@ def build_context(
     kinds_of: Mapping[str, str] | None = None,
     options: Mapping[str, str] | None = None,
 ) -> ParallelTestContext:
-    """The context of `worker`; shared by all workers when not `isolated`. `kinds_of`: {service: kind}."""
+    """The context of `worker`; shared by all workers when not `isolated`. `kinds_of`: {service: kind}.
+
+    `options["shared"]` (--no-isolation-of) names kinds whose resources every worker shares, the rest isolated.
+    """
     index = worker_index(worker) if isolated else 0
     who = worker if isolated else "shared"
-    me = Worker(worker, index, who, isolated, dict(options or {}))
     resources: dict[str, Any] = {}
     env: dict[str, str] = {}
     for service, kind in stack_services(values, kinds_of or {}):
-        mine = kind.worker_resources(service, values, me)
+        mine = kind.worker_resources(service, values, worker_of(worker, isolated, kind, options or {}))
         resources.update(mine)
         env.update(kind.worker_env(service, values, mine))
     return ParallelTestContext(
@@ -180,7 +174,7 @@ def build_context(
         copy=values["COMPOSE_PROJECT_NAME"],
         ports=port_block(values, index, services_of(values)),
         tmp_dir=tmp_root / f"media-{values['COMPOSE_PROJECT_NAME']}-{who}",
-        topics=TopicNamespace(f"test/{who}"),
+        topics=resources.get("topics") or TopicNamespace.for_worker(who),
         isolated=isolated,
         resources=resources,
         env=env,

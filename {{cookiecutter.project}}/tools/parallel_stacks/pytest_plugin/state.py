@@ -14,9 +14,9 @@ import pytest
 from .. import kinds
 from ..basics import StackError
 from ..kinds import Kind, Run, Service, Worker
-from .isolation import build_context, stack_services
+from .isolation import build_context, stack_services, worker_of
 
-__all__ = ["STATE", "State", "copy_of", "isolation_options", "project_root", "stack_down_message", "take_run_lock"]
+__all__ = ["STATE", "State", "copy_of", "isolation_options", "project_root", "reap_containers", "stack_down_message", "take_run_lock"]
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -54,9 +54,14 @@ def copy_of(root: Path) -> tuple[dict[str, str], dict[str, str]]:
     return derived, {name: kinds.name_of(svc) for name, svc in services.items()}
 
 
-def isolation_options(config: pytest.Config, redis: str | None) -> dict[str, str]:
-    """The kinds' isolation options: the command line's value (`redis`), else pytest.ini's."""
-    return {"redis": redis or str(config.getini("isolation_redis"))}
+def isolation_options(config: pytest.Config, redis: str | None, shared: list[str] | None = None) -> dict[str, str]:
+    """The kinds' isolation options: the command line's value (`redis`), else pytest.ini's; `shared`:
+    kinds whose resources all workers share (--no-isolation-of), as `shared=mqtt,redis`."""
+    names = sorted({n.strip() for item in shared or [] for n in item.split(",") if n.strip()})
+    unknown = [n for n in names if n not in kinds.names()]
+    if unknown:
+        raise StackError(f"--no-isolation-of {','.join(unknown)}: not a kind; kinds are {', '.join(kinds.names())}")
+    return {"redis": redis or str(config.getini("isolation_redis")), **({"shared": ",".join(names)} if names else {})}
 
 
 class State:
@@ -71,13 +76,10 @@ class State:
             self.values, self.kinds_of = copy_of(root)
         self.isolated = not config.getoption("no_isolation")
         self.use_stack = not config.getoption("no_stack")
-        self.options = isolation_options(config, config.getoption("isolation_redis"))
+        self.options = isolation_options(config, config.getoption("isolation_redis"), config.getoption("no_isolation_of"))
         self.run_dir = _run_dir(config, self.values)
         self.context = build_context(self.values, _worker(config), self.isolated, self.run_dir, self.kinds_of, self.options)
-        self.run = Run(self.isolated, [root / p for p in config.getini("isolation_schema")], self.options)
-        self.worker = Worker(
-            self.context.worker, self.context.index, self.context.worker if self.isolated else "shared", self.isolated, self.options
-        )
+        self.schema_files = [root / p for p in config.getini("isolation_schema")]
         self.started = False  # this process's own resources exist (start_worker ran)
         self.lock_fd: int | None = None
         # what isolation cost, for the `isolation:` summary line (milliseconds)
@@ -87,6 +89,13 @@ class State:
 
     def services(self) -> list[tuple[Service, Kind]]:
         return stack_services(self.values, self.kinds_of)
+
+    def worker_for(self, kind: Kind) -> Worker:
+        """This process as `kind` sees it: shared with every worker when isolation is off for it."""
+        return worker_of(self.context.worker, self.isolated, kind, self.options)
+
+    def run_for(self, kind: Kind) -> Run:
+        return Run(self.worker_for(kind).isolated, self.schema_files, self.options)
 
 
 def _run_dir(config: pytest.Config, values: Mapping[str, str]) -> Path:
@@ -103,19 +112,38 @@ def _run_dir(config: pytest.Config, values: Mapping[str, str]) -> Path:
     base = Path(tempfile.gettempdir())
     for stale in base.glob(prefix + "*"):
         pid = stale.name[len(prefix) :].split("-", 1)[0]
-        if not (pid.isdigit() and _alive(int(pid))):
+        if not (pid.isdigit() and _alive(int(pid))) and reap_containers(values, stale):
             shutil.rmtree(stale, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
 
 
+def reap_containers(values: Mapping[str, str], run_dir: Path) -> bool:
+    """Remove the containers and networks the tests of the run in `run_dir` started (worker_broker), if it
+    started any; False when Docker could not be asked (the run directory is kept: the next run tries again)."""
+    from .containers import MARKER, reap
+
+    if not (run_dir / MARKER).exists():
+        return True
+    try:
+        reap(values["COMPOSE_PROJECT_NAME"], run_dir.name)
+    except StackError:
+        return False
+    return True
+
+
 def _alive(pid: int) -> bool:
+    """True while `pid` runs; a zombie (killed, not yet reaped by its parent) is not alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): the signal said it exists
 
 
 def take_run_lock(values: Mapping[str, str]) -> int:

@@ -2,7 +2,7 @@
 capped by what the copy can isolate (test-port blocks, each kind's limit).
 
 xdist's own `auto` counts the machine's cores: in a container limited to two
-CPUs on a 32-core host it starts 32 workers, and past 10 of them the copy
+CPUs on a 32-core host it starts 32 workers, and past 20 of them the copy
 has no port block left (past 15, no Redis DB) and the run stops.
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from ..formula import TEST_PORT_BLOCKS
 from ..kinds import Kind
-from .isolation import PORT_BLOCK, PORT_RANGE
 
 __all__ = ["auto_workers", "cgroup_cpus", "usable_cpus"]
 
@@ -53,6 +53,6 @@ def usable_cpus(cpu_max: str = CPU_MAX) -> int:
 
 def auto_workers(kinds: Iterable[Kind], options: dict[str, str], cpus: int) -> int:
     """`-n auto`: one worker per usable CPU, but no more than every kind (and the port blocks) can isolate."""
-    limits = [cpus, PORT_RANGE // PORT_BLOCK]
+    limits = [cpus, TEST_PORT_BLOCKS]
     limits += [n for n in (kind.max_workers(options) for kind in kinds) if n is not None]
     return max(1, min(limits))

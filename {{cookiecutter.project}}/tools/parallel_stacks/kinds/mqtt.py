@@ -1,0 +1,161 @@
+"""Kind `mqtt`: an MQTT broker (Eclipse Mosquitto). MQTT_URL with this copy's
+credentials; per test worker, a topic namespace of its own (seed 002).
+
+A broker has no databases to hand out: workers share the copy's broker and
+stay apart by topic. Worker N publishes and subscribes under `test/gwN/...`
+(`TopicNamespace`); the variables it gets (`MQTT_TOPIC_PREFIX` among them)
+are set before anything is imported, so an application that builds its
+topics from its settings lands in the worker's namespace unchanged. Nothing
+is left on the broker to clean up: retained messages are the only state a
+test can leave, and the namespace makes them the worker's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from ..basics import StackError
+from .base import Kind, Lookup, Service, Worker
+
+__all__ = ["KIND", "MqttEndpoint", "TopicNamespace", "TopicOutsideNamespace"]
+
+WILDCARDS = ("+", "#")
+
+
+class TopicOutsideNamespace(StackError, ValueError):
+    """A topic of another worker (or built without the namespace) where this worker's was expected."""
+
+
+@dataclass(frozen=True)
+class TopicNamespace:
+    """Seed 002's namespace: ``topic('a/b') -> 'test/gw0/a/b'`` and back."""
+
+    prefix: str
+
+    @classmethod
+    def for_worker(cls, who: str) -> TopicNamespace:
+        """The namespace of worker `who` (gw0, master; `shared` when isolation is off)."""
+        return cls(f"test/{who}")
+
+    def topic(self, original: str) -> str:
+        """`original` inside this namespace (a filter with + or # stays a filter, inside it)."""
+        return f"{self.prefix}/{original.lstrip('/')}"
+
+    def strip(self, namespaced: str) -> str:
+        """The topic as the code under test named it; TopicOutsideNamespace for a topic of another namespace."""
+        head = self.prefix + "/"
+        if not namespaced.startswith(head):
+            raise TopicOutsideNamespace(
+                f"topic {namespaced!r} is outside this worker's namespace {self.prefix!r}: "
+                "another worker's message, or a topic built without TopicNamespace.topic()"
+            )
+        return namespaced[len(head) :]
+
+    def owns(self, namespaced: str) -> bool:
+        return namespaced.startswith(self.prefix + "/")
+
+    @property
+    def everything(self) -> str:
+        """The filter of every topic in this namespace (`test/gw0/#`)."""
+        return f"{self.prefix}/#"
+
+
+@dataclass(frozen=True)
+class MqttEndpoint:
+    """Where a worker's MQTT clients connect, and the topics that are theirs."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    topics: TopicNamespace
+
+    @property
+    def url(self) -> str:
+        return broker_url(self.host, self.port, self.user, self.password)
+
+    def client(self, client_id: str = "") -> Any:
+        """A connected paho-mqtt client (network loop running); disconnect it when done."""
+        import paho.mqtt.client as mqtt  # lazy: only tests that ask for it pay the import
+
+        if hasattr(mqtt, "CallbackAPIVersion"):  # paho-mqtt 2
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        else:  # pragma: no cover - paho-mqtt 1
+            client = mqtt.Client(client_id=client_id)
+        if self.user:
+            client.username_pw_set(self.user, self.password)
+        client.connect(self.host.strip("[]"), self.port, keepalive=30)
+        client.loop_start()
+        return client
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the broker accepts an MQTT connection (a new container needs a moment); StackError after `timeout`."""
+        import socket
+        import time
+
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.host.strip("[]"), self.port), timeout=1) as sock:
+                    # CONNECT, MQTT 3.1.1, clean session, keepalive 5 s, client id "ready"
+                    sock.sendall(bytes([0x10, 17, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 5, 0, 5]) + b"ready")
+                    if sock.recv(4)[:1] == b"\x20":  # CONNACK
+                        return
+                    last = "no CONNACK"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.1)
+        raise StackError(f"the MQTT broker on {self.host}:{self.port} did not accept a connection within {timeout:.0f} s ({last})")
+
+
+def broker_url(host: str, port: int, user: str, password: str) -> str:
+    return f"mqtt://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}"
+
+
+class Mqtt(Kind):
+    name = "mqtt"
+    one_per_stack = True
+    variables = ("MQTT_USER", "MQTT_PASSWORD", "MQTT_URL")
+    secrets = ("MQTT_PASSWORD",)
+    secrets_stored = False  # the password file is written afresh at every start (compose.yaml)
+    client = "mosquitto_sub"
+
+    def settings(self, project: str, lookup: Lookup) -> dict[str, str]:
+        user = lookup("MQTT_USER") or "app"
+        if not user or any(c in user for c in " :@/\n") or len(user) > 64:
+            raise StackError(f"MQTT_USER={user[:40]!r}: use up to 64 characters without spaces, ':', '@' or '/'")
+        return {"MQTT_USER": user, "MQTT_PASSWORD": lookup("MQTT_PASSWORD") or ""}
+
+    def url_variable(self, service: Service) -> str:
+        return "MQTT_URL"
+
+    def url(self, service: Service, values: Mapping[str, str]) -> str:
+        return broker_url(service.host, service.port, values["MQTT_USER"], values["MQTT_PASSWORD"])
+
+    def client_command(self, values: Mapping[str, str]) -> list[str]:
+        """Every message on this copy's broker, with its topic (`make mqtt-sub`; ARGS="-t 'test/gw1/#'" narrows it)."""
+        return ["mosquitto_sub", "-u", values["MQTT_USER"], "-P", values["MQTT_PASSWORD"], "-v"]
+
+    # ------------------------------------------------------------ test isolation
+    def worker_resources(self, service: Service, values: Mapping[str, str], worker: Worker) -> dict[str, Any]:
+        topics = TopicNamespace.for_worker(worker.who)
+        endpoint = MqttEndpoint(service.host, service.port, values["MQTT_USER"], values["MQTT_PASSWORD"], topics)
+        return {"mqtt": endpoint, "topics": topics}  # `topics`: the context's topic_namespace is the broker's
+
+    def worker_env(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any]) -> dict[str, str]:
+        endpoint: MqttEndpoint = resources["mqtt"]
+        return {
+            "MQTT_URL": endpoint.url,
+            "MQTT_HOST": endpoint.host.strip("[]"),
+            "MQTT_PORT": str(endpoint.port),
+            "MQTT_USER": endpoint.user,
+            "MQTT_PASSWORD": endpoint.password,
+            "MQTT_TOPIC_PREFIX": endpoint.topics.prefix,
+        }
+
+
+KIND = Mqtt()
