@@ -409,6 +409,29 @@ def test_a_bad_isolation_env_line_is_one_error_line(cookies):
     assert len(lines) == 1 and "names {DATABSE_URL}, not one of this worker's variables" in lines[0], out.stderr
 
 
+def test_n_auto_runs_a_run_too_small_to_gain_in_one_process(cookies):
+    """The worker count follows the work: after a run whose tests took well under two workers'
+    start-up, `-n auto` runs the same selection in one process and says why in the header."""
+    project = assert_clean_bake(cookies.bake())
+    env = {**os.environ, "PYTHON": sys.executable, "PYTEST_WORKERS": "auto"}
+    env.pop("PYTEST_XDIST_AUTO_NUM_WORKERS", None)
+    first = subprocess.run(["make", "test-unit"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr
+    assert re.search(r"created: \d+/\d+ worker", first.stdout), "no record yet: the CPUs decide"
+    record = json.loads((project / ".pytest_cache" / "v" / "parallel_stacks" / "work").read_text())
+    (selection,) = record
+    assert "-n" not in selection.split() and "auto" not in selection.split() and "unit" in selection, selection
+    assert record[selection]["tests"] >= 5 and record[selection]["seconds"] < 4.0, record
+    second = subprocess.run(["make", "test-unit"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr
+    assert "-n auto: one process, no workers: the last run of these" in second.stdout, second.stdout[:2000]
+    assert "created:" not in second.stdout
+    passed = [re.search(r"(\d+) passed", out.stdout).group(1) for out in (first, second)]
+    assert passed[0] == passed[1]
+    explicit = subprocess.run(["make", "test-unit"], cwd=project, env={**env, "PYTEST_WORKERS": "2"}, capture_output=True, text=True, timeout=300)
+    assert "created: 2/2 workers" in explicit.stdout, "an explicit worker count is obeyed as given"
+
+
 def test_n_auto_follows_the_cpus_this_process_may_use(cookies):
     """xdist's own `auto` counts the machine's cores; under an affinity of one CPU it still started two."""
     import shutil as _shutil

@@ -292,3 +292,19 @@ def test_a_killed_run_whose_process_is_a_zombie_counts_as_gone():
     assert not _alive(child.pid), "a zombie was taken for a live run"
     assert os.waitpid(child.pid, 0)[0] == child.pid  # it was a zombie until now: this reaps it
     assert _alive(os.getpid())
+
+
+def test_the_work_decides_how_many_workers_auto_starts():
+    from parallel_stacks.pytest_plugin import workers
+
+    key = workers.selection_key
+    assert key(["-n", "auto", "--dist", "load", "-m", "unit", "--junitxml=x.xml", "tests"]) == "-m unit tests"
+    assert key(["-n4", "--numprocesses=2", "--no-stack", "-k", "db"]) == "--no-stack -k db"
+    assert key(["tests", "-n", "2"]) == key(["tests"])  # `make test` and `make test-parallel` select alike
+    assert workers.work_workers(None, 8) == (8, "")  # no record: the CPUs decide
+    assert workers.work_workers({"seconds": "x", "tests": 3}, 8) == (8, "")  # a damaged record is ignored
+    assert workers.work_workers({"seconds": 100.0, "tests": 500}, 8) == (8, "")
+    assert workers.work_workers({"seconds": 7.9, "tests": 500}, 8)[0] == 3
+    assert workers.work_workers({"seconds": 100.0, "tests": 2}, 8)[0] == 2  # never more workers than tests
+    none, why = workers.work_workers({"seconds": 1.2, "tests": 40}, 8)
+    assert none == 0 and why.startswith("-n auto: one process, no workers: the last run of these 40 tests took 1.2 s")

@@ -101,9 +101,10 @@ def _no_restart_under_grouping(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """`-n auto`: the CPUs this process may use (affinity, cgroup quota), capped by what the copy can isolate."""
+    """`-n auto`: the CPUs this process may use (affinity, cgroup quota), capped by what the copy can isolate
+    and by the work: the last run of the same tests says how much there is (0: one process, no workers)."""
     from .. import kinds
-    from .workers import auto_workers, usable_cpus
+    from .workers import auto_workers, selection_key, usable_cpus, work_workers
 
     root = project_root(config)
     if root is None or os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
@@ -113,7 +114,58 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         options = isolation_options(config, config.getoption("isolation_redis"), config.getoption("no_isolation_of"))
     except StackError:
         return None  # pytest_configure words it
-    return auto_workers({kinds.get(kind) for kind in kinds_of.values()}, options, usable_cpus())
+    limit = auto_workers({kinds.get(kind) for kind in kinds_of.values()}, options, usable_cpus())
+    workers, why = work_workers(_work_records(config).get(selection_key(config.invocation_params.args)), limit)
+    if why:
+        config.stash[AUTO_WHY] = why
+    return workers
+
+
+AUTO_WHY = pytest.StashKey[str]()
+
+
+def _work_records(config: pytest.Config) -> dict[str, Any]:
+    """What earlier runs' tests cost ({selection: {"seconds", "tests"}}), from pytest's cache (read before the
+    cache plugin is configured: xdist asks for the worker count first)."""
+    import json
+
+    from .workers import WORK_KEY
+
+    try:
+        path = config.rootpath / str(config.getini("cache_dir")) / "v" / WORK_KEY
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    return config.stash.get(AUTO_WHY, None)
+
+
+class WorkTally:
+    """The controller's (or the single process's) tally of what this run's tests cost, every phase included
+    (xdist hands the controller its workers' reports), kept in pytest's cache for the next `-n auto`."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.seconds = 0.0
+        self.tests = 0
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.seconds += report.duration
+        self.tests += report.when == "call"
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        cache = getattr(self.config, "cache", None)
+        if cache is None or self.tests == 0 or exitstatus not in (0, 1) or self.config.option.collectonly:
+            return  # no cache plugin, nothing ran, or an interrupted run (its figures would mislead)
+        from .workers import WORK_KEY, selection_key
+
+        records = _work_records(self.config)
+        records.pop(key := selection_key(self.config.invocation_params.args), None)
+        records[key] = {"seconds": round(self.seconds, 3), "tests": self.tests}
+        cache.set(WORK_KEY, dict(list(records.items())[-20:]))  # the latest 20 selections
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -152,6 +204,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state
+    if not _is_worker(config):
+        config.pluginmanager.register(WorkTally(config), "parallel_stacks.work")
     if config.pluginmanager.hasplugin("django"):
         # pytest-django is active: its test databases become this copy's and this worker's. Registered
         # after the entry-point plugins, so this django_db_setup overrides pytest-django's (a conftest's still wins).
