@@ -14,6 +14,12 @@ prints medians and ratios against a baseline measured in the same run:
 6. 50 concurrent PORT_OFFSET=auto claims vs port-for and portpicker
 7. a fleet: 1, 5 and 10 copies up at once: time to healthy, memory per copy
 8. the first `make` of a fresh clone: its virtualenv with pip vs uv
+9. adopted suites (a Django app, an unadapted suite), sequential vs parallel
+10. clone cost per Postgres mode (durable; test mode: durability off, data
+    on tmpfs) and strategy (WAL_LOG, FILE_COPY), and the wait each worker
+    reports (`isolation:` line), against a container per worker
+11. a realistic suite of 300 tests mixing database, Redis and HTTP work,
+    sequential vs 2 workers
 
 Writes the table into docs/PERFORMANCE.md (between the bench markers) and a
 plot to docs/performance.png. Not part of CI: absolute times on a shared
@@ -37,6 +43,7 @@ OUT = TEMPLATE / "build" / "bench"
 DOC = TEMPLATE / "docs" / "PERFORMANCE.md"
 PLOT = TEMPLATE / "docs" / "performance.png"
 OFFSET = "22000"  # the bench's main copy
+TEST_MODE_OFFSET = "22400"  # a copy with POSTGRES_DURABILITY=off (section 10)
 FREE_OFFSET = "41000"  # nothing runs there
 FLEET_BASE = 23000  # fleet copies at 23000, 24000, ...
 STARTED = []  # (project, offset) of fleet copies, nuked at the end whatever happens
@@ -435,6 +442,150 @@ def adopted_suites(table: Table, repeat: int) -> None:
     project.make("nuke", PORT_OFFSET=ADOPT_OFFSET, FORCE="1")
 
 
+# ---------------------------------------------------------------- 10: clone cost per mode
+def clone_modes(table: Table, project, repeat: int, containers: int) -> None:
+    """What a worker's database costs in each Postgres mode and strategy, against a container per worker."""
+    import psycopg
+
+    section = "10. A worker's database per Postgres mode and clone strategy"
+    print(f"\n{section}")
+    copies = {"durable": (OFFSET, {}), "test mode (fsync off, tmpfs)": (TEST_MODE_OFFSET, {"POSTGRES_DURABILITY": "off"})}
+    schema = (project.path / "db" / "schema.sql").read_text()
+    waits = {}
+    for mode, (offset, env) in copies.items():
+        project.make("up", PORT_OFFSET=offset, **env)
+        STARTED.append((project, offset))
+        values = project.values(PORT_OFFSET=offset, **env)
+        admin = values["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS bench_tpl WITH (FORCE)")
+            conn.execute("CREATE DATABASE bench_tpl")
+            with psycopg.connect(admin.rsplit("/", 1)[0] + "/bench_tpl", autocommit=True) as tpl:
+                tpl.execute(schema)
+            conn.execute("ALTER DATABASE bench_tpl WITH ALLOW_CONNECTIONS false")
+            for strategy in ("WAL_LOG", "FILE_COPY"):
+                def clone():  # the statement the plugin runs, on an open admin connection
+                    conn.execute("DROP DATABASE IF EXISTS bench_w")
+                    conn.execute(f"CREATE DATABASE bench_w TEMPLATE bench_tpl STRATEGY {strategy}")
+                table.add(section, f"CREATE DATABASE ... TEMPLATE, {mode}, {strategy}", timed(clone, repeat * 4))
+            conn.execute("DROP DATABASE IF EXISTS bench_w")
+            conn.execute("DROP DATABASE IF EXISTS bench_tpl")
+        # what the plugin reports: every worker's wait for its own database and Redis DB
+        medians, templates = [], []
+        for _ in range(repeat):
+            out = project.make("test-parallel", PORT_OFFSET=offset, PYTEST_WORKERS="2", **env).stdout
+            line = next(ln for ln in out.splitlines() if ln.startswith("isolation:"))
+            medians.append(float(line.split("clone median ")[1].split(" ms")[0]) / 1000)
+            templates.append(float(line.split("template ")[1].split(" ms")[0]) / 1000)
+        waits[mode] = medians
+        table.add(section, f"controller, once per run: leftovers, template, both workers' databases (`isolation: template`), {mode}", templates)
+        table.add(section, f"worker's wait for its database (`isolation:` median, 2 workers), {mode}", medians)
+        project.make("nuke", PORT_OFFSET=offset, FORCE="1", **env)
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    import warnings
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from testcontainers.postgres import PostgresContainer
+
+    image = image_env().get("POSTGRES_IMAGE", "postgres:16-alpine")
+
+    def container():
+        with PostgresContainer(image, driver=None) as pg:
+            psycopg.connect(pg.get_connection_url()).close()
+
+    cont_t = timed(container, containers)
+    table.add(section, "a Postgres container per worker (testcontainers: start, connect, stop)", cont_t)
+    table.add(section, "worker's wait, test mode, vs a container per worker", waits["test mode (fsync off, tmpfs)"], cont_t, "<= 0.02x")
+
+
+# ---------------------------------------------------------------- 11: a realistic suite
+REALISTIC = {
+    "orders": """
+import pytest
+
+pytestmark = pytest.mark.api
+
+
+@pytest.fixture
+def shop(db):
+    db.execute("DELETE FROM orders")
+    db.execute("DELETE FROM items")
+    with db.cursor() as cur:
+        cur.executemany("INSERT INTO items (id, name, price) VALUES (%s, %s, %s)", [(i, f"item {i}", i % 17 + 0.5) for i in range(1, 201)])
+    yield db
+    db.execute("DELETE FROM orders")
+    db.execute("DELETE FROM items")
+
+
+@pytest.mark.parametrize("n", range(10))
+def test_order_totals(shop, n):
+    with shop.cursor() as cur:
+        cur.executemany("INSERT INTO orders (item_id, quantity) VALUES (%s, %s)", [(1 + (i * 7 + n) % 200, 1 + i % 5) for i in range(100)])
+    total = shop.execute("SELECT sum(i.price * o.quantity) FROM orders o JOIN items i ON i.id = o.item_id").fetchone()[0]
+    expected = sum((1 + (i * 7 + n) % 200) % 17 + 0.5 for i in range(100) for _ in range(1 + i % 5))
+    assert float(total) == pytest.approx(expected)
+    top = shop.execute("SELECT item_id FROM orders GROUP BY item_id ORDER BY sum(quantity) DESC, item_id LIMIT 1").fetchone()
+    assert top is not None
+""",
+    "cache": """
+import pytest
+
+pytestmark = pytest.mark.api
+
+
+@pytest.mark.parametrize("n", range(10))
+def test_cart_in_redis(redis_namespace, n):
+    client = redis_namespace.client()
+    cart = redis_namespace.key(f"cart:{n}")
+    pipe = client.pipeline()
+    for i in range(200):
+        pipe.hincrby(cart, f"sku{i % 37}", 1 + i % 3)
+    pipe.execute()
+    assert sum(int(v) for v in client.hvals(cart)) == sum(1 + i % 3 for i in range(200))
+    client.zadd(redis_namespace.key("rank"), {f"sku{i}": i * n for i in range(50)})
+    assert len(client.zrevrange(redis_namespace.key("rank"), 0, 9)) == 10
+    client.delete(cart, redis_namespace.key("rank"))
+""",
+    "http": """
+import json
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("n", range(10))
+def test_api_answers(stack, n):
+    with urllib.request.urlopen(stack["API_URL"] + ("/health" if n % 2 else "/"), timeout=10) as resp:
+        body = json.load(resp)
+    assert resp.status == 200 and body["port_offset"] == int(stack["PORT_OFFSET"])
+""",
+}
+
+
+def realistic(table: Table, project, repeat: int) -> None:
+    section = "11. A realistic suite: 300 tests of database, Redis and HTTP work"
+    print(f"\n{section}")
+    suite = project.path / "tests" / "realistic"
+    suite.mkdir()
+    for kind, text in REALISTIC.items():
+        for i in range(10):
+            (suite / f"test_{kind}_{i}.py").write_text(text)
+    make = lambda target, **e: project.make(target, PORT_OFFSET=OFFSET, ARGS="tests/realistic", **e)  # noqa: E731
+    project.make("up", PORT_OFFSET=OFFSET)
+    out = make("test").stdout
+    assert " 300 passed" in out, out[-500:]
+    seq = timed(lambda: make("test"), repeat)
+    table.add(section, "`make test`", seq)
+    par = timed(lambda: make("test-parallel", PYTEST_WORKERS="2"), repeat)
+    table.add(section, "`make test-parallel` (2 workers)", par, seq, "<= 0.55x")
+    auto = timed(lambda: make("test-parallel"), repeat)
+    table.add(section, "`make test-parallel` (-n auto: the work and the CPUs decide)", auto, seq)
+    shutil.rmtree(suite)
+    project.make("nuke", PORT_OFFSET=OFFSET, FORCE="1")
+
+
 # ---------------------------------------------------------------- report
 def plot(helper: dict, suite_out: dict, fleet_out: dict) -> None:
     import matplotlib
@@ -490,9 +641,11 @@ def main(argv=None) -> int:
     parser.add_argument("--containers", type=int, default=3, help="testcontainers starts to time (default 3)")
     parser.add_argument("--claims", type=int, default=50, help="concurrent PORT_OFFSET=auto claims (default 50)")
     parser.add_argument("--fleet", default="1,5,10", help="fleet sizes, comma-separated (default 1,5,10)")
-    parser.add_argument("--only", default="123456789", help="which measurements to run, e.g. 12 (default all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11", help="which measurements to run, e.g. 1,2,10 (default all)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args(argv)
+    only = set(args.only.replace(" ", "").split(","))
+    full = only == set(map(str, range(1, 12)))
 
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -506,31 +659,35 @@ def main(argv=None) -> int:
     print(header)
     helper, suite_out, fleet_out = {}, {}, {}
     try:
-        if "1" in args.only or "2" in args.only:
+        if "1" in only or "2" in only:
             helper = helpers(table, project, args.repeat * 6)
-        if "3" in args.only:
+        if "3" in only:
             stack_start(table, project, max(3, args.repeat // 2 + 1))
-        if set("45") & set(args.only):
+        if {"4", "5"} & only:
             project.make("up", PORT_OFFSET=OFFSET)
             values = project.values(PORT_OFFSET=OFFSET)
-            if "4" in args.only:
+            if "4" in only:
                 databases(table, project, values, args.repeat, args.tables, args.containers)
-            if "5" in args.only:
+            if "5" in only:
                 suite_out = suite(table, project, args.repeat, args.modules)
             project.make("nuke", PORT_OFFSET=OFFSET, FORCE="1")
-        if "6" in args.only:
+        if "6" in only:
             claims(table, args.claims)
-        if "7" in args.only:
+        if "7" in only:
             fleet_out = fleet(table, [int(s) for s in args.fleet.split(",")])
-        if "8" in args.only:
+        if "8" in only:
             venv_setup(table, project, args.repeat)
-        if "9" in args.only:
+        if "9" in only:
             adopted_suites(table, args.repeat)
+        if "10" in only:
+            clone_modes(table, project, args.repeat, args.containers)
+        if "11" in only:
+            realistic(table, project, args.repeat)
     finally:
         project.make("nuke", check=False, PORT_OFFSET=OFFSET, FORCE="1")
         for member, offset in set(STARTED):
             member.make("nuke", check=False, PORT_OFFSET=offset, FORCE="1")
-    if not args.no_write and args.only == "123456789":
+    if not args.no_write and full:
         plot(helper, suite_out, fleet_out)
         write_doc(table, header)
     shutil.rmtree(OUT, ignore_errors=True)
