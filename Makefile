@@ -26,7 +26,7 @@ lint: $(VENV)/.installed ## ruff and mypy (strict on the helper package), ruff o
 bench: $(VENV)/.bench-installed ## Measure isolation's costs against the alternatives; writes docs/PERFORMANCE.md (~9 min)
 	@PYTHONPATH=scripts $(PY) bench/run.py $(BENCH_ARGS)
 
-soak: $(VENV)/.installed ## Soak: 20 consecutive test-parallel runs, 5 on 12 workers, then 5 copies up at once and nuked (~4 min)
+soak: $(VENV)/.installed ## Soak: 20 test-parallel runs, 5 on 12 workers, 20 worktree cycles, 5 copies up at once and nuked (~10 min)
 	@$(PY) scripts/soak.py
 
 ##@ Setup

@@ -6,7 +6,10 @@
    must pass, and no test database may be left behind between runs. Then
    seed 002's validation: --wide-runs runs (default 5) on 12 workers, each
    passing exactly the tests a sequential run passes.
-2. Bakes five worktrees (as five agents would have), runs `make up` in all
+2. Worktree lifecycle: --worktree-cycles (default 20) of `make worktree
+   NAME=tN UP=1` then `make worktree-remove NAME=tN` in a baked git
+   repository; afterwards no container, volume, network or claim of any tN.
+3. Bakes five worktrees (as five agents would have), runs `make up` in all
    five at once (offsets 23000-27000), checks every copy's API is healthy
    and reports its own offset, then `make nuke`s all five at once and checks
    that no container, network or volume of any of them is left.
@@ -124,6 +127,35 @@ def soak_runs(runs: int, wide: int = 5) -> tuple[int, list[float]]:
     return failures, times
 
 
+def soak_worktrees(cycles: int) -> tuple[int, list[float]]:
+    """(problems, seconds per cycle) of `make worktree NAME=tN UP=1` / `make worktree-remove NAME=tN`."""
+    git_id = {"GIT_AUTHOR_NAME": "soak", "GIT_AUTHOR_EMAIL": "soak@example.com", "GIT_COMMITTER_NAME": "soak",
+              "GIT_COMMITTER_EMAIL": "soak@example.com"}
+    state = OUT / "worktree-state"
+    repo = bake(OUT / "repo")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "baked"]):
+        subprocess.run(["git", *args], cwd=repo, env={**os.environ, **git_id}, check=True)
+    problems, times = 0, []
+    for n in range(cycles):
+        name = f"t{n}"
+        start = time.perf_counter()
+        extra = {**git_id, "PARALLEL_STACKS_STATE_DIR": str(state), "NAME": name}
+        made = subprocess.run(["make", "worktree"], cwd=repo, env=environment(UP="1", **extra), capture_output=True, text=True)
+        copy = next((w for line in made.stdout.splitlines() for w in line.split() if w.startswith("demo-stack-")), "").rstrip(",")
+        gone = subprocess.run(["make", "worktree-remove"], cwd=repo, env=environment(**extra), capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        left = leftovers(copy) if copy else ["no copy named"]
+        ok = made.returncode == 0 and gone.returncode == 0 and not left and not (repo.parent / f"{repo.name}.{name}").exists()
+        problems += not ok
+        print(f"  cycle {n + 1:2d}/{cycles}: {'ok  ' if ok else 'FAIL'} {times[-1]:5.1f} s  {copy}"
+              + ("" if ok else f"  {made.stderr.strip()[-200:]} {gone.stderr.strip()[-200:]} left: {left}"), flush=True)
+    claims = json.loads((state / "registry.json").read_text())["claims"] if (state / "registry.json").exists() else {}
+    if claims:
+        problems += 1
+        print(f"  claims left: {claims}")
+    return problems, times
+
+
 def soak_fleet() -> tuple[int, float, float]:
     """(problems, seconds until all five were healthy, seconds to nuke all five)."""
     projects = [bake(OUT / f"worktree-{i}") for i in range(len(OFFSETS))]
@@ -165,10 +197,15 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=20, help="consecutive `make test-parallel` runs (default 20)")
     parser.add_argument("--wide-runs", type=int, default=5, help="runs on 12 workers, compared with a sequential run (default 5)")
     parser.add_argument("--skip-fleet", action="store_true", help="only the consecutive runs")
+    parser.add_argument("--worktree-cycles", type=int, default=20, help="make worktree / worktree-remove cycles (default 20; 0 skips)")
     args = parser.parse_args(argv)
     shutil.rmtree(OUT, ignore_errors=True)
     print(f"== {args.runs} consecutive `make test-parallel` runs (2 workers)", flush=True)
     failures, times = soak_runs(args.runs, args.wide_runs)
+    worktree_problems, worktree_times = 0, []
+    if args.worktree_cycles:
+        print(f"== {args.worktree_cycles} cycles of `make worktree NAME=tN UP=1` / `make worktree-remove NAME=tN`", flush=True)
+        worktree_problems, worktree_times = soak_worktrees(args.worktree_cycles)
     fleet = (0, 0.0, 0.0)
     if not args.skip_fleet:
         print(f"== {len(OFFSETS)} copies in {len(OFFSETS)} worktrees: `make up` at once, then `make nuke` at once", flush=True)
@@ -183,7 +220,9 @@ def main(argv=None) -> int:
     if not args.skip_fleet:
         print(f"  fleet: {len(OFFSETS)} copies healthy together in {fleet[1]:.1f} s, all nuked in {fleet[2]:.1f} s, "
               f"problems: {fleet[0]}")
-    return 1 if failures or fleet[0] else 0
+    if worktree_times:
+        print(f"  worktree cycles: {len(worktree_times)}, problems: {worktree_problems}, median {statistics.median(worktree_times):.1f} s per cycle")
+    return 1 if failures or fleet[0] or worktree_problems else 0
 
 
 if __name__ == "__main__":

@@ -458,6 +458,16 @@ def test_slots_lists_both_copies(copies, tmp_path):
     for offset in OFFSETS:
         row = next(ln for ln in out.splitlines() if ln.startswith(f"demo-stack-{offset} "))
         assert "running 5/5" in row and str(project.path) in row and f"demo-stack_db_data_{offset}" in row
+    listed = json.loads(project.make("slots", FORMAT="json", PARALLEL_STACKS_STATE_DIR=str(tmp_path / "state")).stdout)["copies"]
+    for offset in OFFSETS:
+        (copy,) = [c for c in listed if c["compose_project"] == f"demo-stack-{offset}"]
+        assert copy["offset"] == offset and copy["worktree"] == str(project.path) and copy["worktree_exists"] is True
+        assert copy["state"] == "running 5/5" and len(copy["containers"]) == 5
+        assert set(copy["volumes"]) == {f"demo-stack_db_data_{offset}", f"demo-stack_mqtt_data_{offset}"}
+        assert copy["urls"]["API_URL"] == f"http://127.0.0.1:{8003 + offset}" and "********" in copy["urls"]["DATABASE_URL"]
+        assert 1883 + offset in copy["ports"]
+    bad = project.make("slots", check=False, FORMAT="yaml")
+    assert bad.returncode == 2 and one_error_line(bad.stderr) == "error: FORMAT='yaml': use table (the default) or json"
 
 
 def test_doctor_passes_on_a_running_copy_and_names_trouble(copies, tmp_path):
@@ -516,3 +526,35 @@ def test_secrets_appear_in_no_output_unless_asked(copies, tmp_path):
         import shutil
 
         shutil.rmtree(project.path / ".git")
+
+
+def test_gc_removes_the_copy_of_a_vanished_worktree_and_only_that(tmp_path, image_env):
+    """A worktree deleted by hand (`rm -rf`): `make gc` lists its copy, FORCE=1 removes it; a live copy beside it stays."""
+    import shutil
+
+    state = {"PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state")}
+    gone = Project(bake(tmp_path / "gone"), {**image_env, **state, "PORT_OFFSET": "37000"})
+    live = Project(bake(tmp_path / "live"), {**image_env, **state, "PORT_OFFSET": "37200"})
+    names = {"gone": "demo-stack-37000", "live": "demo-stack-37200"}
+    try:
+        gone.make("up")
+        live.make("up")
+        live_before = sorted(r["Id"] for r in inspect_project(names["live"]))
+        shutil.rmtree(gone.path)
+        listed = live.make("gc").stdout
+        assert f"would remove copy {names['gone']} of vanished worktree {gone.path}" in listed, listed
+        assert names["live"] not in listed and "demo-stack_db_data_37000" in listed and "demo-stack_mqtt_data_37000" in listed
+        assert inspect_project(names["gone"]), "listing removed something"
+        removed = live.make("gc", FORCE="1").stdout
+        assert f"removing copy {names['gone']}" in removed and "removed 1 copy of vanished worktrees" in removed
+        assert inspect_project(names["gone"]) == [] and not volume_exists("demo-stack_db_data_37000")
+        assert not volume_exists("demo-stack_mqtt_data_37000")
+        assert health(live.values())["status"] == "ok"
+        assert sorted(r["Id"] for r in inspect_project(names["live"])) == live_before and volume_exists("demo-stack_db_data_37200")
+        assert "would remove" not in live.make("gc").stdout  # nothing left to find
+    finally:
+        live.make("nuke", check=False, FORCE="1")
+        if gone.path.exists():
+            gone.make("nuke", check=False, FORCE="1")
+        else:
+            live.make("gc", check=False, FORCE="1")

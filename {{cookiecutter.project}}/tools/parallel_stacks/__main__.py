@@ -24,6 +24,7 @@ COMMANDS = {
     "doctor": "doctor",
     "claim": "release",
     "release": "release",
+    "worktree": "worktree",
 }
 KEEPS_NAME = {"env", "compose", "fleet", "release"}  # modules that take the command name as their first argument
 

@@ -1,4 +1,4 @@
-"""See every copy on this machine (`slots`) and free stale auto claims (`gc`).
+"""See every copy on this machine (`slots`); free stale claims and remove copies of vanished worktrees (`gc`).
 
 Copies are found in the slot registry and in Docker's labels (volumes this
 template labels with their worktree, containers of their compose project),
@@ -61,7 +61,12 @@ def stale_claims(
     return stale
 
 
-def slots(environ: Mapping[str, str]) -> int:
+FORMATS = ("table", "json")
+
+
+def slots(environ: Mapping[str, str], fmt: str = "table") -> int:
+    if fmt not in FORMATS:
+        raise StackError(f"FORMAT={fmt[:40]!r}: use table (the default) or json")
     with registry.Registry(registry.state_dir(environ)) as reg:
         claims = dict(reg.claims)
     try:
@@ -71,15 +76,23 @@ def slots(environ: Mapping[str, str]) -> int:
         copies = {}
     rows = []
     seen = set()
+    records: list[dict[str, Any]] = []
     for claim in claims.values():
         project = claim.get("compose_project") or "?"
         seen.add(project)
         copy = copies.get(project, {})
         rows.append(_row(project, claim["worktree"], str(claim["offset"]), "auto", claim.get("ports") or [], copy))
+        records.append(_record(rows[-1], copy, claim.get("env"), claim.get("label")))
     for project, copy in sorted(copies.items()):
         if project not in seen:
             offset = project.rsplit("-", 1)[-1]
             rows.append(_row(project, copy.get("worktree") or "?", offset, "fixed", sorted(copy["ports"]), copy))
+            records.append(_record(rows[-1], copy, None, None))
+    if fmt == "json":
+        import json
+
+        print(json.dumps({"copies": records}, indent=2))
+        return 0
     if not rows:
         print("no copies on this machine")
         return 0
@@ -90,6 +103,48 @@ def slots(environ: Mapping[str, str]) -> int:
     return 0
 
 
+def _record(row: tuple[str, ...], copy: Mapping[str, Any], env_name: str | None, label: str | None) -> dict[str, Any]:
+    """One copy for `make slots FORMAT=json`; its URLs derived in its worktree (secrets masked) when it still exists."""
+    project, offset, how, state, ports, _volumes, worktree = row
+    return {
+        "compose_project": project,
+        "offset": int(offset) if offset.isdigit() else None,
+        "how": how,
+        "claimed_by": label,
+        "env": env_name,
+        "worktree": worktree,
+        "worktree_exists": Path(worktree).is_dir(),
+        "state": state,
+        "containers": [{"name": name, "state": status} for name, status in copy.get("containers", [])],
+        "ports": [int(p) for p in ports.split(",") if p.isdigit()],
+        "volumes": list(copy.get("volumes", [])),
+        "urls": _urls(worktree, offset, project, env_name),
+    }
+
+
+def _urls(worktree: str, offset: str, project: str, env_name: str | None) -> dict[str, str]:
+    """{VARIABLE: URL} of a copy, as `make env` in its worktree would print them (masked); {} when that cannot be told."""
+    from .. import derive
+
+    root = Path(worktree)
+    if not offset.isdigit() or not (root / "stack.yml").is_file():
+        return {}
+    try:
+        values = derive.load(root, {"PORT_OFFSET": offset, "ENV": env_name or "dev"})
+        if values["COMPOSE_PROJECT_NAME"] != project:  # another environment's copy: find it by name
+            for other in ("test", "ci"):
+                candidate = derive.load(root, {"PORT_OFFSET": offset, "ENV": other})
+                if candidate["COMPOSE_PROJECT_NAME"] == project:
+                    values = candidate
+                    break
+            else:
+                return {}
+        shown = derive.redact(values)
+    except (StackError, OSError):
+        return {}
+    return {key: value for key, value in shown.items() if key.endswith("_URL")}
+
+
 def _row(project: str, worktree: str, offset: str, how: str, ports: Iterable[int], copy: Mapping[str, Any]) -> tuple[str, ...]:
     states = [s for _, s in copy.get("containers", [])]
     running = sum(1 for s in states if s == "running")
@@ -97,21 +152,72 @@ def _row(project: str, worktree: str, offset: str, how: str, ports: Iterable[int
     return (project, offset, how, state, ",".join(map(str, sorted(ports))) or "-", ",".join(copy.get("volumes", [])) or "-", worktree)
 
 
+def orphaned_copies() -> dict[tuple[str, str], dict[str, list[str]]]:
+    """{(compose project, worktree): {containers, volumes, networks}} of copies whose worktree directory is gone.
+
+    Only objects labelled with that vanished path count (compose's working-dir label on containers,
+    this template's worktree label on volumes, networks and test containers); a copy whose worktree
+    exists is never among them, whatever its name.
+    """
+    found: dict[tuple[str, str], dict[str, list[str]]] = {}
+    d = docker_state
+    queries = (  # (kind, docker arguments, name field, label naming the copy, label naming its worktree)
+        ("containers", ["ps", "-a", "--filter", f"label={d.WORKDIR_LABEL}"], "Names", d.PROJECT_LABEL, d.WORKDIR_LABEL),
+        ("containers", ["ps", "-a", "--filter", f"label={d.TEST_COPY_LABEL}"], "Names", d.TEST_COPY_LABEL, d.WORKTREE_LABEL),
+        ("volumes", ["volume", "ls", "--filter", f"label={d.WORKTREE_LABEL}"], "Name", d.PROJECT_LABEL, d.WORKTREE_LABEL),
+        ("networks", ["network", "ls", "--filter", f"label={d.TEST_COPY_LABEL}"], "Name", d.TEST_COPY_LABEL, d.WORKTREE_LABEL),
+    )
+    for kind, args, field, copy_label, tree_label in queries:
+        labels = "".join("\t{{.Label " + f'"{label}"' + "}}" for label in (copy_label, tree_label))
+        for line in d.docker(*args, "--format", "{{." + field + "}}" + labels).splitlines():
+            name, project, tree = [*line.split("\t"), "", ""][:3]
+            if project and tree and not Path(tree).is_dir():
+                found.setdefault((project, tree), {"containers": [], "volumes": [], "networks": []})[kind].append(name)
+    for (project, _tree), objects in found.items():  # the compose network: by its project (removal fails if a live one uses it)
+        if objects["containers"]:
+            objects["networks"] += [n for n in d.networks(project) if n not in objects["networks"]]
+    return found
+
+
+def remove_orphans(orphans: Mapping[tuple[str, str], Mapping[str, list[str]]]) -> None:
+    for objects in orphans.values():
+        if objects["containers"]:
+            docker_state.docker("rm", "-f", "-v", *objects["containers"])
+        for network in objects["networks"]:
+            try:
+                docker_state.docker("network", "rm", network)
+            except StackError:
+                pass  # still used by a live container: not an orphan's to remove
+        if objects["volumes"]:
+            docker_state.docker("volume", "rm", *objects["volumes"])
+
+
 def gc(environ: Mapping[str, str], force: bool) -> int:
     try:
         copies = docker_copies()
+        orphans = orphaned_copies()
     except StackError as exc:
         print(f"warning: {exc}; only claims whose worktree is gone count as stale", file=sys.stderr)
-        copies = None
+        copies, orphans = None, {}
+    for (project, gone), objects in sorted(orphans.items()):
+        listed = "; ".join(f"{kind} {', '.join(names)}" for kind, names in objects.items() if names)
+        print(f"{'removing' if force else 'would remove'} copy {project} of vanished worktree {gone}: {listed}")
+    if orphans and force:
+        remove_orphans(orphans)
+        print(
+            f"removed {len(orphans)} cop{'y' if len(orphans) == 1 else 'ies'} of vanished worktrees (their test databases with their volumes)"
+        )
     with registry.Registry(registry.state_dir(environ)) as reg:
         stale = stale_claims(reg.claims, copies, time.time())
         if not stale:
             print("no stale claims")
+            if orphans and not force:
+                print("run `make gc FORCE=1` to remove them")
             return 0
         for _key, claim, why in stale:
             print(f"{'freeing' if force else 'would free'} PORT_OFFSET={claim['offset']} of {claim['worktree']} ({why})")
         if not force:
-            print("run `make gc FORCE=1` to free them")
+            print("run `make gc FORCE=1` to free them" + (" and remove the copies above" if orphans else ""))
             return 0
         for key, claim, _ in stale:
             del reg.claims[key]
@@ -132,5 +238,6 @@ def main(argv: list[str] | None = None) -> int:
         default=truthy(os.environ.get("FORCE")),
         help="gc: free the stale claims (default: only list them; FORCE=1)",
     )
+    parser.add_argument("--format", default=os.environ.get("FORMAT") or "table", help="slots: table (default) or json (FORMAT=json)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return run(lambda: slots(os.environ) if args.command == "slots" else gc(os.environ, args.force))
+    return run(lambda: slots(os.environ, args.format) if args.command == "slots" else gc(os.environ, args.force))
