@@ -215,6 +215,25 @@ def heavy_schema(tables: int) -> str:
     )
 
 
+def container_per_worker(count: int) -> list[float]:
+    """Seconds for a Postgres container per worker (testcontainers: start, connect, stop), `count` times."""
+    import psycopg
+
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # the reaper image needs a registry
+    import warnings
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from testcontainers.postgres import PostgresContainer
+
+    image = image_env().get("POSTGRES_IMAGE", "postgres:16-alpine")
+
+    def container():
+        with PostgresContainer(image, driver=None) as pg:
+            psycopg.connect(pg.get_connection_url()).close()
+
+    return timed(container, count)
+
+
 def databases(table: Table, project, values: dict, repeat: int, tables: int, containers: int) -> None:
     import psycopg
 
@@ -251,19 +270,7 @@ def databases(table: Table, project, values: dict, repeat: int, tables: int, con
         conn.execute("DROP DATABASE IF EXISTS bench_w WITH (FORCE)")
         conn.execute("DROP DATABASE IF EXISTS bench_tpl WITH (FORCE)")
 
-    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # the reaper image needs a registry
-    import warnings
-
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from testcontainers.postgres import PostgresContainer
-
-    image = image_env().get("POSTGRES_IMAGE", "postgres:16-alpine")
-
-    def container():
-        with PostgresContainer(image, driver=None) as pg:
-            psycopg.connect(pg.get_connection_url()).close()
-
-    cont_t = timed(container, containers)
+    cont_t = container_per_worker(containers)
     table.add(section, "testcontainers `PostgresContainer` per worker (start, connect, stop)", cont_t)
     table.add(section, "template clone (example schema) vs a container per worker", clone_times["example schema"], cont_t, "<= 0.05x")
 
@@ -478,22 +485,10 @@ def clone_modes(table: Table, project, repeat: int, containers: int) -> None:
             medians.append(float(line.split("clone median ")[1].split(" ms")[0]) / 1000)
             templates.append(float(line.split("template ")[1].split(" ms")[0]) / 1000)
         waits[mode] = medians
-        table.add(section, f"controller, once per run: leftovers, template, both workers' databases (`isolation: template`), {mode}", templates)
+        table.add(section, f"controller, once per run: leftovers and template (`isolation: template`), {mode}", templates)
         table.add(section, f"worker's wait for its database (`isolation:` median, 2 workers), {mode}", medians)
         project.make("nuke", PORT_OFFSET=offset, FORCE="1", **env)
-    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
-    import warnings
-
-    warnings.simplefilter("ignore", DeprecationWarning)
-    from testcontainers.postgres import PostgresContainer
-
-    image = image_env().get("POSTGRES_IMAGE", "postgres:16-alpine")
-
-    def container():
-        with PostgresContainer(image, driver=None) as pg:
-            psycopg.connect(pg.get_connection_url()).close()
-
-    cont_t = timed(container, containers)
+    cont_t = container_per_worker(containers)
     table.add(section, "a Postgres container per worker (testcontainers: start, connect, stop)", cont_t)
     table.add(section, "worker's wait, test mode, vs a container per worker", waits["test mode (fsync off, tmpfs)"], cont_t, "<= 0.02x")
 

@@ -17,7 +17,7 @@ from .config import DEFAULTS, Layers, client_host, env_file_layers, env_name_of,
 from .formula import compose_project_name, host_port, volume_name, worker_ports_text
 from .offsets import resolve_offset
 
-__all__ = ["compose_environment", "format_env", "format_ports", "load", "load_with_layers", "redact", "secret_keys", "services"]
+__all__ = ["compose_environment", "format_env", "format_ports", "load", "load_with_layers", "redact", "secret_keys", "services", "urls"]
 
 Values = dict[str, str]
 MASK = "********"
@@ -102,6 +102,11 @@ def secret_keys(stack_services: Mapping[str, Mapping[str, Any]], stored: bool = 
             if key not in keys:
                 keys.append(key)
     return keys
+
+
+def urls(values: Mapping[str, str]) -> dict[str, str]:
+    """{VARIABLE: URL} of a copy as `make env` shows them (secrets masked)."""
+    return {key: value for key, value in redact(values).items() if key.endswith("_URL")}
 
 
 def redact(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]] | None = None) -> Values:

@@ -139,10 +139,9 @@ def _urls(worktree: str, offset: str, project: str, env_name: str | None) -> dic
                     break
             else:
                 return {}
-        shown = derive.redact(values)
+        return derive.urls(values)
     except (StackError, OSError):
         return {}
-    return {key: value for key, value in shown.items() if key.endswith("_URL")}
 
 
 def _row(project: str, worktree: str, offset: str, how: str, ports: Iterable[int], copy: Mapping[str, Any]) -> tuple[str, ...]:

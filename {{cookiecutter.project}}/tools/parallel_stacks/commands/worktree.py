@@ -113,7 +113,6 @@ def copy_includes(source: Path, target: Path, secret_keys: list[str]) -> list[st
 
 
 def describe(project_dir: Path, values: Mapping[str, str], name: str, branch: str, worktree: Path) -> dict[str, Any]:
-    shown = derive.redact(values)
     return {
         "name": name,
         "branch": branch,
@@ -121,7 +120,7 @@ def describe(project_dir: Path, values: Mapping[str, str], name: str, branch: st
         "project_dir": str(project_dir),
         "offset": int(values["PORT_OFFSET"]),
         "compose_project": values["COMPOSE_PROJECT_NAME"],
-        "urls": {k: v for k, v in shown.items() if k.endswith("_URL")},
+        "urls": derive.urls(values),
     }
 
 
