@@ -17,7 +17,7 @@ from pathlib import Path
 TEMPLATE = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("DEMO_DIR") or TEMPLATE / "build" / "demo")
 OFFSETS = ("20000", "21000")
-OFFLINE = {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "MOSQUITTO_IMAGE": "mosquitto", "PYTHON_IMAGE": "python"}
+OFFLINE = {"POSTGRES_IMAGE": "postgres", "REDIS_IMAGE": "redis", "MOSQUITTO_IMAGE": "mosquitto", "CADDY_IMAGE": "caddy", "PYTHON_IMAGE": "python"}
 
 
 def image_overrides() -> dict:

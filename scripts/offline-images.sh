@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build offline stand-ins for the official postgres, redis, eclipse-mosquitto and python images
+# Build offline stand-ins for the official postgres, redis, eclipse-mosquitto, caddy and python images
 # from Debian packages (debootstrap + docker import), for hosts that reach
 # Debian's mirror but no container registry. They keep the official images'
 # contract, so the generated compose file works with either.
@@ -10,7 +10,7 @@ ctx="$here/env/offline-images"
 prefix=parallel-stacks-offline
 # Debian packages of the base every stand-in starts from; the base's tag carries
 # their hash, so a changed list builds a new base (and so new stand-ins).
-packages=postgresql-15,redis-server,mosquitto,mosquitto-clients,python3,python3-psycopg,python3-redis,python3-paho-mqtt,ca-certificates
+packages=postgresql-15,redis-server,mosquitto,mosquitto-clients,caddy,python3,python3-psycopg,python3-redis,python3-paho-mqtt,ca-certificates
 base="$prefix/base:bookworm-$(printf %s "$packages" | sha256sum | cut -c1-12)"
 log() { printf 'offline-images: %s\n' "$*" >&2; }
 
@@ -29,7 +29,7 @@ if ! have "$base"; then
   tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
   log "imported $base"
 fi
-for kind in postgres redis mosquitto python; do
+for kind in postgres redis mosquitto caddy python; do
   img="$prefix/$kind:bookworm"
   # rebuilt whenever its Dockerfile or entrypoint changed (a label carries their hash)
   inputs=("$ctx/Dockerfile.$kind")
@@ -40,5 +40,5 @@ for kind in postgres redis mosquitto python; do
     log "built $img"
   fi
 done
-printf 'POSTGRES_IMAGE=%s\nREDIS_IMAGE=%s\nMOSQUITTO_IMAGE=%s\nPYTHON_IMAGE=%s\n' \
-  "$prefix/postgres:bookworm" "$prefix/redis:bookworm" "$prefix/mosquitto:bookworm" "$prefix/python:bookworm"
+printf 'POSTGRES_IMAGE=%s\nREDIS_IMAGE=%s\nMOSQUITTO_IMAGE=%s\nCADDY_IMAGE=%s\nPYTHON_IMAGE=%s\n' \
+  "$prefix/postgres:bookworm" "$prefix/redis:bookworm" "$prefix/mosquitto:bookworm" "$prefix/caddy:bookworm" "$prefix/python:bookworm"

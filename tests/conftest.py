@@ -19,6 +19,39 @@ def own_slot_registry(tmp_path_factory):
     yield os.environ["PARALLEL_STACKS_STATE_DIR"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_named_url_proxy():
+    """The suite's copies get their named URLs from a proxy of its own (port 17355), never the user's on 7355."""
+    os.environ.setdefault("NAMED_URLS_PORT", "17355")
+    yield os.environ["NAMED_URLS_PORT"]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium (scripts/provision-browser.sh installs it): skip locally without it, fail under CI=true."""
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not path:
+        message = "no Chromium on PATH (bash scripts/provision-browser.sh installs Debian's)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message + "; CI=true, so this is a failure, not a skip")
+        pytest.skip(message)
+    return path
+
+
+def browser_dom(chromium: str, url: str, tmp_path: Path) -> str:
+    """The DOM of `url` after its scripts ran, as headless Chromium renders it (it resolves *.localhost to loopback)."""
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=5000", "--dump-dom",
+    ]
+    proc = subprocess.run([chromium, *flags, url], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 def docker_ok() -> bool:
     try:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
@@ -41,7 +74,7 @@ def docker_engine():
 def image_env(docker_engine) -> dict:
     """Image overrides: the offline stand-ins when built here, else the official images."""
     env = {}
-    for var, kind in (("POSTGRES_IMAGE", "postgres"), ("REDIS_IMAGE", "redis"), ("MOSQUITTO_IMAGE", "mosquitto"), ("PYTHON_IMAGE", "python")):
+    for var, kind in (("POSTGRES_IMAGE", "postgres"), ("REDIS_IMAGE", "redis"), ("MOSQUITTO_IMAGE", "mosquitto"), ("CADDY_IMAGE", "caddy"), ("PYTHON_IMAGE", "python")):
         name = f"{OFFLINE_PREFIX}/{kind}:bookworm"
         found = subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode == 0
         if found:

@@ -6,10 +6,13 @@ Real `docker compose`, real PostgreSQL and Redis servers in containers
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
@@ -18,7 +21,7 @@ import psycopg
 import pytest
 import redis
 
-from conftest import Project, bake, docker_snapshot, one_error_line, running_copies
+from conftest import Project, bake, browser_dom, docker_snapshot, one_error_line, running_copies
 
 pytestmark = pytest.mark.docker
 OFFSETS = (0, 10000)
@@ -46,6 +49,23 @@ def volume_exists(name: str) -> bool:
 def health(values: dict) -> dict:
     with urllib.request.urlopen(values["API_URL"] + "/health", timeout=10) as resp:
         return json.load(resp)
+
+
+def via_name(named_url: str, path: str = "/") -> tuple[int, bytes]:
+    """GET a named URL as a browser does: *.localhost is loopback, the name goes in the Host header
+    (Python's resolver, unlike browsers and curl, does not know *.localhost)."""
+    url = urllib.parse.urlsplit(named_url)
+    request = urllib.request.Request(f"http://127.0.0.1:{url.port}{path}", headers={"Host": url.netloc})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def proxy_container(port: str) -> dict | None:
+    found = subprocess.run(["docker", "container", "inspect", f"parallel-stacks-proxy-{port}"], capture_output=True, text=True)
+    return json.loads(found.stdout)[0] if found.returncode == 0 else None
 
 
 def connect(values: dict):
@@ -103,6 +123,58 @@ def test_ui_names_its_copy_and_api(copies):
         assert cfg["port_offset"] == offset and cfg["api_url"] == values[offset]["API_URL"]
         with urllib.request.urlopen(values[offset]["UI_URL"] + "/", timeout=10) as resp:
             assert b"/config.json" in resp.read()
+
+
+def test_a_browser_opens_each_copys_ui_by_its_named_url(copies, chromium, tmp_path):
+    """Two copies up: headless Chromium opens each UI at http://ui.<copy>.localhost:<port> and sees that copy's offset."""
+    _, values = copies
+    port = values[0]["NAMED_URLS_PORT"]
+    for offset in OFFSETS:
+        named = values[offset]
+        assert named["UI_NAMED_URL"] == f"http://ui.demo-stack-{offset}.localhost:{port}"
+        dom = browser_dom(chromium, named["UI_NAMED_URL"] + "/", tmp_path / str(offset))
+        assert f'<code id="offset">{offset}</code>' in dom, dom[-1500:]
+        assert f'<code id="api">{named["API_NAMED_URL"]}</code>' in dom, "opened by name, the page calls its API by name"
+        status, body = via_name(named["API_NAMED_URL"], "/health")
+        assert status == 200 and json.loads(body)["port_offset"] == offset
+    status, body = via_name(f"http://nobody.localhost:{port}")
+    assert status == 404 and b"ui.demo-stack-0.localhost" in body and b"ui.demo-stack-10000.localhost" in body
+    proxy = proxy_container(port)
+    assert proxy and proxy["HostConfig"]["NetworkMode"] == "host" and proxy["Config"]["Labels"]["dev.parallel-stacks.proxy"] == port
+
+
+def test_named_urls_are_never_served_on_another_port_or_for_a_bad_setting(copies):
+    """A held proxy port or a foreign container with the proxy's name: `make up` says why in one warning and the
+    copy works by number; a bad NAMED_URLS_PORT: one line, nothing started."""
+    project, values = copies
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 17356))
+        listener.listen()
+        out = project.make("up", PORT_OFFSET=0, NAMED_URLS_PORT="17356")
+    assert f"warning: named URLs are not served: port 17356 is held by pid {os.getpid()}" in out.stderr, out.stderr
+    assert proxy_container("17356") is None and health(values[0])["status"] == "ok"
+    subprocess.run(["docker", "create", "--name", "parallel-stacks-proxy-17357", image_of(values[0], "postgres"), "true"], check=True, capture_output=True)
+    try:
+        out = project.make("up", PORT_OFFSET=0, NAMED_URLS_PORT="17357")
+        assert "warning: named URLs are not served: a container named parallel-stacks-proxy-17357 exists and is not this template's proxy" in out.stderr
+        assert proxy_container("17357")["Config"]["Labels"].get("dev.parallel-stacks.proxy") is None, "the foreign container was changed"
+        assert health(values[0])["status"] == "ok"
+    finally:
+        subprocess.run(["docker", "rm", "-f", "parallel-stacks-proxy-17357"], capture_output=True)
+        project.make("up", PORT_OFFSET=0)  # the UI back on the suite's proxy port
+    before = docker_snapshot()
+    for bad in ("80", "web"):
+        out = project.make("up", check=False, PORT_OFFSET=11000, NAMED_URLS_PORT=bad)
+        assert out.returncode == 2
+        assert one_error_line(out.stderr) == f"error: NAMED_URLS_PORT='{bad}' (from environment) must be a port between 1024 and 65535, or off"
+    assert docker_snapshot() == before
+    assert via_name(values[0]["UI_NAMED_URL"])[0] == 200
+
+
+def image_of(values: dict, service: str) -> str:
+    (rec,) = [r for r in inspect_project(values["COMPOSE_PROJECT_NAME"]) if r["Config"]["Labels"]["com.docker.compose.service"] == service]
+    return rec["Config"]["Image"]
 
 
 def test_ports_follow_the_offset(copies):
@@ -271,8 +343,11 @@ def test_down_keeps_data_and_nuke_removes_only_its_own_copy(copies):
     project.make("down", PORT_OFFSET=0)
     assert inspect_project(values[0]["COMPOSE_PROJECT_NAME"]) == []
     assert volume_exists(values[0]["DB_DATA_VOLUME"])
+    assert via_name(values[0]["UI_NAMED_URL"])[0] == 404, "down left the copy's named URL routed"
+    assert via_name(values[10000]["UI_NAMED_URL"])[0] == 200, "down of copy 0 withdrew copy 10000's named URL"
     project.make("up", PORT_OFFSET=0)
     assert mark in read_marks(values[0])
+    assert via_name(values[0]["UI_NAMED_URL"])[0] == 200
 
     images = built_images(values[10000]["COMPOSE_PROJECT_NAME"])
     assert images, "compose built no images labelled with the copy"
@@ -533,6 +608,7 @@ def test_gc_removes_the_copy_of_a_vanished_worktree_and_only_that(tmp_path, imag
     import shutil
 
     state = {"PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state")}
+    state["NAMED_URLS_PORT"] = "17455"  # a proxy of this test's own: it must go with the last copy
     gone = Project(bake(tmp_path / "gone"), {**image_env, **state, "PORT_OFFSET": "37000"})
     live = Project(bake(tmp_path / "live"), {**image_env, **state, "PORT_OFFSET": "37200"})
     names = {"gone": "demo-stack-37000", "live": "demo-stack-37200"}
@@ -544,14 +620,21 @@ def test_gc_removes_the_copy_of_a_vanished_worktree_and_only_that(tmp_path, imag
         listed = live.make("gc").stdout
         assert f"would remove copy {names['gone']} of vanished worktree {gone.path}" in listed, listed
         assert names["live"] not in listed and "demo-stack_db_data_37000" in listed and "demo-stack_mqtt_data_37000" in listed
+        assert f"would remove the named URLs of {names['gone']} (vanished worktree {gone.path}) from the proxy on port 17455" in listed
         assert inspect_project(names["gone"]), "listing removed something"
+        assert via_name("http://ui.demo-stack-37000.localhost:17455")[0] == 200
         removed = live.make("gc", FORCE="1").stdout
         assert f"removing copy {names['gone']}" in removed and "removed 1 copy of vanished worktrees" in removed
+        assert via_name("http://ui.demo-stack-37000.localhost:17455")[0] == 404
+        assert via_name("http://ui.demo-stack-37200.localhost:17455")[0] == 200
         assert inspect_project(names["gone"]) == [] and not volume_exists("demo-stack_db_data_37000")
         assert not volume_exists("demo-stack_mqtt_data_37000")
         assert health(live.values())["status"] == "ok"
         assert sorted(r["Id"] for r in inspect_project(names["live"])) == live_before and volume_exists("demo-stack_db_data_37200")
         assert "would remove" not in live.make("gc").stdout  # nothing left to find
+        assert proxy_container("17455") is not None
+        live.make("nuke", FORCE="1")
+        assert proxy_container("17455") is None, "the proxy outlived its last copy"
     finally:
         live.make("nuke", check=False, FORCE="1")
         if gone.path.exists():

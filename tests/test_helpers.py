@@ -161,6 +161,7 @@ BAD_STACKS = [
         id="duplicate-host-port",
     ),
     pytest.param("project: x\nservices:\n  a: {container_port: 1, host_port: 2000, kind: mysql}\n", "kind", id="unknown-kind"),
+    pytest.param("project: x\nservices:\n  named_urls: {container_port: 1, host_port: 2000}\n", "NAMED_URLS_PORT", id="reserved-name"),
     pytest.param(
         "project: x\nservices:\n  a: {container_port: 1, host_port: 2000, volumes: [d]}\n  b: {container_port: 1, host_port: 2001, volumes: [d]}\n",
         "also declared",
@@ -366,6 +367,66 @@ def test_ports_table_lists_every_service(root):
         line = next(ln for ln in table.splitlines() if ln.startswith(service))
         assert f"127.0.0.1:{port}" in line
     assert "shop_db_data_10000" in table
+
+
+# ---------------------------------------------------------------- named URLs
+def test_named_urls_name_service_and_copy(root):
+    values = load(root, PORT_OFFSET="10000")
+    assert values["NAMED_URLS_PORT"] == "7355"
+    assert values["API_NAMED_URL"] == "http://api.shop-10000.localhost:7355"
+    assert values["UI_NAMED_URL"] == "http://ui.shop-10000.localhost:7355"
+    assert "POSTGRES_NAMED_URL" not in values  # only http services are routed
+    other = load(root, PORT_OFFSET="20000", NAMED_URLS_PORT="8123")
+    assert other["API_NAMED_URL"] == "http://api.shop-20000.localhost:8123"
+    table = derive.format_ports(values, derive.services(root))
+    assert "  api  http://api.shop-10000.localhost:7355" in table.splitlines()
+
+
+def test_named_urls_off(root):
+    values = load(root, NAMED_URLS_PORT="off")
+    assert values["NAMED_URLS_PORT"] == "off"
+    assert not [k for k in values if k.endswith("_NAMED_URL")]
+    assert "named URLs" not in derive.format_ports(values, derive.services(root))
+
+
+@pytest.mark.parametrize("raw", ["80", "65536", "abc", "7355x", "-1"])
+def test_bad_proxy_port_is_one_clear_line(root, raw):
+    with pytest.raises(StackError, match=rf"NAMED_URLS_PORT='{raw}' \(from environment\) must be a port between 1024 and 65535, or off"):
+        load(root, NAMED_URLS_PORT=raw)
+
+
+def test_named_host_has_no_underscores():
+    from parallel_stacks.formula import named_host
+
+    assert named_host("web_app", "shop_x-10000") == "web-app.shop-x-10000.localhost"
+
+
+def test_proxy_config_routes_each_copy_and_lists_them_for_other_hosts():
+    from parallel_stacks import proxy
+
+    text = proxy.caddyfile(
+        "7355",
+        {
+            "shop-10000": {"worktree": "/w/a", "routes": {"api.shop-10000.localhost": "127.0.0.1:18003"}},
+            "shop-20000": {"worktree": "/w/b", "routes": {"api.shop-20000.localhost": "127.0.0.1:28003"}},
+        },
+    )
+    assert "http://api.shop-10000.localhost:7355 {\n\treverse_proxy 127.0.0.1:18003\n}" in text
+    assert "http://api.shop-20000.localhost:7355 {\n\treverse_proxy 127.0.0.1:28003\n}" in text
+    assert "default_bind 127.0.0.1" in text and "auto_https off" in text
+    fallback = text[text.index("http://:7355 {"):]
+    assert "http://api.shop-10000.localhost:7355, http://api.shop-20000.localhost:7355" in fallback
+
+
+def test_proxy_routes_are_the_named_services(root):
+    from parallel_stacks import proxy
+
+    values = load(root, PORT_OFFSET="10000")
+    assert proxy.routes_of(values, derive.services(root)) == {
+        "api.shop-10000.localhost": "127.0.0.1:18003",
+        "ui.shop-10000.localhost": "127.0.0.1:13000",
+    }
+    assert proxy.routes_of(load(root, PORT_OFFSET="10000", NAMED_URLS_PORT="off"), derive.services(root)) == {}
 
 
 def test_ensure_local_env_creates_private_secret_once(root):

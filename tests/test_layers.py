@@ -17,7 +17,7 @@ LAYERS = {
     1: {"basics", "root", "runner", "cache"},
     2: {"config", "formula", "kinds"},
     3: {"engine", "probe"},
-    4: {"registry", "offsets"},
+    4: {"registry", "offsets", "proxy"},
     5: {"derive", "current", "localenv"},
     6: {"ownership", "oplock"},
     7: {"commands", "pytest_plugin", "__main__"},

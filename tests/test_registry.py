@@ -62,7 +62,7 @@ def footprint(values) -> set[int]:
     """Every port a copy uses: its services' and its test workers' (TEST_PORTS, as `make env` prints it)."""
     from parallel_stacks.formula import worker_ports_of
 
-    ports = {int(v) for k, v in values.items() if k.endswith("_PORT") and not k.endswith("_CONTAINER_PORT")}
+    ports = {int(v) for k, v in values.items() if k.endswith("_PORT") and not k.endswith("_CONTAINER_PORT") and k != "NAMED_URLS_PORT"}
     return ports | set(worker_ports_of(values))
 
 

@@ -14,9 +14,12 @@ PORT = int(os.environ.get("UI_CONTAINER_PORT", "3000"))
 PAGE = (Path(__file__).parent / "index.html").read_bytes()
 
 
-def config():
+def config(host=""):
+    # opened by its named URL (http://ui.<copy>.localhost:<port>): the API by its name too
+    named = os.environ.get("API_NAMED_URL", "")
+    by_name = named and host.split(":")[0].endswith(".localhost")
     return {
-        "api_url": os.environ.get("API_URL", ""),
+        "api_url": named if by_name else os.environ.get("API_URL", ""),
         "port_offset": int(os.environ.get("PORT_OFFSET", "0")),
         "compose_project": os.environ.get("COMPOSE_PROJECT_NAME", ""),
     }
@@ -28,7 +31,7 @@ class Handler(BaseHTTPRequestHandler):
         if path in ("/", "/index.html"):
             self.reply(200, "text/html; charset=utf-8", PAGE)
         elif path == "/config.json":
-            self.reply(200, "application/json", json.dumps(config()).encode())
+            self.reply(200, "application/json", json.dumps(config(self.headers.get("Host", ""))).encode())
         else:
             self.reply(404, "text/plain", b"not found\n")
 

@@ -36,6 +36,7 @@ NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 DEFAULT_TASK_STEP = 10
 DEFAULTS = {"BIND_ADDRESS": "127.0.0.1"}
+RESERVED_NAMES = {"named_urls"}  # NAMED_URLS_PORT is the named-URL proxy's port, not a service's
 Layers = list[tuple[str, dict[str, str]]]
 
 
@@ -132,6 +133,8 @@ def _check_service(
     where = f"{fname}: service {name!r}"
     if not isinstance(name, str) or not NAME.match(name):
         raise StackError(f"{where}: name must be lowercase letters, digits, '-' or '_'")
+    if name.replace("-", "_") in RESERVED_NAMES:
+        raise StackError(f"{where}: the name is taken by a setting of the stack's own ({name.upper()}_PORT); rename the service")
     if not isinstance(svc, dict):
         raise StackError(f"{where} must be a mapping")
     unknown = set(svc) - SERVICE_KEYS
@@ -223,6 +226,21 @@ def parse_bind_address(raw: str, source: str) -> str:
         return str(ipaddress.ip_address(raw))
     except ValueError:
         raise StackError(f"BIND_ADDRESS={raw!r} (from {source}) is not an IP address, e.g. 127.0.0.1") from None
+
+
+def parse_proxy_port(raw: str | None, source: str) -> str:
+    """NAMED_URLS_PORT: the named-URL proxy's port (default 7355), or `off` for no named URLs."""
+    from .basics import PORT_MAX, PORT_MIN
+    from .formula import NAMED_URLS_PORT_DEFAULT
+
+    raw = (raw or "").strip().lower()
+    if not raw:
+        return str(NAMED_URLS_PORT_DEFAULT)
+    if raw in ("off", "0", "no", "false"):
+        return "off"
+    if raw.isdigit() and PORT_MIN <= int(raw) <= PORT_MAX:
+        return str(int(raw))
+    raise StackError(f"NAMED_URLS_PORT={raw!r} (from {source}) must be a port between {PORT_MIN} and {PORT_MAX}, or off")
 
 
 def client_host(bind: str) -> str:

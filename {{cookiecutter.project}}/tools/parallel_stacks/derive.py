@@ -13,8 +13,19 @@ from typing import Any
 
 from . import kinds
 from .basics import var_name
-from .config import DEFAULTS, Layers, client_host, env_file_layers, env_name_of, load_stack, lookup, parse_bind_address, project_root
-from .formula import compose_project_name, host_port, volume_name, worker_ports_text
+from .config import (
+    DEFAULTS,
+    Layers,
+    client_host,
+    env_file_layers,
+    env_name_of,
+    load_stack,
+    lookup,
+    parse_bind_address,
+    parse_proxy_port,
+    project_root,
+)
+from .formula import compose_project_name, host_port, named_host, volume_name, worker_ports_text
 from .offsets import resolve_offset
 
 __all__ = ["compose_environment", "format_env", "format_ports", "load", "load_with_layers", "redact", "secret_keys", "services", "urls"]
@@ -63,8 +74,17 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
             out[f"{var_name(vol)}_VOLUME"] = volume_name(project, env_name, vol, offset)
     for kind in _kinds_of(stack):
         out.update(kind.settings(project, lambda key: lookup(key, environ, layers)[0]))
-    for service, kind in _services_of(stack, out):
+    routed = _services_of(stack, out)
+    for service, kind in routed:
         out[kind.url_variable(service)] = kind.url(service, out)
+    if any(kind.routed for _, kind in routed):  # named URLs through the machine's proxy (proxy.py)
+        out["NAMED_URLS_PORT"] = parse_proxy_port(*lookup("NAMED_URLS_PORT", environ, layers))
+        if out["NAMED_URLS_PORT"] != "off":
+            for service, kind in routed:
+                if kind.routed:
+                    out[f"{service.key}_NAMED_URL"] = (
+                        f"http://{named_host(service.name, out['COMPOSE_PROJECT_NAME'])}:{out['NAMED_URLS_PORT']}"
+                    )
     return out, layers
 
 
@@ -154,6 +174,11 @@ def format_ports(values: Mapping[str, str], stack_services: Mapping[str, Mapping
     lines = [f"copy {values['COMPOSE_PROJECT_NAME']}  (PORT_OFFSET={values['PORT_OFFSET']}, ENV={values['STACK_ENV']})"]
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3])
+    named = [(s.name, values[f"{s.key}_NAMED_URL"]) for s, _ in _services_of(stack, values) if f"{s.key}_NAMED_URL" in values]
+    if named:
+        width = max(len(n) for n, _ in named)
+        lines.append(f"named URLs (the machine's proxy on 127.0.0.1:{values['NAMED_URLS_PORT']}; numbered ports work too):")
+        lines += [f"  {n.ljust(width)}  {url}" for n, url in named]
     vols = [v for k, v in values.items() if k.endswith("_VOLUME")]
     if vols:
         lines.append("volumes: " + ", ".join(vols))

@@ -11,12 +11,14 @@ from typing import Any
 from .basics import MAX_NUMBER_DIGITS, PORT_MAX, PORT_MIN, StackError, is_digits, short
 
 __all__ = [
+    "NAMED_URLS_PORT_DEFAULT",
     "TEST_PORT_BASE",
     "TEST_PORT_BLOCK",
     "TEST_PORT_BLOCKS",
     "compose_project_name",
     "host_port",
     "host_ports",
+    "named_host",
     "offset_bounds",
     "offset_for_number",
     "parse_offset",
@@ -113,6 +115,16 @@ def compose_project_name(project: str, env_name: str, offset: int) -> str:
     if not COMPOSE_NAME.match(name):
         raise StackError(f"derived compose project name {name!r} is invalid")
     return name
+
+
+# Named URLs (proxy.py): http://<service>.<copy>.localhost:<NAMED_URLS_PORT>, one proxy per machine.
+# 7355 is no default service port plus a multiple of 100 (no `auto` slot lands on it).
+NAMED_URLS_PORT_DEFAULT = 7355
+
+
+def named_host(service: str, copy: str) -> str:
+    """THE named-URL formula: `<service>.<copy>.localhost` (`_` becomes `-`: host names have no `_`)."""
+    return f"{service}.{copy}.localhost".replace("_", "-")
 
 
 def volume_name(project: str, env_name: str, volume: str, offset: int) -> str:

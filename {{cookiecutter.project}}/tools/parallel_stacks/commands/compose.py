@@ -206,11 +206,22 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
         return code
     if v1:
         wait_healthy(project)
+    named_urls(values, stack_services, environ)
     if before and snapshot(docker_state.containers(project)) == before:
         print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
         return 0
     sys.stdout.write(derive.format_ports(derive.redact(values, stack_services), stack_services))
     return 0
+
+
+def named_urls(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str]) -> None:
+    """Route the copy's named URLs through the machine's proxy; if it cannot, say why in one line (numbered URLs still work)."""
+    from .. import proxy
+
+    try:
+        proxy.publish(values, stack_services, environ)
+    except StackError as exc:
+        print(f"warning: named URLs are not served: {exc}", file=sys.stderr)
 
 
 def client_args(values: Mapping[str, str], client: str) -> list[str]:
@@ -247,7 +258,12 @@ def dispatch(command: str, extra: list[str], compose: str | None) -> int:
             if command == "up":
                 return up(values, env, dict(os.environ), cmd, extra)
             ownership.ensure_owned(values)  # another worktree's copy is never stopped from here
-            return run([*base_args(cmd, values), "down", "--remove-orphans", *extra], env)
+            code = run([*base_args(cmd, values), "down", "--remove-orphans", *extra], env)
+            if code == 0:
+                from .. import proxy
+
+                proxy.withdraw(values["COMPOSE_PROJECT_NAME"], values.get("NAMED_URLS_PORT", "off"), os.environ)
+            return code
     if command in ("ps", "logs", "client"):
         ownership.ensure_owned(values)  # nor shown or entered as if it were this one
     if command == "client":

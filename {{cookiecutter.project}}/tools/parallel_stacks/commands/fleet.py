@@ -178,6 +178,18 @@ def orphaned_copies() -> dict[tuple[str, str], dict[str, list[str]]]:
     return found
 
 
+def orphaned_routes() -> list[tuple[str, str, str]]:
+    """(proxy port, compose project, worktree) of named-URL routes whose worktree directory is gone."""
+    from .. import proxy
+
+    return [
+        (port, project, entry.get("worktree", ""))
+        for port, table in sorted(proxy.proxies().items())
+        for project, entry in sorted(table.items())
+        if entry.get("worktree") and not Path(entry["worktree"]).is_dir()
+    ]
+
+
 def remove_orphans(orphans: Mapping[tuple[str, str], Mapping[str, list[str]]]) -> None:
     for objects in orphans.values():
         if objects["containers"]:
@@ -206,17 +218,26 @@ def gc(environ: Mapping[str, str], force: bool) -> int:
         print(
             f"removed {len(orphans)} cop{'y' if len(orphans) == 1 else 'ies'} of vanished worktrees (their test databases with their volumes)"
         )
+    routes = [] if copies is None else orphaned_routes()
+    for port, project, gone in routes:
+        print(
+            f"{'removing' if force else 'would remove'} the named URLs of {project} (vanished worktree {gone}) from the proxy on port {port}"
+        )
+        if force:
+            from .. import proxy
+
+            proxy.withdraw(project, port, environ)
     with registry.Registry(registry.state_dir(environ)) as reg:
         stale = stale_claims(reg.claims, copies, time.time())
         if not stale:
             print("no stale claims")
-            if orphans and not force:
+            if (orphans or routes) and not force:
                 print("run `make gc FORCE=1` to remove them")
             return 0
         for _key, claim, why in stale:
             print(f"{'freeing' if force else 'would free'} PORT_OFFSET={claim['offset']} of {claim['worktree']} ({why})")
         if not force:
-            print("run `make gc FORCE=1` to free them" + (" and remove the copies above" if orphans else ""))
+            print("run `make gc FORCE=1` to free them" + (" and remove the copies above" if orphans or routes else ""))
             return 0
         for key, claim, _ in stale:
             del reg.claims[key]

@@ -72,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def remove(values: Mapping[str, str], args: argparse.Namespace) -> int:
     """List, confirm and remove this copy's objects (under the operation lock)."""
+    from .. import proxy
+
     project = values["COMPOSE_PROJECT_NAME"]
     records, nets, vols, images = plan(values)
-    if not (records or nets or vols or images):
+    port = values.get("NAMED_URLS_PORT", "off")
+    routes = sorted(proxy.table(port).get(project, {}).get("routes", {})) if port != "off" else []
+    if not (records or nets or vols or images or routes):
         print(f"nothing to remove for {project}")
         return 0
     print(f"{project}:")
@@ -82,6 +86,8 @@ def remove(values: Mapping[str, str], args: argparse.Namespace) -> int:
     print("  networks:   " + (", ".join(nets) or "-"))
     print("  volumes:    " + (", ".join(vols) or "-"))
     print("  images:     " + (", ".join(sorted(images.values())) or "-"))
+    if routes:
+        print("  named URLs: " + ", ".join(routes))
     if args.dry_run:
         return 0
     if not args.force and not confirm(project):
@@ -99,6 +105,8 @@ def remove(values: Mapping[str, str], args: argparse.Namespace) -> int:
             docker_state.docker("image", "rm", ref)
         except StackError:
             kept.append(name)  # still used by a container outside this copy: not ours to stop
+    if routes:
+        proxy.withdraw(project, port, os.environ)
     if kept:
         print(f"kept image(s) {', '.join(kept)}: still in use by a container outside {project}", file=sys.stderr)
     print(

@@ -63,6 +63,7 @@ class Kind:
     variables: ClassVar[tuple[str, ...]] = ()  # the stack-wide variables it derives
     secrets: ClassVar[tuple[str, ...]] = ()  # values never printed unless SHOW_SECRETS=1
     secrets_stored: ClassVar[bool] = True  # the service keeps its secrets in its volume (a new one would not open old data)
+    routed: ClassVar[bool] = False  # served by name through the machine's proxy: <SERVICE>_NAMED_URL (proxy.py)
     client: ClassVar[str] = ""  # a command-line client inside its container (`make psql`)
 
     def client_command(self, values: Mapping[str, str]) -> list[str]:

@@ -1,4 +1,6 @@
-"""Kind `http`: a web service (the API, the UI). Its URL; nothing to isolate per worker."""
+"""Kind `http`: a web service (the API, the UI). Its URL, and a named URL
+(`http://<service>.<copy>.localhost:<NAMED_URLS_PORT>`) through the machine's proxy;
+nothing to isolate per worker."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ __all__ = ["KIND"]
 
 class Http(Kind):
     name = "http"
+    routed = True
 
 
 KIND = Http()

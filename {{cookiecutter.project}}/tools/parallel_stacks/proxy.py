@@ -1,0 +1,264 @@
+"""Layer 4: named URLs. One reverse proxy per machine (and proxy port) routes
+`http://<service>.<copy>.localhost:<NAMED_URLS_PORT>` to each copy's HTTP services.
+
+The proxy is a Caddy container on the engine host's network (so it reaches
+every copy's loopback-bound ports, and services a user runs outside Docker),
+named `parallel-stacks-proxy-<port>` and labelled `dev.parallel-stacks.proxy`.
+Its routing table lives in the container itself (`/etc/caddy/routes.json`,
+one entry per copy, with the worktree it belongs to) and the Caddyfile is
+rewritten from it at every change, then reloaded without dropping the other
+copies' connections. `make up` adds a copy's routes (starting the proxy on
+first need), `make down`/`nuke` remove them; the proxy is removed with the last
+copy's routes, never while a copy has routes in it. Changes are serialised by
+a lock in the machine's state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from . import engine as docker_state
+from .basics import StackError, var_name
+from .formula import named_host
+from .registry import state_dir
+
+__all__ = [
+    "PROXY_LABEL",
+    "container_name",
+    "publish",
+    "routes_of",
+    "table",
+    "withdraw",
+]
+
+PROXY_LABEL = "dev.parallel-stacks.proxy"
+DEFAULT_IMAGE = "caddy:2"
+CONF_DIR = "/etc/caddy"
+START_SECONDS = 15
+
+Table = dict[str, dict[str, Any]]  # {compose project: {"worktree": path, "routes": {host: upstream}}}
+
+
+def container_name(port: str | int) -> str:
+    return f"parallel-stacks-proxy-{port}"
+
+
+def routes_of(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """{named host: upstream host:port} of the copy's routed services (those with a `<SERVICE>_NAMED_URL`)."""
+    from .config import client_host
+
+    host = client_host(values["BIND_ADDRESS"])
+    routes = {}
+    for name in stack_services:
+        key = var_name(name)
+        if values.get(f"{key}_NAMED_URL"):
+            routes[named_host(name, values["COMPOSE_PROJECT_NAME"])] = f"{host}:{values[f'{key}_PORT']}"
+    return routes
+
+
+def caddyfile(port: str, routes: Table) -> str:
+    """The whole Caddyfile for `routes`: one site per named host, a listing for any other host."""
+    lines = [
+        "# Written by parallel-stacks (tools/parallel_stacks/proxy.py) from routes.json; do not edit.",
+        "{",
+        "\tadmin unix//tmp/caddy-admin.sock",  # no TCP admin port on the host network
+        "\tauto_https off",
+        "\tdefault_bind 127.0.0.1",
+        "}",
+    ]
+    hosts = []
+    for project, entry in sorted(routes.items()):
+        lines.append(f"# {project} ({entry.get('worktree', '?')})")
+        for name, upstream in sorted(entry["routes"].items()):
+            hosts.append(name)
+            lines += [f"http://{name}:{port} {{", f"\treverse_proxy {upstream}", "}"]
+    listing = ", ".join(f"http://{h}:{port}" for h in hosts) or "none"
+    lines += [f"http://:{port} {{", f'\trespond "No copy answers to {{host}} here. Named URLs: {listing}" 404', "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _inspect(name: str) -> dict[str, Any] | None:
+    try:
+        record: dict[str, Any] = docker_state.json_list("container", "inspect", name)[0]
+        return record
+    except StackError as exc:
+        if "no such" in str(exc).lower():
+            return None
+        raise
+
+
+def _ours(rec: Mapping[str, Any], port: str) -> bool:
+    return bool((rec.get("Config", {}).get("Labels") or {}).get(PROXY_LABEL) == port)
+
+
+def table(port: str) -> Table:
+    """The proxy's routing table ({} when there is no proxy on `port`)."""
+    rec = _inspect(container_name(port))
+    return _read(container_name(port)) if rec is not None and _ours(rec, port) else {}
+
+
+def _read(name: str) -> Table:
+    import io
+    import subprocess
+    import tarfile
+
+    proc = subprocess.run(["docker", "cp", f"{name}:{CONF_DIR}/routes.json", "-"], capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        return {}  # a proxy that never got a table (killed while starting): start from none
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        member = tar.extractfile("routes.json")
+        loaded: Table = json.loads(member.read()) if member else {}
+    return loaded
+
+
+def _write(name: str, port: str, routes: Table) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ps-proxy-") as tmp:
+        Path(tmp, "routes.json").write_text(json.dumps(routes, indent=1, sort_keys=True) + "\n")
+        Path(tmp, "Caddyfile").write_text(caddyfile(port, routes))
+        docker_state.docker("cp", f"{tmp}/.", f"{name}:{CONF_DIR}/")
+
+
+def _lock_file(environ: Mapping[str, str]) -> Any:
+    directory = state_dir(environ)
+    directory.mkdir(parents=True, exist_ok=True)
+    return open(directory / "proxy.lock", "a")
+
+
+@contextlib.contextmanager
+def _machine_lock(environ: Mapping[str, str]) -> Iterator[None]:
+    """One change of the proxy at a time on this machine (an flock, released however its holder exits)."""
+    import fcntl
+
+    with _lock_file(environ) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for another copy's change of the named-URL proxy", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str]) -> dict[str, str]:
+    """Route this copy's named hosts through the proxy (started if needed); returns the routes.
+
+    StackError (one line) when the proxy cannot serve them: its port held by
+    something else, its image missing, a foreign container with its name.
+    """
+    port = values.get("NAMED_URLS_PORT", "off")
+    routes = routes_of(values, stack_services)
+    project = values["COMPOSE_PROJECT_NAME"]
+    if port == "off":
+        return {}
+    if not routes:
+        withdraw(project, port, environ)
+        return {}
+    name = container_name(port)
+    with _machine_lock(environ):
+        rec = _inspect(name)
+        if rec is not None and not _ours(rec, port):
+            raise StackError(f"a container named {name} exists and is not this template's proxy; remove it or set NAMED_URLS_PORT")
+        current = _read(name) if rec is not None else {}
+        entry = {"worktree": values["STACK_WORKTREE"], "routes": routes}
+        if rec is not None and current.get(project) == entry and rec["State"].get("Running"):
+            return routes  # already routed: nothing to change
+        current[project] = entry
+        if rec is None:
+            _create(name, port, environ)
+        _write(name, port, current)
+        if rec is None or not rec["State"].get("Running"):
+            _start(name, port)
+        else:
+            docker_state.docker("exec", name, "caddy", "reload", "--config", f"{CONF_DIR}/Caddyfile", "--adapter", "caddyfile")
+    return routes
+
+
+def _create(name: str, port: str, environ: Mapping[str, str]) -> None:
+    from .probe import port_free, process_owner
+
+    if not port_free("127.0.0.1", int(port)):
+        raise StackError(f"port {port} is held by {process_owner(int(port))}; set NAMED_URLS_PORT to a free port (or NAMED_URLS_PORT=off)")
+    image = environ.get("CADDY_IMAGE") or DEFAULT_IMAGE
+    if docker_state.missing_images([image]):
+        try:
+            docker_state.pull(image)
+        except StackError:
+            raise StackError(f"image {image} is not on this machine and could not be pulled; pull it or set CADDY_IMAGE") from None
+    docker_state.docker(
+        "create",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--restart",
+        "unless-stopped",
+        "--label",
+        f"{PROXY_LABEL}={port}",
+        image,
+        "caddy",
+        "run",
+        "--config",
+        f"{CONF_DIR}/Caddyfile",
+        "--adapter",
+        "caddyfile",
+    )
+
+
+def _start(name: str, port: str) -> None:
+    """Start the proxy and wait until it listens; one line and no container left if it cannot."""
+    import time
+
+    from .probe import port_free
+
+    docker_state.docker("start", name)
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if not port_free("127.0.0.1", int(port)):
+            return
+        rec = _inspect(name)
+        if rec is None or not rec["State"].get("Running"):
+            break
+        time.sleep(0.1)
+    logs = docker_state.docker("logs", "--tail", "3", name).strip().splitlines()
+    with contextlib.suppress(StackError):
+        docker_state.docker("rm", "-f", name)
+    raise StackError(f"the named-URL proxy {name} did not start: {logs[-1] if logs else 'no output'}")
+
+
+def withdraw(project: str, port: str, environ: Mapping[str, str]) -> bool:
+    """Remove `project`'s routes; the proxy goes with the last copy's. True if it had routes."""
+    if port == "off":
+        return False
+    name = container_name(port)
+    with _machine_lock(environ):
+        rec = _inspect(name)
+        if rec is None or not _ours(rec, port):
+            return False
+        current = _read(name)
+        if project not in current:
+            return False
+        del current[project]
+        if not current:
+            docker_state.docker("rm", "-f", name)
+            return True
+        _write(name, port, current)
+        if rec["State"].get("Running"):
+            docker_state.docker("exec", name, "caddy", "reload", "--config", f"{CONF_DIR}/Caddyfile", "--adapter", "caddyfile")
+    return True
+
+
+def proxies() -> dict[str, Table]:
+    """{proxy port: routing table} of every named-URL proxy on the engine."""
+    found = {}
+    for line in docker_state.docker("ps", "-a", "--filter", f"label={PROXY_LABEL}", "--format", "{{.Names}}").split():
+        rec = _inspect(line)
+        if rec is not None:
+            port = (rec["Config"].get("Labels") or {}).get(PROXY_LABEL, "")
+            found[port] = _read(line)
+    return found
