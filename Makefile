@@ -22,6 +22,11 @@ lint: $(VENV)/.installed ## ruff and mypy (strict on the helper package), ruff o
 	@$(PY) -m ruff format --check --quiet --config '$(HELPER_PACKAGE)/pyproject.toml' '$(HELPER_PACKAGE)'
 	@$(PY) -m mypy --config-file '$(HELPER_PACKAGE)/pyproject.toml' '$(HELPER_PACKAGE)/parallel_stacks' 
 
+##@ Existing repositories
+adopt: $(VENV)/.installed ## Give an existing compose project parallel copies (TARGET=path/to/repo; DRY_RUN=1 shows the diff only)
+	@test -n "$(TARGET)" || { echo "error: TARGET=path/to/repo is required" >&2; exit 2; }
+	@$(PY) scripts/adopt.py $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run) '$(TARGET)'
+
 ##@ Measure
 bench: $(VENV)/.bench-installed ## Measure isolation's costs against the alternatives; writes docs/PERFORMANCE.md (~9 min)
 	@PYTHONPATH=scripts $(PY) bench/run.py $(BENCH_ARGS)
@@ -57,4 +62,4 @@ help: ## Show this help
 	  /^##@/ {printf "\n%s\n", substr($$0, 5); next} \
 	  /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-.PHONY: demo demo-clean test lint bench soak setup offline-images help
+.PHONY: adopt demo demo-clean test lint bench soak setup offline-images help

@@ -3,6 +3,7 @@ import importlib
 import importlib.util
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,6 +42,28 @@ def generate_local_env():
             del sys.modules[name]
 
 
+def record_template_for_cruft():
+    """`.cruft.json` (cruft's own format) naming the template and its commit, so `cruft check`
+    and `cruft update` work for a project baked with plain cookiecutter. Skipped when cruft itself
+    renders (its context carries `_commit`; it writes the file) or the template is not a git checkout."""
+    if "_commit" in ANSWERS or (ROOT / ".cruft.json").exists():
+        return
+    repo = ANSWERS.get("_repo_dir") or ANSWERS.get("_template", "")
+    try:
+        commit = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if commit.returncode != 0:
+        return
+    template = ANSWERS.get("_template", "")
+    if Path(template).exists():
+        template = str(Path(template).resolve())  # a local checkout: absolute, as cruft records it
+    context = {k: v for k, v in ANSWERS.items() if k not in ("_output_dir", "_repo_dir", "_checkout")}
+    context.update({"_template": template, "_commit": commit.stdout.strip()})
+    state = {"template": template, "commit": commit.stdout.strip(), "checkout": ANSWERS.get("_checkout"), "context": {"cookiecutter": context}, "directory": None}
+    (ROOT / ".cruft.json").write_text(json.dumps(state, indent=2) + "\n")
+
+
 def make_scripts_executable():
     for path in (ROOT / "scripts").glob("*.sh"):
         path.chmod(0o755)
@@ -56,4 +79,5 @@ remove_ui()
 remove_mqtt()
 generate_local_env()
 remove_caches()
+record_template_for_cruft()
 make_scripts_executable()

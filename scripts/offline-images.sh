@@ -40,5 +40,25 @@ for kind in postgres redis mosquitto caddy python; do
     log "built $img"
   fi
 done
+# --adoption: also the stand-ins the adoption tests tag with third-party names
+# (nginx, node, a generic web application); built FROM the base with apt in the build.
+if [[ ${1:-} == --adoption ]]; then
+  build_ctx=$(mktemp -d /tmp/ps-adopt-ctx.XXXXXX)
+  cp -r "$ctx"/. "$build_ctx"/
+  mkdir -p "$build_ctx/ca"
+  cp /usr/local/share/ca-certificates/*.crt "$build_ctx/ca/" 2>/dev/null || true
+  touch "$build_ctx/ca/.keep"
+  for kind in nginx node webapp; do
+    img="$prefix/$kind:bookworm"
+    sum=$( (echo "$base"; cat "$ctx/Dockerfile.$kind" "$ctx/webapp.py"; cat "$build_ctx"/ca/*) | sha256sum | cut -c1-16)
+    if [[ $(docker image inspect -f '{{ index .Config.Labels "parallel-stacks.context" }}' "$img" 2>/dev/null) != "$sum" ]]; then
+      docker build -q --build-arg "BASE=$base" --label "parallel-stacks.context=$sum" -f "$build_ctx/Dockerfile.$kind" -t "$img" "$build_ctx" >/dev/null \
+        || { rm -rf "$build_ctx"; log "building $img failed"; exit 1; }
+      log "built $img"
+    fi
+  done
+  rm -rf "$build_ctx"
+  printf 'NGINX_STANDIN=%s\nNODE_STANDIN=%s\nWEBAPP_STANDIN=%s\n' "$prefix/nginx:bookworm" "$prefix/node:bookworm" "$prefix/webapp:bookworm"
+fi
 printf 'POSTGRES_IMAGE=%s\nREDIS_IMAGE=%s\nMOSQUITTO_IMAGE=%s\nCADDY_IMAGE=%s\nPYTHON_IMAGE=%s\n' \
   "$prefix/postgres:bookworm" "$prefix/redis:bookworm" "$prefix/mosquitto:bookworm" "$prefix/caddy:bookworm" "$prefix/python:bookworm"

@@ -111,9 +111,10 @@ def test_bad_offset_is_one_clear_line(root, raw, problem):
 
 def test_offset_range_respects_low_bases(root):
     (root / "stack.yml").write_text("project: x\nservices:\n  web: {container_port: 80, host_port: 80}\n")
-    with pytest.raises(StackError, match="integers 944-65455"):
-        load(root, PORT_OFFSET="0")
+    with pytest.raises(StackError, match=r"allowed: 0 \(the ports as declared\) or integers 944-65455"):
+        load(root, PORT_OFFSET="100")
     assert load(root, PORT_OFFSET="944")["WEB_PORT"] == "1024"
+    assert load(root, PORT_OFFSET="0")["WEB_PORT"] == "80"  # as declared: an adopted project's habits stay
 
 
 def test_bad_offset_in_env_file_names_the_file(root):
@@ -162,6 +163,8 @@ BAD_STACKS = [
     ),
     pytest.param("project: x\nservices:\n  a: {container_port: 1, host_port: 2000, kind: mysql}\n", "kind", id="unknown-kind"),
     pytest.param("project: x\nservices:\n  named_urls: {container_port: 1, host_port: 2000}\n", "NAMED_URLS_PORT", id="reserved-name"),
+    pytest.param("project: x\nservices:\n  a: {container_port: 1, host_port: 2000, volumes: [d]}\nvolumes: [d]\n", "also declared", id="top-volume-twice"),
+    pytest.param("project: x\nservices:\n  a: {container_port: 1, host_port: 2000}\nvolumes: d\n", "list of names", id="top-volumes-not-list"),
     pytest.param(
         "project: x\nservices:\n  a: {container_port: 1, host_port: 2000, volumes: [d]}\n  b: {container_port: 1, host_port: 2001, volumes: [d]}\n",
         "also declared",
@@ -393,6 +396,11 @@ def test_named_urls_off(root):
 def test_bad_proxy_port_is_one_clear_line(root, raw):
     with pytest.raises(StackError, match=rf"NAMED_URLS_PORT='{raw}' \(from environment\) must be a port between 1024 and 65535, or off"):
         load(root, NAMED_URLS_PORT=raw)
+
+
+def test_top_level_volumes_are_per_copy_too(root):
+    (root / "stack.yml").write_text((root / "stack.yml").read_text() + "volumes: [db-only]\n")
+    assert load(root, PORT_OFFSET="300")["DB_ONLY_VOLUME"] == "shop_db-only_300"
 
 
 def test_named_host_has_no_underscores():

@@ -89,7 +89,7 @@ def _parse_stack(path: Path) -> dict[str, Any]:
         raise StackError(f"{path.name}{where} is not valid YAML") from None
     if not isinstance(data, dict):
         raise StackError(f"{path.name} must be a mapping with 'project' and 'services'")
-    unknown = set(data) - {"project", "services", "task_step"}
+    unknown = set(data) - {"project", "services", "task_step", "volumes"}
     if unknown:
         raise StackError(f"{path.name}: unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}")
     project = data.get("project")
@@ -106,6 +106,16 @@ def _parse_stack(path: Path) -> dict[str, Any]:
     seen_kinds: dict[str, str] = {}
     for name, svc in services.items():
         _check_service(path.name, name, svc, seen_ports, seen_volumes, seen_kinds)
+    # named volumes of services that publish no port (a database only its app reaches): per copy all the same
+    volumes = data.get("volumes", [])
+    if not isinstance(volumes, list):
+        raise StackError(f"{path.name}: volumes must be a list of names")
+    for vol in volumes:
+        if not isinstance(vol, str) or not NAME.match(vol):
+            raise StackError(f"{path.name}: volume name {vol!r} must be lowercase letters, digits, '-' or '_'")
+        if vol in seen_volumes:
+            raise StackError(f"{path.name}: volume {vol!r} is also declared by service {seen_volumes[vol]!r}")
+        seen_volumes[vol] = "(top level)"
     return data
 
 

@@ -69,9 +69,8 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
     for name, svc in stack["services"].items():
         out[f"{var_name(name)}_PORT"] = str(host_port(svc["host_port"], offset))
         out[f"{var_name(name)}_CONTAINER_PORT"] = str(svc["container_port"])
-    for svc in stack["services"].values():
-        for vol in svc.get("volumes", []):
-            out[f"{var_name(vol)}_VOLUME"] = volume_name(project, env_name, vol, offset)
+    for vol in [v for svc in stack["services"].values() for v in svc.get("volumes", [])] + stack.get("volumes", []):
+        out[f"{var_name(vol)}_VOLUME"] = volume_name(project, env_name, vol, offset)
     for kind in _kinds_of(stack):
         out.update(kind.settings(project, lambda key: lookup(key, environ, layers)[0]))
     routed = _services_of(stack, out)

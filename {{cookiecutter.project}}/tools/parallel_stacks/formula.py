@@ -81,11 +81,13 @@ def offset_bounds(bases: Iterable[int]) -> tuple[int, int]:
 
 def parse_offset(raw: str, source: str, stack: Mapping[str, Any]) -> int:
     low, high = offset_bounds(svc["host_port"] for svc in stack["services"].values())
-    allowed = f"allowed: integers {low}-{high} or auto, so every host port stays within {PORT_MIN}-{PORT_MAX}"
+    # 0 is always allowed: the ports exactly as stack.yml declares them (an adopted project's `80` stays 80)
+    zero = "0 (the ports as declared) or " if low > 0 else ""
+    allowed = f"allowed: {zero}integers {low}-{high} or auto, so every host port stays within {PORT_MIN}-{PORT_MAX}"
     if not is_digits(raw):
         raise StackError(f"PORT_OFFSET={short(raw)} (from {source}) is not a non-negative integer; {allowed}")
     offset = int(raw) if len(raw) <= 6 else high + 1
-    if not low <= offset <= high:
+    if not (low <= offset <= high or offset == 0):
         shown = raw if len(raw) <= 40 else f"{raw[:40]}... ({len(raw)} characters)"
         raise StackError(f"PORT_OFFSET={shown} (from {source}) is out of range; {allowed}")
     return offset

@@ -1,0 +1,340 @@
+"""`make adopt`: compose projects written by others get parallel copies; baked projects stay current with cruft.
+
+The compose projects are docker/awesome-compose's, unchanged (tests/adopt/README.md).
+Their third-party images are the offline stand-ins tagged with the names the
+compose files use (only names this engine does not have; untagged afterwards).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from conftest import TEMPLATE, one_error_line
+
+HERE = Path(__file__).parent
+EXAMPLES = HERE / "adopt"
+ADOPT = TEMPLATE / "scripts" / "adopt.py"
+OFFSETS = (22000, 23000)  # every port below Linux's ephemeral range (no client socket of this run holds one)
+# official name the compose files use -> offline stand-in (scripts/offline-images.sh --adoption)
+STAND_INS = {
+    "postgres:latest": "postgres",
+    "postgres:alpine": "postgres",
+    "dpage/pgadmin4:latest": "webapp",
+    "nextcloud:apache": "webapp",
+    "redislabs/redismod:latest": "redis",
+    "nginx:1.21.6": "nginx",
+    "node:14.17.3-alpine3.14": "node",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
+
+
+def repository(tmp_path: Path, example: str) -> Path:
+    """A fresh git repository holding one of the examples, committed."""
+    repo = tmp_path / example
+    shutil.copytree(EXAMPLES / example, repo)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "the project as its authors wrote it")
+    return repo
+
+
+def adopt(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ADOPT), *args, str(repo)], capture_output=True, text=True, timeout=120)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".git" not in p.relative_to(root).parts
+    }
+
+
+def make(repo: Path, *targets: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["make", *targets], cwd=repo, env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"make {' '.join(targets)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def http_get(url: str, tries: int = 60) -> str:
+    """GET with retries: services without a healthcheck are `running` before they listen."""
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return resp.read().decode()
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} never answered 200")
+
+
+def connect(url: str, tries: int = 120) -> psycopg.Connection:
+    """A connection once the server accepts one: the adopted compose file has no healthcheck, so `up` returns when it runs."""
+    for _ in range(tries):
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=5)
+        except psycopg.OperationalError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} never accepted a connection")
+
+
+def containers(project: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def volume_exists(name: str) -> bool:
+    return subprocess.run(["docker", "volume", "inspect", name], capture_output=True).returncode == 0
+
+
+# ---------------------------------------------------------------- conversion (no engine)
+@pytest.mark.parametrize("example", ["postgresql-pgadmin", "nextcloud-postgres", "nginx-nodejs-redis", "gitea-postgres"])
+def test_adopt_rewrites_ports_names_and_volumes_and_a_second_run_is_a_no_op(tmp_path, example):
+    repo = repository(tmp_path, example)
+    original = yaml.safe_load((repo / "compose.yaml").read_text())
+    first = adopt(repo)
+    assert first.returncode == 0, first.stderr
+    assert "--- a/compose.yaml" in first.stdout and "+++ b/stack.yml" in first.stdout  # the diff is shown
+    compose = yaml.safe_load((repo / "compose.yaml").read_text())
+    stack = yaml.safe_load((repo / "stack.yml").read_text())
+    assert stack["project"] == example.lower()
+    for name, svc in compose["services"].items():
+        assert "container_name" not in svc
+        for port in svc.get("ports", []):
+            assert port.startswith("${BIND_ADDRESS:-127.0.0.1}:${"), port
+        old = [str(p) for p in original["services"][name].get("ports", [])]
+        assert len(old) == len(svc.get("ports", []))
+    for vol, conf in (compose.get("volumes") or {}).items():
+        assert conf["name"] == "${" + vol.upper().replace("-", "_") + f"_VOLUME:-{example.lower()}_{vol}" + "}"
+        assert conf["labels"]["dev.parallel-stacks.worktree"] == "${STACK_WORKTREE:-}"
+        declared = [v for s in stack["services"].values() for v in s.get("volumes", [])] + stack.get("volumes", [])
+        assert vol in declared
+    from parallel_stacks.config import load_stack
+
+    load_stack(repo / "stack.yml")  # the package's own checks accept it
+    assert (repo / "Makefile").read_text().rstrip().endswith("include parallel-stacks.mk")
+    assert (repo / "parallel-stacks" / "tools" / "parallel_stacks" / "derive.py").is_file()
+    assert git(repo, "diff", "--stat")  # the original is recoverable: tracked in git, changed in the work tree
+    before = tree_digest(repo)
+    second = adopt(repo)
+    assert second.returncode == 0 and "already adopted; nothing to change" in second.stdout
+    assert tree_digest(repo) == before
+
+
+def test_with_port_offset_unset_the_project_behaves_as_before(tmp_path, docker_engine):
+    """By hand (`docker compose config`, no make) and through make at offset 0: the same ports and volume names as before."""
+    repo = repository(tmp_path, "nextcloud-postgres")
+    by_hand_before = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=repo, capture_output=True, text=True, check=True)
+    assert adopt(repo).returncode == 0
+    by_hand_after = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=repo, capture_output=True, text=True, check=True)
+    old, new = json.loads(by_hand_before.stdout), json.loads(by_hand_after.stdout)
+    assert [p["published"] for p in new["services"]["nc"]["ports"]] == [p["published"] for p in old["services"]["nc"]["ports"]] == ["80"]
+    assert {v["name"] for v in new["volumes"].values()} == {v["name"] for v in old["volumes"].values()}
+    env = make(repo, "stack-env", STACK_PYTHON=sys.executable).stdout
+    assert "NC_PORT=80\n" in env and "COMPOSE_PROJECT_NAME=nextcloud-postgres-0\n" in env
+
+
+def test_a_repository_with_its_own_makefile_keeps_its_targets(tmp_path):
+    repo = repository(tmp_path, "postgresql-pgadmin")
+    (repo / "Makefile").write_text("up:\n\t@echo the teams own up\n\ntest:\n\t@echo the teams own test\n")
+    git(repo, "add", "Makefile")
+    git(repo, "commit", "-qm", "a Makefile")
+    assert adopt(repo).returncode == 0
+    assert make(repo, "up").stdout == "the teams own up\n"
+    assert make(repo, "test").stdout == "the teams own test\n"
+    out = make(repo, "stack-ports", PORT_OFFSET="43000").stdout  # its own .venv-stack, with the package it installed
+    assert "127.0.0.1:48432" in out and "127.0.0.1:48050" in out
+    assert (repo / ".venv-stack" / "bin" / "python").is_file() and not git(repo, "status", "--porcelain", "--ignored", ".venv-stack").startswith("??")
+    assert "127.0.0.1:5050" in make(repo, "ports", STACK_PYTHON=sys.executable).stdout  # free names get the short alias
+    assert "stack-up" in make(repo, "stack-help").stdout
+
+
+def hostile(tmp_path: Path, name: str, compose: str) -> Path:
+    repo = tmp_path / name
+    repo.mkdir()
+    (repo / "compose.yaml").write_text(compose)
+    return repo
+
+
+REFUSED = [
+    pytest.param("pihole-cloudflared-DoH", None, "network dns-net has a fixed subnet; a second copy cannot have the same one", id="fixed-subnet"),
+    pytest.param("host", "services:\n  web:\n    image: nginx\n    network_mode: host\n", "service web uses network_mode: host", id="host-network"),
+    pytest.param("range", "services:\n  web:\n    image: nginx\n    ports: ['8000-8010:8000-8010']\n", "port range 8000-8010", id="port-range"),
+    pytest.param(
+        "extends", "services:\n  web:\n    extends: {file: base.yaml, service: web}\n", "extends base.yaml, which does not exist", id="extends-missing"
+    ),
+    pytest.param("nodefault", "services:\n  web:\n    image: nginx\n    ports: ['${WEB_PORT}:80']\n", "has no default and .env does not set WEB_PORT", id="unset-variable"),
+    pytest.param("noports", "services:\n  worker:\n    image: busybox\n", "no service publishes a port", id="nothing-to-offset"),
+    pytest.param("notyaml", "services: [\n", "compose.yaml is not valid YAML", id="not-yaml"),
+]
+
+
+@pytest.mark.parametrize("example, compose, problem", REFUSED)
+def test_what_adopt_cannot_convert_is_refused_in_one_line_and_left_byte_identical(tmp_path, example, compose, problem):
+    repo = repository(tmp_path, example) if compose is None else hostile(tmp_path, example, compose)
+    before = tree_digest(repo)
+    out = adopt(repo)
+    assert out.returncode == 2
+    line = one_error_line(out.stderr)
+    assert problem in line and line.endswith("; nothing changed"), line
+    assert tree_digest(repo) == before
+
+
+def test_make_adopt_needs_a_target():
+    out = subprocess.run(["make", "adopt"], cwd=TEMPLATE, capture_output=True, text=True)
+    assert out.returncode == 2 and one_error_line(out.stderr) == "error: TARGET=path/to/repo is required"
+
+
+# ---------------------------------------------------------------- two copies of each (real engine)
+@pytest.fixture(scope="module")
+def stand_ins(docker_engine):
+    """The adoption stand-ins, tagged with the official names (only those this engine lacks; untagged afterwards)."""
+    built = subprocess.run(["bash", str(TEMPLATE / "scripts" / "offline-images.sh"), "--adoption"], capture_output=True, text=True, timeout=1800)
+    assert built.returncode == 0, built.stderr[-3000:]
+    added = []
+    for name, kind in STAND_INS.items():
+        if subprocess.run(["docker", "image", "inspect", name], capture_output=True).returncode != 0:
+            subprocess.run(["docker", "tag", f"parallel-stacks-offline/{kind}:bookworm", name], check=True)
+            added.append(name)
+    yield
+    for name in added:
+        subprocess.run(["docker", "image", "rm", name], capture_output=True)
+
+
+@pytest.fixture
+def copies_of(tmp_path, stand_ins, image_env):
+    """Adopt an example, start it at both OFFSETS with `make stack-up`; nuke both afterwards."""
+    started = []
+    env = {"STACK_PYTHON": sys.executable, "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state"), "NAMED_URLS_PORT": "off"}
+
+    def start(example: str) -> Path:
+        repo = repository(tmp_path, example)
+        assert adopt(repo).returncode == 0
+        for offset in OFFSETS:
+            started.append((repo, offset))
+            make(repo, "stack-up", PORT_OFFSET=str(offset), **env)
+        return repo
+
+    yield start, env
+    for repo, offset in started:
+        make(repo, "stack-nuke", check=False, PORT_OFFSET=str(offset), FORCE="1", **env)
+
+
+@pytest.mark.docker
+def test_pgadmin_and_postgres_two_copies_data_apart_and_nuke_leaves_the_other(copies_of):
+    start, env = copies_of
+    repo = start("postgresql-pgadmin")
+    urls = {o: f"postgresql://yourUser:changeit@127.0.0.1:{5432 + o}/postgres" for o in OFFSETS}
+    with connect(urls[OFFSETS[0]]) as conn:
+        conn.execute("CREATE TABLE mark (v text)")
+        conn.execute("INSERT INTO mark VALUES ('only in the first copy')")
+    with connect(urls[OFFSETS[1]]) as conn:
+        assert conn.execute("SELECT to_regclass('public.mark')").fetchone()[0] is None
+    for offset in OFFSETS:
+        assert http_get(f"http://127.0.0.1:{5050 + offset}/").split()[1] == "visits=0"
+    first = "postgresql-pgadmin-22000"
+    make(repo, "stack-nuke", PORT_OFFSET=str(OFFSETS[1]), FORCE="1", **env)
+    assert containers("postgresql-pgadmin-23000") == [] and len(containers(first)) == 2
+    with connect(urls[OFFSETS[0]]) as conn:
+        assert conn.execute("SELECT v FROM mark").fetchone()[0] == "only in the first copy"
+    dev = make(repo, "stack-env", "-s", SHOW_SECRETS="1", PORT_OFFSET=str(OFFSETS[0]), **env).stdout
+    assert f"DATABASE_URL={urls[OFFSETS[0]]}\n" in dev  # the URL the adopted compose file's credentials give
+
+
+@pytest.mark.docker
+def test_nextcloud_two_copies_with_their_own_volumes(copies_of):
+    start, env = copies_of
+    repo = start("nextcloud-postgres")
+    for offset in OFFSETS:
+        assert volume_exists(f"nextcloud-postgres_db_data_{offset}") and volume_exists(f"nextcloud-postgres_nc_data_{offset}")
+    assert not volume_exists("nextcloud-postgres_db_data"), "a copy used the by-hand volume"
+    assert http_get(f"http://127.0.0.1:{80 + OFFSETS[0]}/").endswith("visits=1\n")
+    assert http_get(f"http://127.0.0.1:{80 + OFFSETS[0]}/").endswith("visits=2\n")
+    assert http_get(f"http://127.0.0.1:{80 + OFFSETS[1]}/").endswith("visits=1\n"), "the copies share the app's data volume"
+    make(repo, "stack-nuke", PORT_OFFSET=str(OFFSETS[0]), FORCE="1", **env)
+    assert not volume_exists(f"nextcloud-postgres_nc_data_{OFFSETS[0]}") and volume_exists(f"nextcloud-postgres_nc_data_{OFFSETS[1]}")
+    assert http_get(f"http://127.0.0.1:{80 + OFFSETS[1]}/").endswith("visits=2\n")
+
+
+@pytest.mark.docker
+def test_build_contexts_nginx_node_and_redis_two_copies_count_apart(copies_of):
+    """Two Node.js services built from one context (npm ci against the registry), nginx built FROM nginx, Redis."""
+    start, env = copies_of
+    repo = start("nginx-nodejs-redis")
+    counts = [http_get(f"http://127.0.0.1:{80 + OFFSETS[0]}/").rsplit(" ", 1)[1] for _ in range(3)]
+    assert counts == ["1", "2", "3"]
+    assert http_get(f"http://127.0.0.1:{80 + OFFSETS[1]}/").rsplit(" ", 1)[1] == "1", "the copies share one Redis"
+    make(repo, "stack-nuke", PORT_OFFSET=str(OFFSETS[1]), FORCE="1", **env)
+    assert containers("nginx-nodejs-redis-23000") == []
+    assert http_get(f"http://127.0.0.1:{80 + OFFSETS[0]}/").rsplit(" ", 1)[1] == "4"
+
+
+# ---------------------------------------------------------------- cruft: keeping a baked project current
+def template_repository(tmp_path: Path) -> Path:
+    """This template's files (the work tree, as the tests see it) as a git repository at commit N."""
+    repo = tmp_path / "template"
+    ignore = shutil.ignore_patterns(".git", ".venv", "build", "__pycache__", ".ruff_cache", ".mypy_cache", ".pytest_cache", "*.egg-info")
+    shutil.copytree(TEMPLATE, repo, ignore=ignore)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "N")
+    return repo
+
+
+def test_cruft_update_applies_the_next_template_commit_and_keeps_the_users_files(tmp_path):
+    from cookiecutter.main import cookiecutter
+
+    template = template_repository(tmp_path)
+    project = Path(cookiecutter(str(template), no_input=True, output_dir=str(tmp_path / "out")))
+    state = json.loads((project / ".cruft.json").read_text())
+    assert state["template"] == str(template) and state["commit"] == git(template, "rev-parse", "HEAD").strip()
+    secrets_before = (project / "env" / "local.env").read_bytes()
+    git(project, "init", "-q", "-b", "main")
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "baked")
+    # the user's own edits: the app, a setting, the compose file (a comment of theirs at the top)
+    (project / "api" / "app.py").write_text((project / "api" / "app.py").read_text() + "\n# the team's own endpoint\n")
+    (project / "env" / "dev.env").write_text((project / "env" / "dev.env").read_text() + "POSTGRES_DURABILITY=off\n")
+    (project / "compose.yaml").write_text("# the team's note\n" + (project / "compose.yaml").read_text())
+    git(project, "commit", "-qam", "our changes")
+    check = subprocess.run([sys.executable, "-m", "cruft", "check"], cwd=project, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # commit N+1 of the template: the Makefile's help, a new docs page, the app (which is the user's: skipped)
+    makefile = template / "{{cookiecutter.project}}" / "Makefile"
+    makefile.write_text(makefile.read_text().replace("## Show this help", "## Show this help (every target)"))
+    (template / "{{cookiecutter.project}}" / "docs" / "NEW.md").write_text("# New in N+1\n")
+    app = template / "{{cookiecutter.project}}" / "api" / "app.py"
+    app.write_text(app.read_text() + "\n# the template's change to the example app\n")
+    git(template, "add", "-A")
+    git(template, "commit", "-qm", "N+1")
+    stale = subprocess.run([sys.executable, "-m", "cruft", "check"], cwd=project, capture_output=True, text=True)
+    assert stale.returncode == 1, stale.stdout + stale.stderr
+    update = subprocess.run([sys.executable, "-m", "cruft", "update", "--skip-apply-ask"], cwd=project, capture_output=True, text=True, timeout=300)
+    assert update.returncode == 0, update.stdout + update.stderr
+    assert "## Show this help (every target)" in (project / "Makefile").read_text()
+    assert (project / "docs" / "NEW.md").read_text() == "# New in N+1\n"
+    assert (project / "api" / "app.py").read_text().endswith("# the team's own endpoint\n")
+    assert "the template's change" not in (project / "api" / "app.py").read_text()
+    assert (project / "env" / "dev.env").read_text().endswith("POSTGRES_DURABILITY=off\n")
+    assert (project / "compose.yaml").read_text().startswith("# the team's note\n")
+    assert (project / "env" / "local.env").read_bytes() == secrets_before, "the update clobbered the secrets"
+    assert not list(project.rglob("*.rej")) and not list(project.rglob("*.orig")), "conflicts left behind"
+    assert json.loads((project / ".cruft.json").read_text())["commit"] == git(template, "rev-parse", "HEAD").strip()
+    assert subprocess.run([sys.executable, "-m", "cruft", "check"], cwd=project, capture_output=True).returncode == 0
