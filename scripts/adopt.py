@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 TEMPLATE = Path(__file__).resolve().parent.parent
-PROJECT_TEMPLATE = TEMPLATE / "{{cookiecutter.project}}"
+PROJECT_TEMPLATE = TEMPLATE / ("{" * 2 + "cookiecutter.project" + "}" * 2)  # spelled apart: no template tag in this file
 COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml", "docker-compose.override.yaml", "docker-compose.override.yml")
 HELPERS_DIR = "parallel-stacks"
@@ -181,6 +181,11 @@ def published_port(item: Any, where: str, env: Mapping[str, str]) -> tuple[int, 
     return resolve_number(host, where, env), resolve_number(container, where, env), suffix
 
 
+def ref(variable: str, default: str) -> str:
+    """`${VARIABLE:-default}`, as compose interpolates it."""
+    return "${" + variable + ":-" + default + "}"
+
+
 def var_name(name: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", name.upper())
 
@@ -269,7 +274,7 @@ def convert(data: Any, fname: str, root: Path, env: Mapping[str, str], project: 
                 taken[host] = name
                 seen[(host, container)] = name
                 published.append(Published(name, host, container))
-            ports[index] = f"${{BIND_ADDRESS:-127.0.0.1}}:${{{var_name(name)}_PORT:-{host}}}:{container}{suffix}"
+            ports[index] = ref("BIND_ADDRESS", "127.0.0.1") + ":" + ref(f"{var_name(name)}_PORT", str(host)) + f":{container}{suffix}"
         for mount in svc.get("volumes") or []:
             source = mount.split(":", 1)[0] if isinstance(mount, str) else (mount.get("source") if mount.get("type", "volume") == "volume" else None)
             if source and source in volumes:
@@ -286,7 +291,7 @@ def convert(data: Any, fname: str, root: Path, env: Mapping[str, str], project: 
         old = str(conf.get("name", ""))
         match = INTERPOLATED.match(old)
         fallback = match.group(2) if match and match.group(1) == f"{var_name(str(key))}_VOLUME" else (old or f"{project}_{key}")
-        conf["name"] = f"${{{var_name(str(key))}_VOLUME:-{fallback}}}"
+        conf["name"] = ref(f"{var_name(str(key))}_VOLUME", fallback)
         labels = conf.get("labels")
         if labels is None:
             from ruamel.yaml.comments import CommentedMap
@@ -417,7 +422,7 @@ def mk_text(taken: set[str], has_postgres: bool) -> str:
         "\t@touch $@",
         "",
         "stack-help: ## This file's targets",
-        f"\t@awk 'BEGIN {{FS = \":.*## \"}} /^[a-zA-Z_-]+:.*## / {{printf \"  %-22s %s\\n\", $$1, $$2}}' {MK_FILE}",
+        "\t@awk 'BEGIN {FS = \":.*## \"} /^[a-zA-Z_-]+:.*## / {printf \"  %-22s %s\\n\", $$1, $$2}' " + MK_FILE,
         "",
         f".PHONY: stack-setup stack-help {' '.join(names)}",
     ]

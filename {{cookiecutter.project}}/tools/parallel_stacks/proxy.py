@@ -78,7 +78,7 @@ def caddyfile(port: str, routes: Table) -> str:
             hosts.append(name)
             lines += [f"http://{name}:{port} {{", f"\treverse_proxy {upstream}", "}"]
     listing = ", ".join(f"http://{h}:{port}" for h in hosts) or "none"
-    lines += [f"http://:{port} {{", f'\trespond "No copy answers to {{host}} here. Named URLs: {listing}" 404', "}"]
+    lines += [f"http://:{port} " + "{", '\trespond "No copy answers to {host} here. Named URLs: ' + listing + '" 404', "}"]
     return "\n".join(lines) + "\n"
 
 
