@@ -25,6 +25,7 @@ COMMANDS = {
     "claim": "release",
     "release": "release",
     "worktree": "worktree",
+    "k8s": "k8s",
 }
 KEEPS_NAME = {"env", "compose", "fleet", "release"}  # modules that take the command name as their first argument
 

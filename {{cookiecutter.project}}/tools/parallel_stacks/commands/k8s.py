@@ -1,0 +1,247 @@
+"""Print this copy's stack as Kubernetes manifests: one namespace per copy (`make -s k8s | kubectl apply -f -`).
+
+Rendered from stack.yml and the resolved compose model (`docker compose
+config` with this copy's values; no engine needed): a Namespace named like
+the compose project; per compose service a Deployment (Recreate when it
+holds a volume), a Service with the compose service's name (so the names
+the services use for each other keep working) and its named volumes as
+PersistentVolumeClaims named like the copy's Docker volumes; read-only
+bind-mounted files as ConfigMaps; healthchecks as readiness probes; values
+carrying this copy's secrets in a Secret; an Ingress with the copy's named
+hosts (`<service>.<copy>.localhost`) for its HTTP services. Labels carry
+project, offset and worktree (a hash; the path as an annotation).
+
+What Kubernetes cannot take from a compose file is said on stderr, one line
+each (bind-mounted directories, images only built locally).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import derive
+from ..basics import StackError, var_name
+from ..formula import named_host
+from ..runner import run
+
+LABEL = "dev.parallel-stacks"
+
+
+def dns_name(text: str, limit: int = 63) -> str:
+    """A DNS-1123 label from any name: lowercase letters, digits and '-' (Kubernetes object names)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    if len(name) > limit:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = name[: limit - 9].rstrip("-") + "-" + digest
+    return name or "x"
+
+
+def labels_of(values: Mapping[str, str], service: str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/part-of": dns_name(values["STACK_PROJECT"]),
+        "app.kubernetes.io/managed-by": "parallel-stacks",
+        f"{LABEL}/copy": dns_name(values["COMPOSE_PROJECT_NAME"]),
+        f"{LABEL}/offset": values["PORT_OFFSET"],
+        f"{LABEL}/worktree-hash": hashlib.sha256(values["STACK_WORKTREE"].encode()).hexdigest()[:12],
+    }
+    if service:
+        out["app.kubernetes.io/name"] = dns_name(service)
+    return out
+
+
+def meta(name: str, namespace: str | None, values: Mapping[str, str], service: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": name,
+        "labels": labels_of(values, service),
+        "annotations": {f"{LABEL}/worktree": values["STACK_WORKTREE"]},
+    }
+    if namespace:
+        out["namespace"] = namespace
+    return out
+
+
+def probe_of(health: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A compose healthcheck as a readiness probe (exec)."""
+    if not health or health.get("disable"):
+        return None
+    test = health.get("test") or []
+    if isinstance(test, str):
+        command = ["sh", "-c", test]
+    elif test[:1] == ["CMD-SHELL"]:
+        command = ["sh", "-c", " ".join(test[1:])]
+    elif test[:1] == ["CMD"]:
+        command = list(test[1:])
+    else:
+        return None
+    return {"exec": {"command": command}, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 60}
+
+
+def secret_values(values: Mapping[str, str]) -> list[str]:
+    return [values[k] for k in derive.secret_keys(derive.services(Path(values["STACK_WORKTREE"]))) if values.get(k)]
+
+
+def render(values: Mapping[str, str], config: Mapping[str, Any], warn: Any = None) -> list[dict[str, Any]]:
+    """The manifests of one copy, as a list of objects (the first is its Namespace)."""
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    root = Path(values["STACK_WORKTREE"])
+    ns = dns_name(values["COMPOSE_PROJECT_NAME"])
+    secrets = secret_values(values)
+    stack = derive.services(root)
+    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": meta(ns, None, values)}]
+    secret_data: dict[str, str] = {}
+    volume_names = {key: config_vol.get("name", key) for key, config_vol in (config.get("volumes") or {}).items()}
+    claims: set[str] = set()
+    rules: list[dict[str, Any]] = []
+    for name, svc in (config.get("services") or {}).items():
+        app = dns_name(name)
+        volumes: list[dict[str, Any]] = []
+        mounts: list[dict[str, Any]] = []
+        for index, mount in enumerate(svc.get("volumes") or []):
+            kind, source, target = mount.get("type"), mount.get("source"), mount["target"]
+            if kind == "volume" and source:
+                claim = dns_name(volume_names.get(source, source))
+                if claim not in claims:
+                    claims.add(claim)
+                    docs.append(
+                        {
+                            "apiVersion": "v1",
+                            "kind": "PersistentVolumeClaim",
+                            "metadata": meta(claim, ns, values, name),
+                            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+                        }
+                    )
+                volumes.append({"name": f"v{index}", "persistentVolumeClaim": {"claimName": claim}})
+                mounts.append({"name": f"v{index}", "mountPath": target})
+            elif kind == "bind" and source and Path(source).is_file():
+                config_map = dns_name(f"{name}-{Path(source).name}")
+                docs.append(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": meta(config_map, ns, values, name),
+                        "data": {Path(source).name: Path(source).read_text(encoding="utf-8")},
+                    }
+                )
+                volumes.append({"name": f"v{index}", "configMap": {"name": config_map}})
+                mounts.append({"name": f"v{index}", "mountPath": target, "subPath": Path(source).name, "readOnly": True})
+            elif kind == "bind":
+                warn(f"service {name}: bind mount {source} -> {target} is a directory on this machine; left out (use a volume or an image)")
+        for index, path in enumerate(svc.get("tmpfs") or []):
+            volumes.append({"name": f"t{index}", "emptyDir": {"medium": "Memory"}})
+            mounts.append({"name": f"t{index}", "mountPath": str(path).split(":")[0]})
+        env = []
+        for key, value in sorted((svc.get("environment") or {}).items()):
+            value = "" if value is None else str(value)
+            if any(secret in value for secret in secrets):
+                secret_data[f"{app}.{key}"] = value
+                env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": "copy-secrets", "key": f"{app}.{key}"}}})
+            else:
+                env.append({"name": key, "value": value})
+        image = svc.get("image") or f"{values['COMPOSE_PROJECT_NAME']}-{name}:latest"
+        if svc.get("build"):
+            warn(f"service {name}: image {image} is built on this machine; push it to a registry the cluster pulls from")
+        container: dict[str, Any] = {"name": app, "image": image}
+        if svc.get("entrypoint"):
+            container["command"] = list(svc["entrypoint"])
+        if svc.get("command"):
+            container["args"] = list(svc["command"])
+        ports = [int(p["target"]) for p in svc.get("ports") or []]
+        if ports:
+            container["ports"] = [{"containerPort": p} for p in ports]
+        if env:
+            container["env"] = env
+        if mounts:
+            container["volumeMounts"] = mounts
+        probe = probe_of(svc.get("healthcheck"))
+        if probe:
+            container["readinessProbe"] = probe
+        pod: dict[str, Any] = {"containers": [container]}
+        if volumes:
+            pod["volumes"] = volumes
+        selector = {"app.kubernetes.io/name": app, f"{LABEL}/copy": ns}
+        deployment = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta(app, ns, values, name),
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": selector},
+                "strategy": {"type": "Recreate" if any("persistentVolumeClaim" in v for v in volumes) else "RollingUpdate"},
+                "template": {"metadata": {"labels": labels_of(values, name)}, "spec": pod},
+            },
+        }
+        docs.append(deployment)
+        if ports:
+            docs.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": meta(app, ns, values, name),
+                    "spec": {"selector": selector, "ports": [{"name": f"p{p}", "port": p, "targetPort": p} for p in ports]},
+                }
+            )
+        url = values.get(f"{var_name(name)}_NAMED_URL") or (
+            f"http://{named_host(name, values['COMPOSE_PROJECT_NAME'])}" if stack.get(name, {}).get("kind") == "http" else ""
+        )
+        if url and ports:
+            host = named_host(name, values["COMPOSE_PROJECT_NAME"])
+            rules.append(
+                {
+                    "host": host,
+                    "http": {
+                        "paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": app, "port": {"number": ports[0]}}}}]
+                    },
+                }
+            )
+    if secret_data:
+        docs.insert(
+            1,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": meta("copy-secrets", ns, values),
+                "type": "Opaque",
+                "stringData": secret_data,
+            },
+        )
+    if rules:
+        docs.append(
+            {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta("named-urls", ns, values), "spec": {"rules": rules}}
+        )
+    return docs
+
+
+def dump(docs: list[dict[str, Any]]) -> str:
+    import yaml
+
+    header = "# Rendered by `make k8s` (parallel-stacks) from stack.yml and compose.yaml; apply with `kubectl apply -f -`.\n"
+    return header + "---\n".join(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False) for doc in docs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parallel_stacks k8s", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    def command() -> int:
+        from .compose import compose_command, compose_config
+
+        values, env = derive.compose_environment(None, os.environ)
+        missing = [k for k in derive.secret_keys(derive.services(Path(values["STACK_WORKTREE"]))) if not values.get(k)]
+        if missing:
+            raise StackError(f"{', '.join(missing)} not set for this worktree (env/local.env); `make up` once writes them")
+        config = compose_config(compose_command(), values, env)
+        sys.stdout.write(dump(render(values, config)))
+        return 0
+
+    return run(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
