@@ -91,7 +91,19 @@ def inputs(root: str, command: str) -> bytes:
         env_files = []
     files = [("stack.yml", _read(os.path.join(root, "stack.yml"))), (".env.dynamic", _read(os.path.join(root, ".env.dynamic")))]
     files += [("env/" + n, _read(os.path.join(env_dir, n))) for n in env_files]
+    files.append(("docker context", _docker_context()))
     return marshal.dumps((FORMAT, root, command, tuple(files), tuple(_code())))
+
+
+def _docker_context() -> bytes | None:
+    """What of the docker CLI's config decides the engine (`docker context use` writes currentContext):
+    the part of config.json from that key on, never the whole file (it may hold credentials)."""
+    config = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    raw = _read(os.path.join(config, "config.json"))
+    if raw is None or b'"currentContext"' not in raw:
+        return None
+    start = raw.index(b'"currentContext"')
+    return raw[start : raw.find(b",", start) if b"," in raw[start:] else start + 200]
 
 
 def cache_file(root: str, environ: Mapping[str, str] | None = None) -> str:

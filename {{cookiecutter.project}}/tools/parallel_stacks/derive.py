@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import kinds
-from .basics import var_name
+from .basics import StackError, var_name
 from .config import (
     DEFAULTS,
     Layers,
@@ -66,6 +66,7 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
         "BIND_ADDRESS": bind,
         "TEST_PORTS": worker_ports_text(offset, test_start),
     }
+    out.update(engine_values(environ, layers))
     for name, svc in stack["services"].items():
         out[f"{var_name(name)}_PORT"] = str(host_port(svc["host_port"], offset))
         out[f"{var_name(name)}_CONTAINER_PORT"] = str(svc["container_port"])
@@ -76,7 +77,8 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
     routed = _services_of(stack, out)
     for service, kind in routed:
         out[kind.url_variable(service)] = kind.url(service, out)
-    if any(kind.routed for _, kind in routed):  # named URLs through the machine's proxy (proxy.py)
+    # named URLs through the machine's proxy (proxy.py); *.localhost is this machine, so not for an engine elsewhere
+    if any(kind.routed for _, kind in routed) and out["STACK_ENGINE"] == "local":
         out["NAMED_URLS_PORT"] = parse_proxy_port(*lookup("NAMED_URLS_PORT", environ, layers))
         if out["NAMED_URLS_PORT"] != "off":
             for service, kind in routed:
@@ -85,6 +87,23 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
                         f"http://{named_host(service.name, out['COMPOSE_PROJECT_NAME'])}:{out['NAMED_URLS_PORT']}"
                     )
     return out, layers
+
+
+def engine_values(environ: Mapping[str, str], layers: Layers) -> Values:
+    """STACK_ENGINE (`local` or the remote endpoint), and STACK_HOST, the host clients reach the copy's ports on:
+    set by hand, else the remote engine's host; absent for a local engine (URLs use the bind address)."""
+    from .engine import location
+
+    endpoint, engine_host = location(environ)
+    raw, source = lookup("STACK_HOST", environ, layers)
+    out = {"STACK_ENGINE": endpoint}
+    if raw:
+        if any(c in raw for c in " /@?#") or len(raw) > 253:
+            raise StackError(f"STACK_HOST={raw[:40]!r} (from {source}) must be a host name or an IP address")
+        out["STACK_HOST"] = raw
+    elif engine_host:
+        out["STACK_HOST"] = engine_host
+    return out
 
 
 def _kinds_of(stack: Mapping[str, Any]) -> list[kinds.Kind]:
@@ -97,7 +116,9 @@ def _kinds_of(stack: Mapping[str, Any]) -> list[kinds.Kind]:
 
 
 def _services_of(stack: Mapping[str, Any], values: Mapping[str, str]) -> list[tuple[kinds.Service, kinds.Kind]]:
-    host = client_host(values["BIND_ADDRESS"])
+    host = values.get("STACK_HOST") or client_host(values["BIND_ADDRESS"])
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 STACK_HOST, in URL form
     return [
         (kinds.Service(name, var_name(name), host, int(values[f"{var_name(name)}_PORT"])), kinds.of(svc))
         for name, svc in stack["services"].items()

@@ -12,6 +12,7 @@ from .basics import StackError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "host_bindings",
     "images",
     "json_list",
+    "location",
     "missing_images",
     "networks",
     "published_ports",
@@ -168,6 +170,73 @@ def published_ports(records: list[dict[str, Any]]) -> set[int]:
     return {port for rec in records if rec.get("State", {}).get("Running") for _, port in host_bindings(rec)}
 
 
+# ---------------------------------------------------------------- where the engine is
+def location(environ: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+    """(endpoint, host): the engine the docker CLI talks to (`local`, or its DOCKER_HOST / context endpoint)
+    and the host its published ports are on (None: this machine).
+
+    Follows the CLI: DOCKER_HOST, else DOCKER_CONTEXT, else the current context of
+    `$DOCKER_CONFIG/config.json` (`docker context use`), read from its files (no CLI call).
+    """
+    environ = os.environ if environ is None else environ
+    endpoint = environ.get("DOCKER_HOST", "")
+    if not endpoint:
+        context = environ.get("DOCKER_CONTEXT", "") or _current_context(environ)
+        if context and context != "default":
+            endpoint = _context_endpoint(context, environ)
+    host = _remote_host(endpoint)
+    return (endpoint if host else "local"), host
+
+
+def docker_config_dir(environ: Mapping[str, str]) -> str:
+    return environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+
+
+def _current_context(environ: Mapping[str, str]) -> str:
+    import json  # only parsed when the file names a context
+
+    try:
+        with open(os.path.join(docker_config_dir(environ), "config.json"), "rb") as handle:
+            raw = handle.read()
+        if b"currentContext" not in raw:  # the common case, without parsing
+            return ""
+        context = json.loads(raw).get("currentContext") or ""
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return str(context)
+
+
+def _context_endpoint(context: str, environ: Mapping[str, str]) -> str:
+    """The docker endpoint of a CLI context, from its metadata file; StackError if there is no such context."""
+    import hashlib
+    import json
+
+    meta = os.path.join(docker_config_dir(environ), "contexts", "meta", hashlib.sha256(context.encode()).hexdigest(), "meta.json")
+    try:
+        with open(meta, "rb") as handle:
+            return str(json.loads(handle.read())["Endpoints"]["docker"]["Host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise StackError(f"docker context {context!r} is not defined (`docker context ls`)") from None
+
+
+def _remote_host(endpoint: str) -> str | None:
+    """The host of a tcp:// or ssh:// endpoint unless it is this machine (loopback, localhost)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if not endpoint or not endpoint.startswith(("tcp://", "ssh://", "http://", "https://")):
+        return None
+    host = urlsplit(endpoint).hostname or ""
+    if host in ("", "localhost"):
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass  # a name: remote
+    return host
+
+
 # ---------------------------------------------------------------- every running container
 def _socket_path() -> str | None:
     """The engine's unix socket when the CLI would use it too (no remote host or context)."""
@@ -176,7 +245,9 @@ def _socket_path() -> str | None:
         return None
     if host.startswith("unix://"):
         return host[len("unix://") :]
-    return None if host else "/var/run/docker.sock"
+    if host or _current_context(os.environ) not in ("", "default"):
+        return None  # another engine (`docker context use`): the CLI knows how to reach it
+    return "/var/run/docker.sock"
 
 
 def engine_get(path: str) -> bytes | None:

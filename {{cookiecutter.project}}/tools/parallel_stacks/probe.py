@@ -145,9 +145,15 @@ def is_own(rec: dict[str, Any], values: Mapping[str, str]) -> bool:
 
 
 def find_conflicts(
-    values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], running: list[dict[str, Any]] | None
+    values: Mapping[str, str],
+    services: Mapping[str, Mapping[str, Any]],
+    running: list[dict[str, Any]] | None,
+    remote_busy: Collection[int] | None = None,
 ) -> list[Conflict]:
-    """Conflicts of this copy's ports; `running` is every running container, or None if Docker is unreachable."""
+    """Conflicts of this copy's ports; `running` is every running container, or None if Docker is unreachable.
+
+    `remote_busy`: for an engine on another host, the ports a probe container found taken there
+    (this machine's own sockets say nothing about that host)."""
     bind = values["BIND_ADDRESS"]
     own: set[int] = set()
     held: dict[int, dict[str, Any]] = {}
@@ -164,9 +170,57 @@ def find_conflicts(
             continue
         if port in held:
             found.append(Conflict(name, port, container_owner(held[port])))
+        elif remote_busy is not None:
+            if port in remote_busy:
+                found.append(
+                    Conflict(
+                        name, port, f"a process on the engine's host {values.get('STACK_HOST', '?')} (a probe there could not bind it)"
+                    )
+                )
         elif not all(port_free(h, port) for h in hosts):
             found.append(Conflict(name, port, process_owner(port)))
     return found
+
+
+PROBE_SCRIPT = """
+import socket, sys
+for port in sys.argv[2:]:
+    s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((sys.argv[1], int(port)))
+    except OSError:
+        print(port)
+    finally:
+        s.close()
+"""
+
+
+def remote_busy_ports(values: Mapping[str, str], ports: list[int], environ: Mapping[str, str] | None = None) -> set[int]:
+    """Ports of `ports` something holds on a remote engine's host: a short-lived container on that host's
+    network tries to bind each (PROBE_IMAGE, default the stack's PYTHON_IMAGE; it needs python3)."""
+    import os
+
+    from . import engine as docker_state
+
+    environ = os.environ if environ is None else environ
+    image = environ.get("PROBE_IMAGE") or environ.get("PYTHON_IMAGE") or "python:3.12-slim"
+    bind = values["BIND_ADDRESS"]
+    out = docker_state.docker(
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--label",
+        "dev.parallel-stacks.probe=1",
+        image,
+        "python3",
+        "-c",
+        PROBE_SCRIPT,
+        bind,
+        *map(str, ports),
+    )
+    return {int(line) for line in out.split() if line.isdigit()}
 
 
 def published_by(running: list[dict[str, Any]] | None) -> dict[int, dict[str, Any]]:
@@ -198,16 +252,16 @@ def unusable(
 
 
 def nearest_free_offset(
-    values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], running: list[dict[str, Any]] | None
+    values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], running: list[dict[str, Any]] | None, remote: bool = False
 ) -> int | None:
-    """The closest offset (in steps of 1000) whose every port is free, or None."""
+    """The closest offset (in steps of 1000) whose every port is free, or None (remote: free of containers' ports)."""
     from .formula import host_ports, offset_bounds
 
     offset = int(values["PORT_OFFSET"])
     bases = [svc["host_port"] for svc in services.values()]
     low, high = offset_bounds(bases)
     published = published_by(running)
-    hosts = addresses(values["BIND_ADDRESS"])
+    hosts = [] if remote else addresses(values["BIND_ADDRESS"])
     for k in range(1, SEARCH_TRIES + 1):
         for cand in (offset + k * SEARCH_STEP, offset - k * SEARCH_STEP):
             if low <= cand <= high and unusable(host_ports(bases, cand), published, hosts, name_owners=False) is None:
@@ -235,17 +289,29 @@ def check(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], 
 
     `running`: every running container (None: engine unreachable); asked for when not given.
     """
+    remote = values.get("STACK_ENGINE", "local") != "local"
     if running is _ASK:
         from . import engine as docker_state
 
         try:
             running = docker_state.running_containers()
         except StackError as exc:
+            if remote:
+                raise StackError(f"the engine {values['STACK_ENGINE']} is not reachable: {exc}") from None
             print(f"warning: {exc}; checked this machine's sockets only", file=sys.stderr)
             running = None
-    found = find_conflicts(values, services, running)
+    busy: set[int] | None = None
+    if remote:
+        own = {p for rec in running or [] if is_own(rec, values) for _, p in rec["ports"]}
+        ports = [p for _, p in service_ports(values, services) if p not in own]
+        try:
+            busy = remote_busy_ports(values, ports) if ports else set()
+        except StackError as exc:
+            print(f"warning: could not probe the ports of {values.get('STACK_HOST')} ({exc}); checked its containers only", file=sys.stderr)
+            busy = set()
+    found = find_conflicts(values, services, running, busy)
     if found:
-        raise StackError(describe(values, found, nearest_free_offset(values, services, running)))
+        raise StackError(describe(values, found, nearest_free_offset(values, services, running, remote=remote)))
 
 
 def quick_all_free(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -257,6 +323,8 @@ def quick_all_free(values: Mapping[str, str], services: Mapping[str, Mapping[str
     """
     from . import engine as docker_state
 
+    if values.get("STACK_ENGINE", "local") != "local":
+        return False  # another host's ports: the full check probes them there
     ports = [port for _, port in service_ports(values, services)]
     hosts = addresses(values["BIND_ADDRESS"])
     if not all(port_free(h, p) for p in ports for h in hosts):

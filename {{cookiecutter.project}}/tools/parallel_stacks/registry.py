@@ -5,6 +5,14 @@ The registry is a JSON file under the user's state directory
 exclusive lock, so concurrent claims never get the same slot. A worktree
 remembers its slot in its gitignored `.env.dynamic`, so every later `make`
 call there agrees. `make release` frees the claim.
+
+When the engine is on another host (DOCKER_HOST / a docker context naming
+one), several machines may share it, and each has its own registry file.
+Then a slot is also claimed on the engine itself: a container that never
+runs, named `parallel-stacks-slot-<offset>` (the engine refuses a second
+container of one name, so two clients never get one slot), labelled with
+the claiming host and worktree. SLOT_CLAIMS=engine does the same for a
+local engine shared by several users.
 """
 
 from __future__ import annotations
@@ -248,6 +256,102 @@ def _remembered_test_start(claim: Mapping[str, Any], offset: int) -> int | None:
     return _test_ports(claim).start if claim and claim.get("offset") == offset else None
 
 
+# ---------------------------------------------------------------- claims on the engine
+SLOT_PREFIX = "parallel-stacks-slot-"
+SLOT_LABEL = "dev.parallel-stacks.slot"
+SLOT_HOST_LABEL = "dev.parallel-stacks.slot-host"
+SLOT_TREE_LABEL = "dev.parallel-stacks.slot-worktree"
+SLOT_ENV_LABEL = "dev.parallel-stacks.slot-env"
+SLOT_IMAGE = "parallel-stacks/slot-claim:1"
+
+
+def engine_claims_on(environ: Mapping[str, str] | None = None) -> bool:
+    """Claims go to the engine too: it is on another host, or SLOT_CLAIMS=engine."""
+    environ = os.environ if environ is None else environ
+    mode = (environ.get("SLOT_CLAIMS") or "").strip().lower()
+    if mode not in ("", "engine", "local"):
+        raise StackError(f"SLOT_CLAIMS={mode[:40]!r}: use engine (claims on the Docker engine too) or local (this machine's registry only)")
+    return mode == "engine" or (mode == "" and docker_state.location(environ)[1] is not None)
+
+
+def _slot_image() -> None:
+    """An image with no files for the claim containers (they are never started): made on the engine once."""
+    if docker_state.missing_images([SLOT_IMAGE]):
+        import subprocess
+
+        proc = subprocess.run(
+            ["docker", "import", "-c", f"LABEL {SLOT_LABEL}-image=1", "-", SLOT_IMAGE], input=b"\0" * 10240, capture_output=True, timeout=60
+        )
+        if proc.returncode != 0:
+            raise StackError(f"could not create {SLOT_IMAGE} on the engine: {proc.stderr.decode(errors='replace').strip()[-200:]}")
+
+
+def _this_host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def reserve_on_engine(offset: int, worktree: str, env_name: str) -> dict[str, str] | None:
+    """Claim slot `offset` on the engine for this host's `worktree`: None when it is ours (now or before),
+    else the labels of the claim that holds it."""
+    name = f"{SLOT_PREFIX}{offset}"
+    labels = {SLOT_LABEL: str(offset), SLOT_HOST_LABEL: _this_host(), SLOT_TREE_LABEL: worktree, SLOT_ENV_LABEL: env_name}
+    _slot_image()
+    try:
+        docker_state.docker("create", "--name", name, *[a for k, v in labels.items() for a in ("--label", f"{k}={v}")], SLOT_IMAGE, "claim")
+        return None
+    except StackError as exc:
+        if "already in use" not in str(exc) and "Conflict" not in str(exc):
+            raise
+    held = engine_claim(offset)
+    if held is None:  # released between our attempt and the look: try once more
+        return reserve_on_engine(offset, worktree, env_name)
+    if (
+        held.get(SLOT_HOST_LABEL) == labels[SLOT_HOST_LABEL]
+        and held.get(SLOT_TREE_LABEL) == worktree
+        and held.get(SLOT_ENV_LABEL) == env_name
+    ):
+        return None
+    return held
+
+
+def engine_claim(offset: int) -> dict[str, str] | None:
+    """The labels of the engine's claim of slot `offset`, or None."""
+    try:
+        rec = docker_state.json_list("container", "inspect", f"{SLOT_PREFIX}{offset}")[0]
+    except StackError as exc:
+        if "no such" in str(exc).lower():
+            return None
+        raise
+    return dict((rec.get("Config") or {}).get("Labels") or {})
+
+
+def engine_claims() -> dict[int, dict[str, str]]:
+    """{offset: labels} of every slot claimed on the engine."""
+    out = docker_state.docker("ps", "-a", "--filter", f"label={SLOT_LABEL}", "--format", "{{.Names}}").split()
+    found = {}
+    for name in out:
+        if name.startswith(SLOT_PREFIX) and name[len(SLOT_PREFIX) :].isdigit():
+            labels = engine_claim(int(name[len(SLOT_PREFIX) :]))
+            if labels is not None:
+                found[int(name[len(SLOT_PREFIX) :])] = labels
+    return found
+
+
+def release_on_engine(offset: int, worktree: str) -> bool:
+    """Remove the engine's claim of `offset` if this host's `worktree` holds it."""
+    held = engine_claim(offset)
+    if held is None or held.get(SLOT_HOST_LABEL) != _this_host() or held.get(SLOT_TREE_LABEL) != worktree:
+        return False
+    docker_state.docker("rm", f"{SLOT_PREFIX}{offset}")
+    return True
+
+
+def _holder(labels: Mapping[str, str]) -> str:
+    return f"{labels.get(SLOT_TREE_LABEL, '?')} on {labels.get(SLOT_HOST_LABEL, '?')}"
+
+
 def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
     """This worktree's slot: its remembered one if still valid, else the first free one; (offset, test-port range start)."""
 
@@ -255,7 +359,9 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
     key = claim_key(worktree, env_name)
     bases = {name: svc["host_port"] for name, svc in stack["services"].items()}
     eph = ephemeral_range()
-    hosts = check_ports.addresses(bind)
+    on_engine = engine_claims_on(environ)
+    # this machine's sockets say nothing of a remote engine's host: its containers' ports (and the engine's claims) do
+    hosts = [] if docker_state.location(environ)[1] else check_ports.addresses(bind)
     try:
         published = check_ports.published_by(docker_state.running_containers())
     except StackError:
@@ -268,6 +374,12 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
         if remembered is None and key in reg.claims:
             remembered = reg.claims[key]["offset"]
         if remembered is not None:
+            held = reserve_on_engine(remembered, worktree, env_name) if on_engine else None
+            if held is not None:
+                raise StackError(
+                    f"this worktree's remembered slot PORT_OFFSET={remembered} is claimed on the engine by {_holder(held)}; "
+                    "`make release` here, then PORT_OFFSET=auto again"
+                )
             if not taken & set(_ports(bases, remembered)):
                 offset = remembered  # ours: its ports may well be held by our own running copy
             else:
@@ -281,6 +393,9 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
             for k in range(1, MAX_TRIES + 1):
                 cand = k * AUTO_STEP
                 why = check_ports.unusable(_ports(bases, cand), published, hosts, footprints, eph)
+                if why is None and on_engine:
+                    held = reserve_on_engine(cand, worktree, env_name)
+                    why = None if held is None else "claimed by another copy"
                 if why is None:
                     found = cand
                     break
@@ -372,6 +487,9 @@ def release(root: Path, env_name: str, environ: Mapping[str, str] | None = None)
         reg.write()
     remembered = read_dynamic(root, env_name)
     write_dynamic(root, env_name, None)
+    if engine_claims_on(environ):
+        for offset in {int(freed["offset"]) if freed else None, remembered} - {None}:
+            release_on_engine(int(offset), worktree)  # type: ignore[arg-type]
     if freed:
         return int(freed["offset"])
     return remembered

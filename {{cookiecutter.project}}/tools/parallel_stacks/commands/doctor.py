@@ -55,6 +55,23 @@ def check_inherited(report: Report, values: Mapping[str, str], environ: Mapping[
         report.line("ok", "shell", "no inherited COMPOSE_PROJECT_NAME or *_PORT disagrees")
 
 
+def check_remote_bind(report: Report, values: Mapping[str, str]) -> None:
+    """A copy on another host bound to that host's loopback is reachable from that host only."""
+    import ipaddress
+
+    if values.get("STACK_ENGINE", "local") == "local":
+        return
+    if ipaddress.ip_address(values["BIND_ADDRESS"]).is_loopback:
+        report.line(
+            "warn",
+            "bind",
+            f"the engine is on {values.get('STACK_HOST')} but ports bind to its {values['BIND_ADDRESS']}: only that host reaches them "
+            "(set BIND_ADDRESS=0.0.0.0, or its address, in env/local.env; or tunnel with ssh -L)",
+        )
+    else:
+        report.line("ok", "bind", f"ports published on {values['BIND_ADDRESS']} of {values.get('STACK_HOST')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks doctor", description=__doc__.splitlines()[0])
     parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -74,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     check_env_files(report, root)
     check_inherited(report, values, environ)
+    check_remote_bind(report, values)
 
     from .. import engine as docker_state
     from .. import probe as check_ports
@@ -81,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     running = None
     try:
         version = docker_state.docker("version", "--format", "{{.Server.Version}}").strip()
-        report.line("ok", "engine", f"Docker {version} reachable")
+        where = (
+            "on this machine"
+            if values.get("STACK_ENGINE", "local") == "local"
+            else f"at {values['STACK_ENGINE']} (host {values.get('STACK_HOST')})"
+        )
+        report.line("ok", "engine", f"Docker {version} reachable, {where}")
         running = docker_state.running_containers()
     except StackError as exc:
         report.line("FAIL", "engine", str(exc))

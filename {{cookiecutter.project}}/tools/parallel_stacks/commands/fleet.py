@@ -8,10 +8,11 @@ so copies with a fixed PORT_OFFSET show up too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,41 +65,77 @@ def stale_claims(
 FORMATS = ("table", "json")
 
 
-def slots(environ: Mapping[str, str], fmt: str = "table") -> int:
+@contextlib.contextmanager
+def engine_context(context: str | None) -> Iterator[None]:
+    """Point the docker CLI (and this process's engine questions) at `context` for the block; None: as it is."""
+    if context is None:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in ("DOCKER_CONTEXT", "DOCKER_HOST")}
+    os.environ.pop("DOCKER_HOST", None)
+    os.environ["DOCKER_CONTEXT"] = context
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def slots(environ: Mapping[str, str], fmt: str = "table", contexts: list[str] | None = None) -> int:
+    """Every copy on the engine (or on each docker context of `contexts`), with this machine's claims."""
     if fmt not in FORMATS:
         raise StackError(f"FORMAT={fmt[:40]!r}: use table (the default) or json")
     with registry.Registry(registry.state_dir(environ)) as reg:
         claims = dict(reg.claims)
-    try:
-        copies = docker_copies()
-    except StackError as exc:
-        print(f"warning: {exc}; showing the registry only", file=sys.stderr)
-        copies = {}
-    rows = []
-    seen = set()
+    rows: list[tuple[str, ...]] = []
     records: list[dict[str, Any]] = []
-    for claim in claims.values():
-        project = claim.get("compose_project") or "?"
-        seen.add(project)
-        copy = copies.get(project, {})
-        rows.append(_row(project, claim["worktree"], str(claim["offset"]), "auto", claim.get("ports") or [], copy))
-        records.append(_record(rows[-1], copy, claim.get("env"), claim.get("label")))
-    for project, copy in sorted(copies.items()):
-        if project not in seen:
-            offset = project.rsplit("-", 1)[-1]
-            rows.append(_row(project, copy.get("worktree") or "?", offset, "fixed", sorted(copy["ports"]), copy))
-            records.append(_record(rows[-1], copy, None, None))
+    seen: set[str] = set()
+    targets: list[str | None] = list(contexts) if contexts else [None]
+    for index, context in enumerate(targets):
+        with engine_context(context):
+            endpoint = docker_state.location()[0]
+            try:
+                copies = docker_copies()
+                on_engine = registry.engine_claims() if registry.engine_claims_on() else {}
+            except StackError as exc:
+                print(f"warning: {exc}; showing the registry only for engine {endpoint}", file=sys.stderr)
+                copies, on_engine = {}, {}
+            last = index == len(targets) - 1
+            for claim in claims.values():
+                project = claim.get("compose_project") or "?"
+                if project in seen or (project not in copies and not last):
+                    continue  # a claim belongs to the engine its copy is on; unplaced ones go with the last engine
+                seen.add(project)
+                copy = copies.get(project, {})
+                rows.append((*_row(project, claim["worktree"], str(claim["offset"]), "auto", claim.get("ports") or [], copy), endpoint))
+                records.append({**_record(rows[-1][:-1], copy, claim.get("env"), claim.get("label")), "engine": endpoint})
+            for project, copy in sorted(copies.items()):
+                if project not in seen:
+                    seen.add(project)
+                    offset = project.rsplit("-", 1)[-1]
+                    rows.append((*_row(project, copy.get("worktree") or "?", offset, "fixed", sorted(copy["ports"]), copy), endpoint))
+                    records.append({**_record(rows[-1][:-1], copy, None, None), "engine": endpoint})
+            mine = {int(c["offset"]) for c in claims.values()}
+            for slot, labels in sorted(on_engine.items()):
+                if slot not in mine:  # another machine's claim on this engine
+                    holder = f"{labels.get(registry.SLOT_TREE_LABEL, '?')} on {labels.get(registry.SLOT_HOST_LABEL, '?')}"
+                    rows.append(("?", str(slot), "claimed", "-", "-", "-", holder, endpoint))
+                    records.append({"compose_project": None, "offset": slot, "how": "claimed", "claimed_by": holder, "engine": endpoint})
     if fmt == "json":
         import json
 
         print(json.dumps({"copies": records}, indent=2))
         return 0
     if not rows:
-        print("no copies on this machine")
+        print("no copies on this machine" if not contexts else f"no copies on {', '.join(contexts)}")
         return 0
-    header = ("COPY", "OFFSET", "HOW", "STATE", "PORTS", "VOLUMES", "WORKTREE")
-    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
+    header = ("COPY", "OFFSET", "HOW", "STATE", "PORTS", "VOLUMES", "ENGINE", "WORKTREE")
+    table = [(*r[:-2], r[-1], r[-2]) for r in rows]
+    widths = [max(len(str(r[i])) for r in [*table, header]) for i in range(len(header) - 1)]
+    for row in [header, *table]:
         print("  ".join(str(c).ljust(w) for c, w in zip(row[:-1], widths)) + "  " + str(row[-1]))
     return 0
 
@@ -178,6 +215,20 @@ def orphaned_copies() -> dict[tuple[str, str], dict[str, list[str]]]:
     return found
 
 
+def stale_engine_claims() -> list[tuple[int, dict[str, str]]]:
+    """The engine's slot claims this host made for worktrees that are gone (other hosts' claims are theirs to judge)."""
+    if not registry.engine_claims_on():
+        return []
+    import socket
+
+    host = socket.gethostname()
+    return [
+        (slot, labels)
+        for slot, labels in sorted(registry.engine_claims().items())
+        if labels.get(registry.SLOT_HOST_LABEL) == host and not Path(labels.get(registry.SLOT_TREE_LABEL) or "/nonexistent").is_dir()
+    ]
+
+
 def orphaned_routes() -> list[tuple[str, str, str]]:
     """(proxy port, compose project, worktree) of named-URL routes whose worktree directory is gone."""
     from .. import proxy
@@ -218,6 +269,12 @@ def gc(environ: Mapping[str, str], force: bool) -> int:
         print(
             f"removed {len(orphans)} cop{'y' if len(orphans) == 1 else 'ies'} of vanished worktrees (their test databases with their volumes)"
         )
+    for slot, labels in [] if copies is None else stale_engine_claims():
+        print(
+            f"{'removing' if force else 'would remove'} the engine's claim of PORT_OFFSET={slot} (vanished worktree {labels.get(registry.SLOT_TREE_LABEL)})"
+        )
+        if force:
+            docker_state.docker("rm", f"{registry.SLOT_PREFIX}{slot}")
     routes = [] if copies is None else orphaned_routes()
     for port, project, gone in routes:
         print(
@@ -259,5 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         help="gc: free the stale claims (default: only list them; FORCE=1)",
     )
     parser.add_argument("--format", default=os.environ.get("FORMAT") or "table", help="slots: table (default) or json (FORMAT=json)")
+    parser.add_argument(
+        "--contexts",
+        default=os.environ.get("CONTEXTS") or "",
+        help="slots: docker contexts to list, comma-separated (CONTEXTS=default,build-box); default: the current engine",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return run(lambda: slots(os.environ, args.format) if args.command == "slots" else gc(os.environ, args.force))
+    contexts = [c.strip() for c in args.contexts.split(",") if c.strip()] or None
+    return run(lambda: slots(os.environ, args.format, contexts) if args.command == "slots" else gc(os.environ, args.force))
