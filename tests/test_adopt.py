@@ -338,3 +338,37 @@ def test_cruft_update_applies_the_next_template_commit_and_keeps_the_users_files
     assert not list(project.rglob("*.rej")) and not list(project.rglob("*.orig")), "conflicts left behind"
     assert json.loads((project / ".cruft.json").read_text())["commit"] == git(template, "rev-parse", "HEAD").strip()
     assert subprocess.run([sys.executable, "-m", "cruft", "check"], cwd=project, capture_output=True).returncode == 0
+
+
+# ---------------------------------------------------------------- port forms
+@pytest.mark.parametrize(
+    "item, dotenv, expected",
+    [
+        pytest.param("8080:80", {}, (8080, 80, ""), id="short"),
+        pytest.param("127.0.0.1:5432:5432", {}, (5432, 5432, ""), id="with-ip"),
+        pytest.param("[::1]:5432:5432", {}, (5432, 5432, ""), id="with-ipv6"),
+        pytest.param("5353:53/udp", {}, (5353, 53, "/udp"), id="udp"),
+        pytest.param("${WEB_PORT:-8080}:80", {}, (8080, 80, ""), id="variable-with-default"),
+        pytest.param("${WEB_PORT:-8080}:80", {"WEB_PORT": "9090"}, (9090, 80, ""), id="dotenv-beats-default"),
+        pytest.param("${WEB_PORT}:80", {"WEB_PORT": "9090"}, (9090, 80, ""), id="variable-from-dotenv"),
+        pytest.param("80", {}, None, id="container-only"),
+        pytest.param({"target": 80, "published": "8080", "protocol": "tcp"}, {}, (8080, 80, ""), id="long"),
+        pytest.param({"target": 80}, {}, None, id="long-unpublished"),
+        pytest.param("${BIND_ADDRESS:-127.0.0.1}:${WEB_PORT:-8080}:80", {}, (8080, 80, ""), id="already-adopted"),
+    ],
+)
+def test_every_port_form_compose_accepts_is_read(item, dotenv, expected):
+    import adopt as adopt_module  # scripts/ is on pytest's pythonpath
+
+    assert adopt_module.published_port(item, "compose.yaml: service web", dotenv) == expected
+
+
+@pytest.mark.parametrize(
+    "image, kind",
+    [("postgres:16-alpine", "postgres"), ("docker.io/library/postgres", "postgres"), ("redis/redis-stack:latest", "redis"),
+     ("registry.example.com:5000/eclipse-mosquitto:2", "mqtt"), ("nginx", "http"), (None, "http")],
+)
+def test_kinds_are_recognised_from_official_images(image, kind):
+    import adopt as adopt_module
+
+    assert adopt_module.kind_of(image) == kind

@@ -107,16 +107,20 @@ def _parse_stack(path: Path) -> dict[str, Any]:
     for name, svc in services.items():
         _check_service(path.name, name, svc, seen_ports, seen_volumes, seen_kinds)
     # named volumes of services that publish no port (a database only its app reaches): per copy all the same
-    volumes = data.get("volumes", [])
+    _check_volumes(path.name, data.get("volumes", []), "(top level)", seen_volumes)
+    return data
+
+
+def _check_volumes(where: str, volumes: Any, owner: str, seen_volumes: dict[str, str]) -> None:
+    """A list of named volumes, each declared once in the stack."""
     if not isinstance(volumes, list):
-        raise StackError(f"{path.name}: volumes must be a list of names")
+        raise StackError(f"{where}: volumes must be a list of names")
     for vol in volumes:
         if not isinstance(vol, str) or not NAME.match(vol):
-            raise StackError(f"{path.name}: volume name {vol!r} must be lowercase letters, digits, '-' or '_'")
+            raise StackError(f"{where}: volume name {vol!r} must be lowercase letters, digits, '-' or '_'")
         if vol in seen_volumes:
-            raise StackError(f"{path.name}: volume {vol!r} is also declared by service {seen_volumes[vol]!r}")
-        seen_volumes[vol] = "(top level)"
-    return data
+            raise StackError(f"{where}: volume {vol!r} is also declared by service {seen_volumes[vol]!r}")
+        seen_volumes[vol] = owner
 
 
 def _unique_key_loader(yaml: Any) -> Any:
@@ -162,15 +166,7 @@ def _check_service(
     from . import kinds
 
     kinds.check_declared(fname, name, svc.get("kind", kinds.DEFAULT), seen_kinds)
-    volumes = svc.get("volumes", [])
-    if not isinstance(volumes, list):
-        raise StackError(f"{where}: volumes must be a list of names")
-    for vol in volumes:
-        if not isinstance(vol, str) or not NAME.match(vol):
-            raise StackError(f"{where}: volume name {vol!r} must be lowercase letters, digits, '-' or '_'")
-        if vol in seen_volumes:
-            raise StackError(f"{where}: volume {vol!r} is also declared by service {seen_volumes[vol]!r}")
-        seen_volumes[vol] = name
+    _check_volumes(where, svc.get("volumes", []), name, seen_volumes)
 
 
 # ---------------------------------------------------------------- env files
