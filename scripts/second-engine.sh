@@ -21,7 +21,9 @@ stop() {
   ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   ip link del ps-veth0 2>/dev/null || true
   ip netns del "$ns" 2>/dev/null || true
-  umount -R "$root" 2>/dev/null || true
+  # what dockerd mounted under its roots (overlays, the netns bind of exec-root/netns/default), deepest first
+  awk -v a="$root" -v b="$run" '$2 == a || index($2, a "/") == 1 || $2 == b || index($2, b "/") == 1 {print $2}' /proc/mounts \
+    | sort -r | while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
   rm -rf "$root" "$run"
 }
 

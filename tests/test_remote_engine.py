@@ -70,7 +70,7 @@ def container_ids(env: dict, project: str) -> list[str]:
     return sorted(out.stdout.split())
 
 
-def test_copies_on_the_remote_engine_and_this_one_run_side_by_side(stacks, remote):
+def test_copies_on_the_remote_engine_and_this_one_run_side_by_side(stacks, remote, tmp_path):
     project, far, near = stacks
     for env, offset, host in ((far, 24000, "10.77.0.2"), (far, 25000, "10.77.0.2"), (near, 24000, "127.0.0.1")):
         values = project.values(PORT_OFFSET=offset, **env)
@@ -84,6 +84,12 @@ def test_copies_on_the_remote_engine_and_this_one_run_side_by_side(stacks, remot
     slots = project.make("slots", **far).stdout
     rows = [ln for ln in slots.splitlines() if ln.startswith("demo-stack-2")]
     assert len(rows) == 2 and all(remote in ln for ln in rows), slots
+    # both engines at once, through docker contexts
+    config = {**os.environ, "DOCKER_CONFIG": str(tmp_path / "docker-config")}
+    subprocess.run(["docker", "context", "create", "far", "--docker", f"host={remote}"], env=config, capture_output=True, check=True)
+    both = project.make("slots", CONTEXTS="default,far", DOCKER_CONFIG=config["DOCKER_CONFIG"], **near).stdout
+    rows = [ln.split() for ln in both.splitlines() if ln.startswith("demo-stack-2")]
+    assert sorted((r[0], r[-2]) for r in rows) == [("demo-stack-24000", "local"), ("demo-stack-24000", remote), ("demo-stack-25000", remote)], both
 
 
 def test_check_ports_is_right_about_its_own_engines_host(stacks):

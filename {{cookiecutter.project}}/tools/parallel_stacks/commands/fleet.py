@@ -104,17 +104,18 @@ def slots(environ: Mapping[str, str], fmt: str = "table", contexts: list[str] | 
                 print(f"warning: {exc}; showing the registry only for engine {endpoint}", file=sys.stderr)
                 copies, on_engine = {}, {}
             last = index == len(targets) - 1
-            for claim in claims.values():
+            listed: set[str] = set()  # this engine's copies already shown (with their claim)
+            for key, claim in claims.items():
                 project = claim.get("compose_project") or "?"
-                if project in seen or (project not in copies and not last):
+                if key in seen or (project not in copies and not last):
                     continue  # a claim belongs to the engine its copy is on; unplaced ones go with the last engine
-                seen.add(project)
+                seen.add(key)
+                listed.add(project)
                 copy = copies.get(project, {})
                 rows.append((*_row(project, claim["worktree"], str(claim["offset"]), "auto", claim.get("ports") or [], copy), endpoint))
                 records.append({**_record(rows[-1][:-1], copy, claim.get("env"), claim.get("label")), "engine": endpoint})
             for project, copy in sorted(copies.items()):
-                if project not in seen:
-                    seen.add(project)
+                if project not in listed:
                     offset = project.rsplit("-", 1)[-1]
                     rows.append((*_row(project, copy.get("worktree") or "?", offset, "fixed", sorted(copy["ports"]), copy), endpoint))
                     records.append({**_record(rows[-1][:-1], copy, None, None), "engine": endpoint})
