@@ -247,8 +247,13 @@ def check_top(data: Mapping[str, Any], fname: str) -> None:
             raise Refused(f"{fname}: network {net} has a fixed name ({conf['name']}); every copy would share it")
 
 
-def convert(data: Any, fname: str, root: Path, env: Mapping[str, str], project: str, taken: dict[int, str]) -> tuple[list[Published], dict[str, str]]:
-    """Rewrite `data` in place; return its published ports and {volume key: compose service using it}."""
+def convert(
+    data: Any, fname: str, root: Path, env: Mapping[str, str], project: str, taken: dict[int, str], seen_ports: dict[str, dict[tuple[int, int], str]]
+) -> tuple[list[Published], dict[str, str]]:
+    """Rewrite `data` in place; return its published ports and {volume key: compose service using it}.
+
+    `project`: the name compose gave the project when run by hand (volume fallbacks); `seen_ports`: per
+    service, the ports already given a variable (in an earlier file: the override adds to the main file)."""
     check_top(data, fname)
     published: list[Published] = []
     mounts: dict[str, str] = {}
@@ -257,9 +262,9 @@ def convert(data: Any, fname: str, root: Path, env: Mapping[str, str], project: 
         check_service(service, svc, fname, root)
         where = f"{fname}: service {service}"
         cname = svc.pop("container_name", None)
-        if cname and str(cname) != service:
-            add_alias(svc, str(cname))
-        seen: dict[tuple[int, int], str] = {}
+        if cname and str(cname) != service and not svc.get("network_mode"):
+            add_alias(svc, str(cname))  # (with network_mode the service has no networks of its own to alias on)
+        seen = seen_ports.setdefault(service, {})
         ports = svc.get("ports") or []
         for index, item in enumerate(ports):
             found = published_port(item, where, env)
@@ -322,6 +327,15 @@ def add_alias(svc: Any, alias: str) -> None:
         aliases = conf.setdefault("aliases", [])
         if alias not in aliases:
             aliases.append(alias)
+
+
+def compose_project(root: Path, data: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """The project name compose itself uses by hand (its volumes are `<it>_<volume>`): `name:`, else
+    COMPOSE_PROJECT_NAME (environment, .env), else the directory's name, normalised as compose does."""
+    import os
+
+    raw = str(data.get("name") or os.environ.get("COMPOSE_PROJECT_NAME") or env.get("COMPOSE_PROJECT_NAME") or root.resolve().name)
+    return re.sub(r"^[_-]+", "", re.sub(r"[^a-z0-9_-]", "", raw.lower()))
 
 
 def project_name(root: Path, data: Mapping[str, Any]) -> str:
@@ -496,10 +510,12 @@ def plan(root: Path) -> Plan:
         if isinstance(existing, dict) and isinstance(existing.get("project"), str):
             project = existing["project"]  # adopted before: keep its name
     taken: dict[int, str] = {}
+    seen_ports: dict[str, dict[tuple[int, int], str]] = {}
     published: list[Published] = []
     mounts: dict[str, str] = {}
+    by_hand = compose_project(root, datas[0], env)
     for p, data in zip(paths, datas):
-        found, used = convert(data, p.name, root, env, project, taken)
+        found, used = convert(data, p.name, root, env, by_hand, taken, seen_ports)
         published += found
         for vol, service in used.items():
             if service or vol not in mounts:

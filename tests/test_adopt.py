@@ -372,3 +372,29 @@ def test_kinds_are_recognised_from_official_images(image, kind):
     import adopt as adopt_module
 
     assert adopt_module.kind_of(image) == kind
+
+
+def test_volume_fallbacks_are_the_names_compose_gave_them_by_hand(tmp_path):
+    """A directory name compose normalises, COMPOSE_PROJECT_NAME in .env: by hand, the same volumes as before."""
+    repo = hostile(tmp_path, "2048-Game.v2", "services:\n  web:\n    image: nginx\n    ports: ['8080:80']\n    volumes: [data:/d]\nvolumes:\n  data:\n")
+    assert adopt(repo).returncode == 0
+    assert yaml.safe_load((repo / "compose.yaml").read_text())["volumes"]["data"]["name"] == "${DATA_VOLUME:-2048-gamev2_data}"
+    named = hostile(tmp_path, "app", "services:\n  web:\n    image: nginx\n    ports: ['8080:80']\n    volumes: [data:/d]\nvolumes:\n  data:\n")
+    (named / ".env").write_text("COMPOSE_PROJECT_NAME=prod\n")
+    assert adopt(named).returncode == 0
+    assert yaml.safe_load((named / "compose.yaml").read_text())["volumes"]["data"]["name"] == "${DATA_VOLUME:-prod_data}"
+
+
+def test_an_override_files_ports_get_their_own_variables_and_network_mode_gets_no_alias(tmp_path):
+    repo = hostile(
+        tmp_path, "ovr",
+        "services:\n  vpn:\n    image: gluetun\n    ports: ['8888:8888']\n  web:\n    image: nginx\n    ports: ['8080:80']\n"
+        "  app:\n    image: x\n    container_name: myapp\n    network_mode: 'service:vpn'\n",
+    )
+    (repo / "compose.override.yaml").write_text("services:\n  web:\n    ports: ['8443:443']\n")
+    assert adopt(repo).returncode == 0, "refused"
+    stack = yaml.safe_load((repo / "stack.yml").read_text())["services"]
+    assert stack["web"]["host_port"] == 8080 and stack["web-443"]["host_port"] == 8443
+    assert yaml.safe_load((repo / "compose.override.yaml").read_text())["services"]["web"]["ports"] == ["${BIND_ADDRESS:-127.0.0.1}:${WEB_443_PORT:-8443}:443"]
+    app = yaml.safe_load((repo / "compose.yaml").read_text())["services"]["app"]
+    assert "networks" not in app and "container_name" not in app

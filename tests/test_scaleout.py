@@ -56,6 +56,7 @@ def test_k8s_keeps_secrets_in_a_secret_and_probes_from_healthchecks(project):
     (postgres,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "postgres"]
     container = postgres["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["exec"]["command"][:2] == ["sh", "-c"] and "pg_isready" in container["readinessProbe"]["exec"]["command"][2]
+    assert '"$POSTGRES_USER"' in container["readinessProbe"]["exec"]["command"][2], "compose's $$ escape left in an exec probe"
     assert {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "copy-secrets", "key": "postgres.POSTGRES_PASSWORD"}}} in container["env"]
     assert postgres["spec"]["strategy"]["type"] == "Recreate"  # it holds a volume
     (schema,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "postgres-schema-sql"]
@@ -161,3 +162,10 @@ def test_k8s_names_are_dns_labels():
     assert dns_name("shop_db_data_10000") == "shop-db-data-10000"
     long = dns_name("x" * 100)
     assert len(long) == 63 and long != dns_name("x" * 101)
+
+
+def test_k8s_ports_once_per_protocol_and_exposed_ports_get_services():
+    from parallel_stacks.commands.k8s import ports_of
+
+    svc = {"ports": [{"target": 53, "protocol": "tcp"}, {"target": 53, "protocol": "udp"}, {"target": 53, "protocol": "tcp"}], "expose": ["5432", "53/udp"]}
+    assert ports_of(svc) == [(53, "TCP"), (53, "UDP"), (5432, "TCP")]

@@ -168,22 +168,44 @@ def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str,
         entry = {"worktree": values["STACK_WORKTREE"], "routes": routes}
         if rec is not None and current.get(project) == entry and rec["State"].get("Running"):
             return routes  # already routed: nothing to change
+        for other, their in current.items():
+            clash = sorted(set(routes) & set(their.get("routes", {})))
+            if other != project and clash:
+                raise StackError(
+                    f"the name {clash[0]} is already routed to copy {other} ({their.get('worktree')}); rename one of the projects"
+                )
+        before = dict(current)
         current[project] = entry
         if rec is None:
             _create(name, port, environ)
+        elif not rec["State"].get("Running"):
+            _check_port(port)  # a stopped proxy's port may have been taken since
         _write(name, port, current)
         if rec is None or not rec["State"].get("Running"):
-            _start(name, port)
+            _start(name, port, keep=bool(before))
         else:
-            docker_state.docker("exec", name, "caddy", "reload", "--config", f"{CONF_DIR}/Caddyfile", "--adapter", "caddyfile")
+            _reload(name, port, before)
     return routes
 
 
-def _create(name: str, port: str, environ: Mapping[str, str]) -> None:
+def _reload(name: str, port: str, before: Table) -> None:
+    """Reload the proxy's config; if Caddy refuses it, put the previous table back (the other copies keep their names)."""
+    try:
+        docker_state.docker("exec", name, "caddy", "reload", "--config", f"{CONF_DIR}/Caddyfile", "--adapter", "caddyfile")
+    except StackError as exc:
+        _write(name, port, before)
+        raise StackError(f"the named-URL proxy refused the new routes, kept the old ones ({exc})") from None
+
+
+def _check_port(port: str) -> None:
     from .probe import port_free, process_owner
 
     if not port_free("127.0.0.1", int(port)):
         raise StackError(f"port {port} is held by {process_owner(int(port))}; set NAMED_URLS_PORT to a free port (or NAMED_URLS_PORT=off)")
+
+
+def _create(name: str, port: str, environ: Mapping[str, str]) -> None:
+    _check_port(port)
     image = environ.get("CADDY_IMAGE") or DEFAULT_IMAGE
     if docker_state.missing_images([image]):
         try:
@@ -210,8 +232,9 @@ def _create(name: str, port: str, environ: Mapping[str, str]) -> None:
     )
 
 
-def _start(name: str, port: str) -> None:
-    """Start the proxy and wait until it listens; one line and no container left if it cannot."""
+def _start(name: str, port: str, keep: bool = False) -> None:
+    """Start the proxy and wait until it listens; one line if it cannot, and no container left
+    unless it holds other copies' routes (`keep`: they are kept for a later start)."""
     import time
 
     from .probe import port_free
@@ -227,7 +250,10 @@ def _start(name: str, port: str) -> None:
         time.sleep(0.1)
     logs = docker_state.docker("logs", "--tail", "3", name).strip().splitlines()
     with contextlib.suppress(StackError):
-        docker_state.docker("rm", "-f", name)
+        if keep:
+            docker_state.docker("stop", name)
+        else:
+            docker_state.docker("rm", "-f", name)
     raise StackError(f"the named-URL proxy {name} did not start: {logs[-1] if logs else 'no output'}")
 
 

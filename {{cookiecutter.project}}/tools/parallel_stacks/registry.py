@@ -259,7 +259,8 @@ def _remembered_test_start(claim: Mapping[str, Any], offset: int) -> int | None:
 # ---------------------------------------------------------------- claims on the engine
 SLOT_PREFIX = "parallel-stacks-slot-"
 SLOT_LABEL = "dev.parallel-stacks.slot"
-SLOT_HOST_LABEL = "dev.parallel-stacks.slot-host"
+SLOT_HOST_LABEL = "dev.parallel-stacks.slot-host"  # for people: the claiming machine's host name
+SLOT_MACHINE_LABEL = "dev.parallel-stacks.slot-machine"  # for ownership: its id (host names repeat and change)
 SLOT_TREE_LABEL = "dev.parallel-stacks.slot-worktree"
 SLOT_ENV_LABEL = "dev.parallel-stacks.slot-env"
 SLOT_IMAGE = "parallel-stacks/slot-claim:1"
@@ -292,11 +293,40 @@ def _this_host() -> str:
     return socket.gethostname()
 
 
-def reserve_on_engine(offset: int, worktree: str, env_name: str) -> dict[str, str] | None:
-    """Claim slot `offset` on the engine for this host's `worktree`: None when it is ours (now or before),
+def machine_id(environ: Mapping[str, str] | None = None) -> str:
+    """This machine's (this state directory's) id for claims on a shared engine: random, made once."""
+    import secrets
+
+    path = state_dir(environ) / "machine-id"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()  # another process made it first
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secrets.token_hex(16) + "\n")
+    return path.read_text(encoding="utf-8").strip()
+
+
+def _is_mine(labels: Mapping[str, str], worktree: str, environ: Mapping[str, str] | None) -> bool:
+    return labels.get(SLOT_MACHINE_LABEL) == machine_id(environ) and labels.get(SLOT_TREE_LABEL) == worktree
+
+
+def reserve_on_engine(offset: int, worktree: str, env_name: str, environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """Claim slot `offset` on the engine for this machine's `worktree`: None when it is ours (now or before),
     else the labels of the claim that holds it."""
     name = f"{SLOT_PREFIX}{offset}"
-    labels = {SLOT_LABEL: str(offset), SLOT_HOST_LABEL: _this_host(), SLOT_TREE_LABEL: worktree, SLOT_ENV_LABEL: env_name}
+    labels = {
+        SLOT_LABEL: str(offset),
+        SLOT_HOST_LABEL: _this_host(),
+        SLOT_MACHINE_LABEL: machine_id(environ),
+        SLOT_TREE_LABEL: worktree,
+        SLOT_ENV_LABEL: env_name,
+    }
     _slot_image()
     try:
         docker_state.docker("create", "--name", name, *[a for k, v in labels.items() for a in ("--label", f"{k}={v}")], SLOT_IMAGE, "claim")
@@ -306,12 +336,8 @@ def reserve_on_engine(offset: int, worktree: str, env_name: str) -> dict[str, st
             raise
     held = engine_claim(offset)
     if held is None:  # released between our attempt and the look: try once more
-        return reserve_on_engine(offset, worktree, env_name)
-    if (
-        held.get(SLOT_HOST_LABEL) == labels[SLOT_HOST_LABEL]
-        and held.get(SLOT_TREE_LABEL) == worktree
-        and held.get(SLOT_ENV_LABEL) == env_name
-    ):
+        return reserve_on_engine(offset, worktree, env_name, environ)
+    if _is_mine(held, worktree, environ) and held.get(SLOT_ENV_LABEL) == env_name:
         return None
     return held
 
@@ -339,10 +365,10 @@ def engine_claims() -> dict[int, dict[str, str]]:
     return found
 
 
-def release_on_engine(offset: int, worktree: str) -> bool:
-    """Remove the engine's claim of `offset` if this host's `worktree` holds it."""
+def release_on_engine(offset: int, worktree: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Remove the engine's claim of `offset` if this machine's `worktree` holds it."""
     held = engine_claim(offset)
-    if held is None or held.get(SLOT_HOST_LABEL) != _this_host() or held.get(SLOT_TREE_LABEL) != worktree:
+    if held is None or not _is_mine(held, worktree, environ):
         return False
     docker_state.docker("rm", f"{SLOT_PREFIX}{offset}")
     return True
@@ -374,7 +400,7 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
         if remembered is None and key in reg.claims:
             remembered = reg.claims[key]["offset"]
         if remembered is not None:
-            held = reserve_on_engine(remembered, worktree, env_name) if on_engine else None
+            held = reserve_on_engine(remembered, worktree, env_name, environ) if on_engine else None
             if held is not None:
                 raise StackError(
                     f"this worktree's remembered slot PORT_OFFSET={remembered} is claimed on the engine by {_holder(held)}; "
@@ -394,7 +420,7 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
                 cand = k * AUTO_STEP
                 why = check_ports.unusable(_ports(bases, cand), published, hosts, footprints, eph)
                 if why is None and on_engine:
-                    held = reserve_on_engine(cand, worktree, env_name)
+                    held = reserve_on_engine(cand, worktree, env_name, environ)
                     why = None if held is None else "claimed by another copy"
                 if why is None:
                     found = cand
@@ -489,7 +515,7 @@ def release(root: Path, env_name: str, environ: Mapping[str, str] | None = None)
     write_dynamic(root, env_name, None)
     if engine_claims_on(environ):
         for offset in {int(freed["offset"]) if freed else None, remembered} - {None}:
-            release_on_engine(int(offset), worktree)  # type: ignore[arg-type]
+            release_on_engine(int(offset), worktree, environ)  # type: ignore[arg-type]
     if freed:
         return int(freed["offset"])
     return remembered

@@ -119,9 +119,9 @@ def slots(environ: Mapping[str, str], fmt: str = "table", contexts: list[str] | 
                     offset = project.rsplit("-", 1)[-1]
                     rows.append((*_row(project, copy.get("worktree") or "?", offset, "fixed", sorted(copy["ports"]), copy), endpoint))
                     records.append({**_record(rows[-1][:-1], copy, None, None), "engine": endpoint})
-            mine = {int(c["offset"]) for c in claims.values()}
+            me = registry.machine_id(environ)
             for slot, labels in sorted(on_engine.items()):
-                if slot not in mine:  # another machine's claim on this engine
+                if labels.get(registry.SLOT_MACHINE_LABEL) != me:  # another machine's claim on this engine
                     holder = f"{labels.get(registry.SLOT_TREE_LABEL, '?')} on {labels.get(registry.SLOT_HOST_LABEL, '?')}"
                     rows.append(("?", str(slot), "claimed", "-", "-", "-", holder, endpoint))
                     records.append({"compose_project": None, "offset": slot, "how": "claimed", "claimed_by": holder, "engine": endpoint})
@@ -216,17 +216,15 @@ def orphaned_copies() -> dict[tuple[str, str], dict[str, list[str]]]:
     return found
 
 
-def stale_engine_claims() -> list[tuple[int, dict[str, str]]]:
-    """The engine's slot claims this host made for worktrees that are gone (other hosts' claims are theirs to judge)."""
-    if not registry.engine_claims_on():
+def stale_engine_claims(environ: Mapping[str, str]) -> list[tuple[int, dict[str, str]]]:
+    """The engine's slot claims this machine made for worktrees that are gone (other machines' claims are theirs to judge)."""
+    if not registry.engine_claims_on(environ):
         return []
-    import socket
-
-    host = socket.gethostname()
+    mine = registry.machine_id(environ)
     return [
         (slot, labels)
         for slot, labels in sorted(registry.engine_claims().items())
-        if labels.get(registry.SLOT_HOST_LABEL) == host and not Path(labels.get(registry.SLOT_TREE_LABEL) or "/nonexistent").is_dir()
+        if labels.get(registry.SLOT_MACHINE_LABEL) == mine and not Path(labels.get(registry.SLOT_TREE_LABEL) or "/nonexistent").is_dir()
     ]
 
 
@@ -270,7 +268,7 @@ def gc(environ: Mapping[str, str], force: bool) -> int:
         print(
             f"removed {len(orphans)} cop{'y' if len(orphans) == 1 else 'ies'} of vanished worktrees (their test databases with their volumes)"
         )
-    for slot, labels in [] if copies is None else stale_engine_claims():
+    for slot, labels in [] if copies is None else stale_engine_claims(environ):
         print(
             f"{'removing' if force else 'would remove'} the engine's claim of PORT_OFFSET={slot} (vanished worktree {labels.get(registry.SLOT_TREE_LABEL)})"
         )

@@ -71,7 +71,7 @@ def probe_of(health: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A compose healthcheck as a readiness probe (exec)."""
     if not health or health.get("disable"):
         return None
-    test = health.get("test") or []
+    test = [unescape(t) for t in health.get("test") or []] if not isinstance(health.get("test"), str) else unescape(health["test"])
     if isinstance(test, str):
         command = ["sh", "-c", test]
     elif test[:1] == ["CMD-SHELL"]:
@@ -81,6 +81,26 @@ def probe_of(health: Mapping[str, Any] | None) -> dict[str, Any] | None:
     else:
         return None
     return {"exec": {"command": command}, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 60}
+
+
+def unescape(text: str) -> str:
+    """`docker compose config` writes a literal `$` as `$$`; Kubernetes undoes that in command, args and env
+    values, but not in exec probes or Secret data."""
+    return text.replace("$$", "$")
+
+
+def ports_of(svc: Mapping[str, Any]) -> list[tuple[int, str]]:
+    """(container port, protocol) of a service, published or only exposed, each once."""
+    found: list[tuple[int, str]] = []
+    for port in svc.get("ports") or []:
+        entry = (int(port["target"]), str(port.get("protocol") or "tcp").upper())
+        if entry not in found:
+            found.append(entry)
+    for raw in svc.get("expose") or []:
+        number, _, proto = str(raw).partition("/")
+        if number.isdigit() and (int(number), (proto or "tcp").upper()) not in found:
+            found.append((int(number), (proto or "tcp").upper()))
+    return found
 
 
 def secret_values(values: Mapping[str, str]) -> list[str]:
@@ -140,7 +160,7 @@ def render(values: Mapping[str, str], config: Mapping[str, Any], warn: Any = Non
         for key, value in sorted((svc.get("environment") or {}).items()):
             value = "" if value is None else str(value)
             if any(secret in value for secret in secrets):
-                secret_data[f"{app}.{key}"] = value
+                secret_data[f"{app}.{key}"] = unescape(value)
                 env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": "copy-secrets", "key": f"{app}.{key}"}}})
             else:
                 env.append({"name": key, "value": value})
@@ -152,9 +172,9 @@ def render(values: Mapping[str, str], config: Mapping[str, Any], warn: Any = Non
             container["command"] = list(svc["entrypoint"])
         if svc.get("command"):
             container["args"] = list(svc["command"])
-        ports = [int(p["target"]) for p in svc.get("ports") or []]
+        ports = ports_of(svc)
         if ports:
-            container["ports"] = [{"containerPort": p} for p in ports]
+            container["ports"] = [{"containerPort": p, "protocol": proto} for p, proto in ports]
         if env:
             container["env"] = env
         if mounts:
@@ -184,7 +204,10 @@ def render(values: Mapping[str, str], config: Mapping[str, Any], warn: Any = Non
                     "apiVersion": "v1",
                     "kind": "Service",
                     "metadata": meta(app, ns, values, name),
-                    "spec": {"selector": selector, "ports": [{"name": f"p{p}", "port": p, "targetPort": p} for p in ports]},
+                    "spec": {
+                        "selector": selector,
+                        "ports": [{"name": f"p{p}-{proto.lower()}", "port": p, "targetPort": p, "protocol": proto} for p, proto in ports],
+                    },
                 }
             )
         url = values.get(f"{var_name(name)}_NAMED_URL") or (
@@ -196,7 +219,9 @@ def render(values: Mapping[str, str], config: Mapping[str, Any], warn: Any = Non
                 {
                     "host": host,
                     "http": {
-                        "paths": [{"path": "/", "pathType": "Prefix", "backend": {"service": {"name": app, "port": {"number": ports[0]}}}}]
+                        "paths": [
+                            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": app, "port": {"number": ports[0][0]}}}}
+                        ]
                     },
                 }
             )
