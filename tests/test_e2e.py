@@ -628,6 +628,8 @@ def test_gc_removes_the_copy_of_a_vanished_worktree_and_only_that(tmp_path, imag
         assert via_name("http://ui.demo-stack-37000.localhost:17455")[0] == 404
         assert via_name("http://ui.demo-stack-37200.localhost:17455")[0] == 200
         assert inspect_project(names["gone"]) == [] and not volume_exists("demo-stack_db_data_37000")
+        assert built_images(names["gone"]) == [], "gc left the vanished copy's images"
+        assert built_images(names["live"]), "gc removed the live copy's images"
         assert not volume_exists("demo-stack_mqtt_data_37000")
         assert health(live.values())["status"] == "ok"
         assert sorted(r["Id"] for r in inspect_project(names["live"])) == live_before and volume_exists("demo-stack_db_data_37200")

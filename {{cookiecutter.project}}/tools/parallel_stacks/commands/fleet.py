@@ -241,9 +241,14 @@ def orphaned_routes() -> list[tuple[str, str, str]]:
 
 
 def remove_orphans(orphans: Mapping[tuple[str, str], Mapping[str, list[str]]]) -> None:
-    for objects in orphans.values():
+    for (project, _tree), objects in orphans.items():
         if objects["containers"]:
             docker_state.docker("rm", "-f", "-v", *objects["containers"])
+            for ref in docker_state.images(project):  # the images compose built for it (labelled with its project)
+                try:
+                    docker_state.docker("image", "rm", ref)
+                except StackError:
+                    pass  # used by a container outside that copy: not the orphan's to remove
         for network in objects["networks"]:
             try:
                 docker_state.docker("network", "rm", network)
