@@ -19,6 +19,7 @@ __all__ = [
     "PROJECT_LABEL",
     "WORKDIR_LABEL",
     "WORKTREE_LABEL",
+    "container",
     "containers",
     "docker",
     "engine_get",
@@ -125,6 +126,17 @@ def volume(name: str) -> dict[str, Any] | None:
         return record
     except StackError as exc:
         if "no such volume" in str(exc).lower():
+            return None
+        raise
+
+
+def container(name: str) -> dict[str, Any] | None:
+    """The container's inspect record, or None if it does not exist."""
+    try:
+        record: dict[str, Any] = json_list("container", "inspect", name)[0]
+        return record
+    except StackError as exc:
+        if "no such" in str(exc).lower():
             return None
         raise
 

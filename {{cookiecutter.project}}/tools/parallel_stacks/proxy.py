@@ -82,23 +82,13 @@ def caddyfile(port: str, routes: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _inspect(name: str) -> dict[str, Any] | None:
-    try:
-        record: dict[str, Any] = docker_state.json_list("container", "inspect", name)[0]
-        return record
-    except StackError as exc:
-        if "no such" in str(exc).lower():
-            return None
-        raise
-
-
 def _ours(rec: Mapping[str, Any], port: str) -> bool:
     return bool((rec.get("Config", {}).get("Labels") or {}).get(PROXY_LABEL) == port)
 
 
 def table(port: str) -> Table:
     """The proxy's routing table ({} when there is no proxy on `port`)."""
-    rec = _inspect(container_name(port))
+    rec = docker_state.container(container_name(port))
     return _read(container_name(port)) if rec is not None and _ours(rec, port) else {}
 
 
@@ -161,7 +151,7 @@ def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str,
         return {}
     name = container_name(port)
     with _machine_lock(environ):
-        rec = _inspect(name)
+        rec = docker_state.container(name)
         if rec is not None and not _ours(rec, port):
             raise StackError(f"a container named {name} exists and is not this template's proxy; remove it or set NAMED_URLS_PORT")
         current = _read(name) if rec is not None else {}
@@ -191,10 +181,14 @@ def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str,
 def _reload(name: str, port: str, before: Table) -> None:
     """Reload the proxy's config; if Caddy refuses it, put the previous table back (the other copies keep their names)."""
     try:
-        docker_state.docker("exec", name, "caddy", "reload", "--config", f"{CONF_DIR}/Caddyfile", "--adapter", "caddyfile")
+        _caddy_reload(name)
     except StackError as exc:
         _write(name, port, before)
         raise StackError(f"the named-URL proxy refused the new routes, kept the old ones ({exc})") from None
+
+
+def _caddy_reload(name: str) -> None:
+    docker_state.docker("exec", name, "caddy", "reload", "--config", f"{CONF_DIR}/Caddyfile", "--adapter", "caddyfile")
 
 
 def _check_port(port: str) -> None:
@@ -244,7 +238,7 @@ def _start(name: str, port: str, keep: bool = False) -> None:
     while time.monotonic() < deadline:
         if not port_free("127.0.0.1", int(port)):
             return
-        rec = _inspect(name)
+        rec = docker_state.container(name)
         if rec is None or not rec["State"].get("Running"):
             break
         time.sleep(0.1)
@@ -263,7 +257,7 @@ def withdraw(project: str, port: str, environ: Mapping[str, str]) -> bool:
         return False
     name = container_name(port)
     with _machine_lock(environ):
-        rec = _inspect(name)
+        rec = docker_state.container(name)
         if rec is None or not _ours(rec, port):
             return False
         current = _read(name)
@@ -275,7 +269,7 @@ def withdraw(project: str, port: str, environ: Mapping[str, str]) -> bool:
             return True
         _write(name, port, current)
         if rec["State"].get("Running"):
-            docker_state.docker("exec", name, "caddy", "reload", "--config", f"{CONF_DIR}/Caddyfile", "--adapter", "caddyfile")
+            _caddy_reload(name)
     return True
 
 
@@ -283,7 +277,7 @@ def proxies() -> dict[str, Table]:
     """{proxy port: routing table} of every named-URL proxy on the engine."""
     found = {}
     for line in docker_state.docker("ps", "-a", "--filter", f"label={PROXY_LABEL}", "--format", "{{.Names}}").split():
-        rec = _inspect(line)
+        rec = docker_state.container(line)
         if rec is not None:
             port = (rec["Config"].get("Labels") or {}).get(PROXY_LABEL, "")
             found[port] = _read(line)

@@ -344,24 +344,23 @@ def reserve_on_engine(offset: int, worktree: str, env_name: str, environ: Mappin
 
 def engine_claim(offset: int) -> dict[str, str] | None:
     """The labels of the engine's claim of slot `offset`, or None."""
-    try:
-        rec = docker_state.json_list("container", "inspect", f"{SLOT_PREFIX}{offset}")[0]
-    except StackError as exc:
-        if "no such" in str(exc).lower():
-            return None
-        raise
+    rec = docker_state.container(f"{SLOT_PREFIX}{offset}")
+    return None if rec is None else _labels(rec)
+
+
+def _labels(rec: Mapping[str, Any]) -> dict[str, str]:
     return dict((rec.get("Config") or {}).get("Labels") or {})
 
 
 def engine_claims() -> dict[int, dict[str, str]]:
     """{offset: labels} of every slot claimed on the engine."""
-    out = docker_state.docker("ps", "-a", "--filter", f"label={SLOT_LABEL}", "--format", "{{.Names}}").split()
     found = {}
-    for name in out:
-        if name.startswith(SLOT_PREFIX) and name[len(SLOT_PREFIX) :].isdigit():
-            labels = engine_claim(int(name[len(SLOT_PREFIX) :]))
+    for name in docker_state.docker("ps", "-a", "--filter", f"label={SLOT_LABEL}", "--format", "{{.Names}}").split():
+        slot = name[len(SLOT_PREFIX) :]
+        if name.startswith(SLOT_PREFIX) and slot.isdigit():
+            labels = engine_claim(int(slot))  # one by one: a claim released meanwhile is just not listed
             if labels is not None:
-                found[int(name[len(SLOT_PREFIX) :])] = labels
+                found[int(slot)] = labels
     return found
 
 
