@@ -8,6 +8,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 ctx="$here/env/offline-images"
 prefix=parallel-stacks-offline
+# OFFLINE_IMAGES_PREFIX=name builds the stand-ins under another name (the base stays shared): to try a
+# changed Dockerfile or entrypoint without retagging the stand-ins other work on this engine uses.
+kinds_prefix=${OFFLINE_IMAGES_PREFIX:-$prefix}
 # Debian packages of the base every stand-in starts from; the base's tag carries
 # their hash, so a changed list builds a new base (and so new stand-ins).
 packages=postgresql-15,redis-server,mosquitto,mosquitto-clients,caddy,python3,python3-psycopg,python3-redis,python3-paho-mqtt,ca-certificates
@@ -30,7 +33,7 @@ if ! have "$base"; then
   log "imported $base"
 fi
 for kind in postgres redis mosquitto caddy python; do
-  img="$prefix/$kind:bookworm"
+  img="$kinds_prefix/$kind:bookworm"
   # rebuilt whenever its Dockerfile or entrypoint changed (a label carries their hash)
   inputs=("$ctx/Dockerfile.$kind")
   [[ -f $ctx/$kind-entrypoint.sh ]] && inputs+=("$ctx/$kind-entrypoint.sh")
@@ -61,4 +64,4 @@ if [[ ${1:-} == --adoption ]]; then
   printf 'NGINX_STANDIN=%s\nNODE_STANDIN=%s\nWEBAPP_STANDIN=%s\n' "$prefix/nginx:bookworm" "$prefix/node:bookworm" "$prefix/webapp:bookworm"
 fi
 printf 'POSTGRES_IMAGE=%s\nREDIS_IMAGE=%s\nMOSQUITTO_IMAGE=%s\nCADDY_IMAGE=%s\nPYTHON_IMAGE=%s\n' \
-  "$prefix/postgres:bookworm" "$prefix/redis:bookworm" "$prefix/mosquitto:bookworm" "$prefix/caddy:bookworm" "$prefix/python:bookworm"
+  "$kinds_prefix/postgres:bookworm" "$kinds_prefix/redis:bookworm" "$kinds_prefix/mosquitto:bookworm" "$kinds_prefix/caddy:bookworm" "$kinds_prefix/python:bookworm"

@@ -36,4 +36,8 @@ SQL
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
   fi
 fi
-exec runuser -u postgres -- "$PGBIN/postgres" -D "$PGDATA" -c listen_addresses='*' "$@"
+# exec, not `runuser` (which stays PID 1 as the server's parent, ignores the
+# image's STOPSIGNAL SIGINT and so made every `docker stop` wait out its 10 s
+# before SIGKILL): the server itself is PID 1 and shuts down fast on SIGINT,
+# as under the official image's gosu.
+exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$PGBIN/postgres" -D "$PGDATA" -c listen_addresses='*' "$@"
