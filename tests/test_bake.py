@@ -324,6 +324,38 @@ KIND = Memcached()
 '''
 
 
+def seconds(duration) -> float:
+    """A compose duration ("30s", "1m30s", "500ms", "1h") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(duration))
+    assert parts and "".join(n + u for n, u in parts) == str(duration), f"not a duration: {duration!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_seconds_reads_compose_durations():
+    assert seconds("30s") == 30 and seconds("1m30s") == 90 and seconds("500ms") == 0.5 and seconds("1h") == 3600
+    with pytest.raises(AssertionError):
+        seconds("30")
+
+
+@pytest.mark.parametrize("answers", SUPPORTED[:5])
+def test_health_checks_poll_fast_while_starting_and_rarely_once_healthy(cookies, answers):
+    """Issue 28: idle copies cost next to nothing (a check every 30 s or less often once healthy), a starting
+    service is noticed within about a second (start_interval), and no check starts an interpreter."""
+    project = assert_clean_bake(cookies.bake(extra_context=answers))
+    compose = yaml.safe_load((project / "compose.yaml").read_text())  # parsed: the merged anchor counts, a comment does not
+    for name, svc in compose["services"].items():
+        check = svc.get("healthcheck")
+        assert check and not check.get("disable"), f"{name} has no health check"
+        assert "start_interval" in check, f"{name}: no start_interval"
+        assert seconds(check["start_interval"]) <= 2, f"{name}: start_interval {check['start_interval']}"
+        assert seconds(check["interval"]) >= 30, f"{name}: interval {check['interval']}"
+        assert seconds(check["start_period"]) >= 60, f"{name}: start_period {check.get('start_period')} ends before a slow start does"
+        assert check.get("retries", 3) >= 1 and seconds(check["timeout"]) <= 10
+        test = " ".join(check["test"]) if isinstance(check["test"], list) else check["test"]
+        assert not re.search(r"\bpython3?\b", test), f"{name}'s check starts an interpreter: {test}"
+
+
 def test_a_new_kind_is_one_module_plus_its_stack_and_compose_entries(cookies, tmp_path):
     project = assert_clean_bake(cookies.bake())
     (project / "tools" / "parallel_stacks" / "kinds" / "memcached.py").write_text(MEMCACHED_KIND)

@@ -4,10 +4,14 @@
 GET /       -> JSON index of the endpoints below, with this copy's name.
 GET /health -> JSON with this copy's offset and the live status of its own
 Postgres, Redis and MQTT broker; 200 when every dependency answers, else 503.
+GET /ready  -> 200 as soon as the server answers, touching nothing else: the
+container's health check (bash's /dev/tcp in compose.yaml, no interpreter
+started, every 30 s once healthy). Its dependencies have health checks of
+their own.
 POST /items -> {"id", "name", "price"} stored in Postgres; with a broker
 (MQTT_URL), the item is published as an event on
 `<MQTT_TOPIC_PREFIX>/items/created` (QoS 1) before the 201 answer.
-`app.py --check` is the container healthcheck.
+`app.py --check` asks /health from inside the container (by hand; the health check asks /ready).
 
 Settings come from the environment (PG*, REDIS_URL, MQTT_URL,
 MQTT_TOPIC_PREFIX, API_CONTAINER_PORT), read at start: a test worker that
@@ -113,6 +117,7 @@ def health():
 
 ENDPOINTS = {
     "/": "this index",
+    "/ready": "200 once the server answers (the container's health check)",
     "/health": "this copy's offset and the live status of its Postgres, Redis and broker (200 ok, 503 degraded)",
     "POST /items": "store an item; publish it on <MQTT_TOPIC_PREFIX>/items/created",
 }
@@ -127,7 +132,11 @@ def index():
     }
 
 
-ROUTES = {"/": index, "/health": health}
+def ready():
+    return 200, {"ready": True}
+
+
+ROUTES = {"/": index, "/health": health, "/ready": ready}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -162,7 +171,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def log_message(self, fmt, *args):
-        if not self.path.startswith("/health"):
+        if not self.path.startswith(("/health", "/ready")):
             super().log_message(fmt, *args)
 
 

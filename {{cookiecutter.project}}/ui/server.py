@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Minimal UI of one stack copy: a page that says which copy it is and
 calls that copy's API (its URL comes from /config.json).
-`server.py --check` is the container healthcheck."""
+GET /ready answers 200 at once: the container's health check (bash's
+/dev/tcp in compose.yaml, no interpreter started). `server.py --check` asks
+/config.json from inside the container (by hand)."""
 import json
 import os
 import signal
@@ -30,6 +32,8 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if path in ("/", "/index.html"):
             self.reply(200, "text/html; charset=utf-8", PAGE)
+        elif path == "/ready":
+            self.reply(200, "text/plain", b"ready\n")
         elif path == "/config.json":
             self.reply(200, "application/json", json.dumps(config(self.headers.get("Host", ""))).encode())
         else:
