@@ -598,7 +598,7 @@ def test_compose_detection_prefers_v2_then_falls_back_to_v1(monkeypatch):
     monkeypatch.setattr(compose_run.subprocess, "run", fake_run)
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/docker-compose" if name == "docker-compose" else None)
     assert compose_run.compose_command() == ["docker-compose"]
-    assert calls[0] == ["docker", "compose", "version"]
+    assert calls[0] == ["docker", "compose", "version", "--short"]  # the probe that also tells its version
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(StackError, match="neither `docker compose`"):
         compose_run.compose_command()
@@ -610,3 +610,100 @@ def test_is_v1(monkeypatch, version, v1):
 
     monkeypatch.setattr(compose_run.subprocess, "run", lambda argv, **kw: sp.CompletedProcess(argv, 0, version + "\n", ""))
     assert compose_run.is_v1(["docker-compose"]) is v1
+
+
+# ---------------------------------------------------------------- start_interval on old engines (issue 28)
+@pytest.mark.parametrize("version, api, legacy", [
+    ("2.26.1", (1, 45), None),
+    ("v2.30.0", (1, 47), None),
+    ("1.29.2", (1, 45), "Compose 1.29.2"),
+    ("2.23.3", (1, 45), "Compose 2.23.3"),
+    ("2.26.1", (1, 43), "Docker Engine API 1.43 (Engine < 25)"),
+    ("2.26.1", None, None),  # no engine: nothing to decide here (up refuses later)
+])
+def test_start_interval_needs_engine_25_and_compose_2_24(monkeypatch, version, api, legacy):
+    from parallel_stacks import engine
+
+    monkeypatch.setattr(compose_run, "_VERSIONS", {("docker-compose",): version})
+    monkeypatch.setattr(compose_run, "_LEGACY", {})
+    monkeypatch.setattr(engine, "api_version", lambda: api)
+    assert compose_run.start_interval_missing(["docker-compose"], {}) == legacy
+    assert compose_run.start_interval_missing(["docker-compose"], {"STACK_LEGACY_HEALTHCHECKS": "1"}) is not None
+
+
+def test_legacy_copy_drops_start_interval_and_checks_as_often_as_while_starting():
+    model = {
+        "x-healthcheck": {"interval": "30s", "start_interval": "1s", "retries": 3},
+        "services": {
+            "db": {"image": "x", "healthcheck": {"test": ["CMD", "true"], "interval": "30s", "start_interval": "1s", "start_period": "180s"}},
+            "web": {"image": "y", "healthcheck": {"test": ["CMD", "true"], "interval": "10s"}},
+            "plain": {"image": "z"},
+        },
+    }
+    out = compose_run.without_start_interval(model)
+    assert "start_interval" not in repr(out)
+    assert out["services"]["db"]["healthcheck"] == {"test": ["CMD", "true"], "interval": "1s", "start_period": "180s"}
+    assert out["services"]["web"]["healthcheck"]["interval"] == "10s" and out["services"]["plain"] == {"image": "z"}
+
+
+def test_context_digest_changes_with_any_byte_and_file(tmp_path):
+    from parallel_stacks.commands import upstate
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "app.py").write_text("print(1)\n")
+    (ctx / "Dockerfile").write_text("FROM x\n")
+    first = upstate.context_digest(str(ctx))
+    assert upstate.context_digest(str(ctx)) == first
+    (ctx / "app.py").write_text("print(2)\n")  # same size, same second
+    second = upstate.context_digest(str(ctx))
+    assert second != first
+    (ctx / "sub").mkdir()
+    (ctx / "sub" / "new.txt").write_text("")
+    assert upstate.context_digest(str(ctx)) != second
+    (ctx / "__pycache__").mkdir()
+    before = upstate.context_digest(str(ctx))
+    (ctx / "__pycache__" / "x.pyc").write_bytes(b"junk")
+    assert upstate.context_digest(str(ctx)) == before
+    outside = tmp_path / "Dockerfile.other"
+    outside.write_text("FROM a\n")
+    with_outside = upstate.context_digest(str(ctx), str(outside))
+    outside.write_text("FROM b\n")
+    assert upstate.context_digest(str(ctx), str(outside)) != with_outside
+
+
+def test_up_stamp_needs_the_same_digest_containers_health_and_images(monkeypatch, tmp_path):
+    from parallel_stacks import engine
+    from parallel_stacks.commands import upstate
+
+    values = {"STACK_WORKTREE": str(tmp_path), "COMPOSE_PROJECT_NAME": "shop-100"}
+    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    config = {"services": {"db": {"image": "pg:1"}, "api": {"build": {"context": str(tmp_path)}}}}
+    entries = [
+        {"Id": "c1", "State": "running", "Status": "Up 2 minutes (healthy)", "ImageID": "sha256:pg",
+         "Labels": {"com.docker.compose.service": "db"}},
+        {"Id": "c2", "State": "running", "Status": "Up 2 minutes (healthy)", "ImageID": "sha256:api",
+         "Labels": {"com.docker.compose.service": "api"}},
+    ]
+    images = {"pg:1": "sha256:pg", "shop-100-api": "sha256:api"}
+    monkeypatch.setattr(engine, "project_containers", lambda project: [dict(e) for e in entries])
+    monkeypatch.setattr(engine, "image_id", lambda name: images.get(name))
+    assert not upstate.unchanged(values, "d1", config, environ)  # no stamp yet
+    upstate.record(values, "d1", environ)
+    assert upstate.unchanged(values, "d1", config, environ)
+    assert not upstate.unchanged(values, "d2", config, environ)  # an input changed
+    assert not upstate.unchanged(values, None, config, environ)
+    images["shop-100-api"] = "sha256:rebuilt"  # `docker compose build` by hand: compose would recreate
+    assert not upstate.unchanged(values, "d1", config, environ)
+    images["shop-100-api"] = "sha256:api"
+    entries[0]["Status"] = "Up 2 minutes (unhealthy)"
+    assert not upstate.unchanged(values, "d1", config, environ)
+    entries[0]["Status"], entries[1]["State"] = "Up 2 minutes (healthy)", "exited"
+    assert not upstate.unchanged(values, "d1", config, environ)
+    entries[1]["State"] = "running"
+    entries.append(dict(entries[1], Id="c3"))  # a container the stamp does not know
+    assert not upstate.unchanged(values, "d1", config, environ)
+    entries.pop()
+    assert upstate.unchanged(values, "d1", config, environ)
+    upstate.forget(values, environ)
+    assert not upstate.unchanged(values, "d1", config, environ)

@@ -19,17 +19,20 @@ __all__ = [
     "PROJECT_LABEL",
     "WORKDIR_LABEL",
     "WORKTREE_LABEL",
+    "api_version",
     "container",
     "containers",
     "docker",
     "engine_get",
     "engine_request",
     "host_bindings",
+    "image_id",
     "images",
     "json_list",
     "location",
     "missing_images",
     "networks",
+    "project_containers",
     "published_ports",
     "pull",
     "running_containers",
@@ -119,8 +122,29 @@ def images(project: str) -> dict[str, str]:
     return found
 
 
+def _inspected(path: str) -> tuple[bool, dict[str, Any] | None]:
+    """(answered, record) of GET `path` on the engine's socket: the record, None for 404, (False, None) to ask the CLI."""
+    import json
+
+    answer = engine_request(path)
+    if answer is None or answer[0] not in (200, 404):
+        return False, None
+    if answer[0] == 404:
+        return True, None
+    try:
+        record = json.loads(answer[1])
+    except ValueError:
+        return False, None
+    return (True, record) if isinstance(record, dict) else (False, None)
+
+
 def volume(name: str) -> dict[str, Any] | None:
-    """The volume's inspect record, or None if it does not exist."""
+    """The volume's inspect record, or None if it does not exist (the socket's answer, else the CLI's)."""
+    from urllib.parse import quote
+
+    answered, found = _inspected(f"/volumes/{quote(name, safe='')}")
+    if answered:
+        return found
     try:
         record: dict[str, Any] = json_list("volume", "inspect", name)[0]
         return record
@@ -131,7 +155,12 @@ def volume(name: str) -> dict[str, Any] | None:
 
 
 def container(name: str) -> dict[str, Any] | None:
-    """The container's inspect record, or None if it does not exist."""
+    """The container's inspect record, or None if it does not exist (the socket's answer, else the CLI's)."""
+    from urllib.parse import quote
+
+    answered, found = _inspected(f"/containers/{quote(name, safe='')}/json")
+    if answered:
+        return found
     try:
         record: dict[str, Any] = json_list("container", "inspect", name)[0]
         return record
@@ -139,6 +168,58 @@ def container(name: str) -> dict[str, Any] | None:
         if "no such" in str(exc).lower():
             return None
         raise
+
+
+def image_id(name: str) -> str | None:
+    """The id of the image `name` refers to now, or None if there is none (socket, else CLI)."""
+    from urllib.parse import quote
+
+    answered, found = _inspected(f"/images/{quote(name, safe='')}/json")
+    if answered:
+        return str(found["Id"]) if found and found.get("Id") else None
+    try:
+        return docker("image", "inspect", "--format", "{{.Id}}", name).strip() or None
+    except StackError as exc:
+        if "no such image" in str(exc).lower():
+            return None
+        raise
+
+
+def project_containers(project: str) -> list[dict[str, Any]] | None:
+    """The engine's list entries (Id, State, Status, Labels, ImageID, ...) of every container of the compose
+    project, from its socket in one request; None when the socket cannot be asked (callers use the CLI)."""
+    import json
+    from urllib.parse import quote
+
+    filters = quote(json.dumps({"label": [f"{PROJECT_LABEL}={project}"]}))
+    answer = engine_request(f"/containers/json?all=1&filters={filters}")
+    if answer is None or answer[0] != 200:
+        return None
+    try:
+        found = json.loads(answer[1])
+    except ValueError:
+        return None
+    return found if isinstance(found, list) else None
+
+
+def api_version() -> tuple[int, int] | None:
+    """The engine's API version (1.44 is Docker Engine 25), or None when the engine does not answer."""
+    import json
+
+    raw = ""
+    body = engine_get("/version")
+    if body is not None:
+        try:
+            raw = str(json.loads(body).get("ApiVersion") or "")
+        except (ValueError, AttributeError):
+            raw = ""
+    if not raw:
+        try:
+            raw = docker("version", "--format", "{{.Server.APIVersion}}").strip()
+        except StackError:
+            return None
+    major, _, minor = raw.partition(".")
+    return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else None
 
 
 def missing_images(names: list[str]) -> list[str]:

@@ -93,14 +93,23 @@ def table(port: str) -> Table:
 
 
 def _read(name: str) -> Table:
+    """The routing table in the proxy container: from the engine's socket (the archive `docker cp` reads), else the CLI."""
     import io
     import subprocess
     import tarfile
+    from urllib.parse import quote
 
-    proc = subprocess.run(["docker", "cp", f"{name}:{CONF_DIR}/routes.json", "-"], capture_output=True, timeout=60)
-    if proc.returncode != 0:
-        return {}  # a proxy that never got a table (killed while starting): start from none
-    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+    answer = docker_state.engine_request(f"/containers/{quote(name, safe='')}/archive?path={quote(CONF_DIR + '/routes.json')}")
+    if answer is not None and answer[0] in (200, 404):
+        if answer[0] == 404:
+            return {}  # a proxy that never got a table (killed while starting): start from none
+        archive = answer[1]
+    else:
+        proc = subprocess.run(["docker", "cp", f"{name}:{CONF_DIR}/routes.json", "-"], capture_output=True, timeout=60)
+        if proc.returncode != 0:
+            return {}
+        archive = proc.stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         member = tar.extractfile("routes.json")
         loaded: Table = json.loads(member.read()) if member else {}
     return loaded

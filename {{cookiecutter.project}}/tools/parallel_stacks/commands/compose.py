@@ -21,6 +21,12 @@ from ..basics import StackError
 from ..runner import run as run_command
 
 WAIT_SECONDS = 180
+# A health check's start_interval (compose.yaml) needs Docker Engine 25 (API 1.44) and Compose v2.24;
+# older ones get a copy of compose.yaml without it (legacy_compose_file).
+START_INTERVAL_API = (1, 44)
+START_INTERVAL_COMPOSE = (2, 24)
+_VERSIONS: dict[tuple[str, ...], str] = {}  # compose command -> `version --short`, as compose_command's probe saw it
+_LEGACY: dict[tuple[str, ...], str | None] = {}  # compose command -> why it gets the legacy file (None: it does not)
 
 
 def compose_command(configured: str | None = None) -> list[str]:
@@ -29,8 +35,9 @@ def compose_command(configured: str | None = None) -> list[str]:
     if configured:
         return shlex.split(configured)
     try:
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+        probe = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True, timeout=30)
         if probe.returncode == 0:
+            _VERSIONS[("docker", "compose")] = str(probe.stdout or "").strip()
             return ["docker", "compose"]
     except (FileNotFoundError, subprocess.TimeoutExpired):
         pass
@@ -41,14 +48,109 @@ def compose_command(configured: str | None = None) -> list[str]:
     raise StackError("neither `docker compose` (v2) nor `docker-compose` (v1) was found; install Docker Compose")
 
 
+def compose_version(cmd: list[str]) -> str:
+    """`cmd version --short` ("2.26.1", "1.29.2"; "" if it does not answer), asked once if compose_command probed it."""
+    known = _VERSIONS.get(tuple(cmd))
+    if known is not None:
+        return known
+    try:
+        proc = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=30)
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
 def is_v1(cmd: list[str]) -> bool:
-    proc = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=30)
-    return proc.returncode == 0 and proc.stdout.strip().lstrip("v").startswith("1.")
+    return compose_version(cmd).lstrip("v").startswith("1.")
+
+
+def start_interval_missing(cmd: list[str], environ: Mapping[str, str] | None = None) -> str | None:
+    """Why this compose and engine cannot take a health check's start_interval (None: they can).
+
+    STACK_LEGACY_HEALTHCHECKS=1 says so for any engine (what older ones get, on purpose).
+    """
+    from ..basics import truthy
+
+    environ = os.environ if environ is None else environ
+    if truthy(environ.get("STACK_LEGACY_HEALTHCHECKS")):
+        return "STACK_LEGACY_HEALTHCHECKS is set"
+    key = tuple(cmd)
+    if key not in _LEGACY:
+        _LEGACY[key] = _start_interval_missing(cmd)
+    return _LEGACY[key]
+
+
+def _start_interval_missing(cmd: list[str]) -> str | None:
+    import re
+
+    from .. import engine as docker_state
+
+    version = compose_version(cmd).lstrip("v")
+    numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
+    if len(numbers) == 2 and numbers < START_INTERVAL_COMPOSE:
+        return f"Compose {version}"
+    api = docker_state.api_version()
+    if api is not None and api < START_INTERVAL_API:
+        return f"Docker Engine API {api[0]}.{api[1]} (Engine < 25)"
+    return None
+
+
+def without_start_interval(model: Any) -> Any:
+    """The compose model with every health check's start_interval removed, its interval set to it
+    (checks as often all the time as they would have been while the service starts)."""
+    if isinstance(model, dict):
+        if "start_interval" in model:
+            start = model.pop("start_interval")
+            if "interval" in model or "test" in model:
+                model["interval"] = start
+        for value in model.values():
+            without_start_interval(value)
+    elif isinstance(model, list):
+        for value in model:
+            without_start_interval(value)
+    return model
+
+
+def legacy_compose_file(values: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str:
+    """compose.yaml without start_interval, for engines and composes older than it, in the user's cache directory
+    ($XDG_CACHE_HOME/parallel-stacks/compose/); rewritten only when it changes. Relative paths still mean the
+    worktree: compose runs with --project-directory."""
+    import yaml
+
+    environ = os.environ if environ is None else environ
+    root = values["STACK_WORKTREE"]
+    with open(Path(root) / "compose.yaml", encoding="utf-8") as handle:
+        model = without_start_interval(yaml.safe_load(handle) or {})
+
+    dumper: Any = type("NoAliases", (yaml.SafeDumper,), {"ignore_aliases": lambda self, data: True})
+    text = "# Written by parallel-stacks from compose.yaml, without start_interval (this engine or compose predates it); do not edit.\n"
+    text += yaml.dump(model, Dumper=dumper, sort_keys=False, default_flow_style=False)
+    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "parallel-stacks", "compose", root.strip(os.sep).replace(os.sep, "%") + ".yaml")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == text:
+                return path
+    except OSError:
+        pass
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def compose_file(cmd: list[str], values: Mapping[str, str]) -> str:
+    """The compose file this copy runs: compose.yaml, or its legacy copy where start_interval is unknown."""
+    if start_interval_missing(cmd) is None:
+        return str(Path(values["STACK_WORKTREE"]) / "compose.yaml")
+    return legacy_compose_file(values)
 
 
 def base_args(cmd: list[str], values: Mapping[str, str]) -> list[str]:
     root = values["STACK_WORKTREE"]
-    return [*cmd, "-p", values["COMPOSE_PROJECT_NAME"], "-f", str(Path(root) / "compose.yaml"), "--project-directory", root]
+    return [*cmd, "-p", values["COMPOSE_PROJECT_NAME"], "-f", compose_file(cmd, values), "--project-directory", root]
 
 
 def run(argv: list[str], env: Mapping[str, str]) -> int:
@@ -76,13 +178,18 @@ def wait_healthy(project: str) -> None:
 
 def compose_config(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str]) -> dict[str, Any]:
     """The resolved compose model (`compose config`), or one StackError line."""
+    return compose_config_text(cmd, values, env)[1]
+
+
+def compose_config_text(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+    """(`compose config`'s text, the model it describes), or one StackError line."""
     import yaml
 
     proc = subprocess.run([*base_args(cmd, values), "config"], env=env, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
         raise StackError(f"compose.yaml is not usable: {lines[-1]}")
-    return yaml.safe_load(proc.stdout) or {}
+    return proc.stdout, yaml.safe_load(proc.stdout) or {}
 
 
 def required_images(config: Mapping[str, Any]) -> dict[str, str]:
@@ -168,13 +275,32 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     from .. import ownership
     from .. import probe as check_ports
     from ..localenv import ensure_local_env
+    from . import upstate
 
     project = values["COMPOSE_PROJECT_NAME"]
     root = Path(values["STACK_WORKTREE"])
-    records = ownership.check_ownership(values)
     stack_services = derive.services(root)
-    check_ports.check(values, stack_services)
     missing = [key for key in derive.secret_keys(stack_services) if not values.get(key)]
+    legacy = start_interval_missing(cmd)
+    if legacy:
+        print(
+            f"note: {legacy}: no health-check start_interval, so this copy's checks run every second all the time "
+            "(docs/TROUBLESHOOTING.md)",
+            file=sys.stderr,
+        )
+    digest: str | None = None
+    config_text, config = "", dict[str, Any]()
+    if not missing:
+        # a copy that is up, healthy and started from exactly these inputs: nothing for compose to do (upstate.py)
+        ownership.ensure_owned(values)
+        config_text, config = compose_config_text(cmd, values, env)
+        digest = upstate.inputs_digest(cmd, config_text, config, list(required_images(config)))
+        if not extra and upstate.unchanged(values, digest, config, environ):
+            named_urls(values, stack_services, environ)
+            print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
+            return 0
+    records = ownership.check_ownership(values)
+    check_ports.check(values, stack_services)
     locked = [key for key in derive.secret_keys(stack_services, stored=True) if key in missing]
     if locked:
         for key, name in values.items():
@@ -184,10 +310,17 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
                     f"({', '.join(locked)} {'is' if len(locked) == 1 else 'are'} missing from env/local.env); restore it there, or `make nuke` to start over"
                 )
     # images before the secret file: a copy that cannot start changes nothing
-    config = compose_config(cmd, values, {**env, **{key: "unset" for key in missing}})
+    if missing:
+        config = compose_config(cmd, values, {**env, **{key: "unset" for key in missing}})
     ensure_images(required_images(config))
-    ensure_local_env(root)
-    values, env = derive.compose_environment(root, environ)  # re-read: a secret may be new
+    if missing:
+        ensure_local_env(root)
+        values, env = derive.compose_environment(root, environ)  # re-read: a secret is new
+        config_text, config = compose_config_text(cmd, values, env)
+        digest = upstate.inputs_digest(cmd, config_text, config, list(required_images(config)))
+    elif digest is None:  # an image was missing: pulled now
+        digest = upstate.inputs_digest(cmd, config_text, config, list(required_images(config)))
+    upstate.forget(values, environ)  # what runs from here on is not what the stamp says
     before = snapshot(records)  # the ownership check's records: under the operation lock nothing has changed them
     code = build(cmd, values, env, built_images(config, values))
     if code != 0:
@@ -206,6 +339,8 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
         return code
     if v1:
         wait_healthy(project)
+    if not extra:
+        upstate.record(values, digest, environ)
     named_urls(values, stack_services, environ)
     if before and snapshot(docker_state.containers(project)) == before:
         print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
