@@ -29,6 +29,8 @@ __all__ = [
     "image_id",
     "images",
     "json_list",
+    "labelled_containers",
+    "labelled_volumes",
     "location",
     "missing_images",
     "networks",
@@ -186,13 +188,18 @@ def image_id(name: str) -> str | None:
 
 
 def project_containers(project: str) -> list[dict[str, Any]] | None:
-    """The engine's list entries (Id, State, Status, Labels, ImageID, ...) of every container of the compose
-    project, from its socket in one request; None when the socket cannot be asked (callers use the CLI)."""
+    """The engine's list entries (Id, State, Status, Labels, ImageID, Ports, ...) of every container of the
+    compose project, from its socket in one request; None when the socket cannot be asked (callers use the CLI)."""
+    return labelled_containers(f"{PROJECT_LABEL}={project}")
+
+
+def labelled_containers(label: str) -> list[dict[str, Any]] | None:
+    """List entries of every container (running or not) carrying `label` (`key` or `key=value`), in one
+    request on the socket; None when the socket cannot be asked."""
     import json
     from urllib.parse import quote
 
-    filters = quote(json.dumps({"label": [f"{PROJECT_LABEL}={project}"]}))
-    answer = engine_request(f"/containers/json?all=1&filters={filters}")
+    answer = engine_request(f"/containers/json?all=1&filters={quote(json.dumps({'label': [label]}))}")
     if answer is None or answer[0] != 200:
         return None
     try:
@@ -200,6 +207,21 @@ def project_containers(project: str) -> list[dict[str, Any]] | None:
     except ValueError:
         return None
     return found if isinstance(found, list) else None
+
+
+def labelled_volumes(label: str) -> list[dict[str, Any]] | None:
+    """Every volume carrying `label`, with its labels, in one request on the socket; None when it cannot be asked."""
+    import json
+    from urllib.parse import quote
+
+    answer = engine_request(f"/volumes?filters={quote(json.dumps({'label': [label]}))}")
+    if answer is None or answer[0] != 200:
+        return None
+    try:
+        found = json.loads(answer[1]).get("Volumes")
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, list) else ([] if found is None else None)
 
 
 def api_version() -> tuple[int, int] | None:

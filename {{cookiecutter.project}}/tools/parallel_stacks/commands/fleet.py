@@ -25,7 +25,38 @@ GRACE_SECONDS = 600  # a fresh claim may not have started its stack yet
 
 
 def docker_copies() -> dict[str, dict[str, Any]]:
-    """{compose project: {worktree, volumes, containers: [(name, state)], ports}} from Docker labels."""
+    """{compose project: {worktree, volumes, containers: [(name, state)], ports}} from Docker labels.
+
+    Two requests on the engine's socket whatever the number of copies (the CLI path below asked
+    twice per copy: 30 copies took seconds).
+    """
+    volumes = docker_state.labelled_volumes(docker_state.WORKTREE_LABEL)
+    listed = docker_state.labelled_containers(docker_state.PROJECT_LABEL) if volumes is not None else None
+    if volumes is None or listed is None:
+        return _docker_copies_by_cli()
+    copies: dict[str, dict[str, Any]] = {}
+    for rec in volumes:
+        labels = rec.get("Labels") or {}
+        project = labels.get(docker_state.PROJECT_LABEL)
+        if project:
+            copy = copies.setdefault(
+                project, {"worktree": labels.get(docker_state.WORKTREE_LABEL), "volumes": [], "containers": [], "ports": set()}
+            )
+            copy["volumes"].append(rec["Name"])
+    for entry in sorted(listed, key=lambda e: str((e.get("Names") or [""])[0])):
+        owner = copies.get((entry.get("Labels") or {}).get(docker_state.PROJECT_LABEL, ""))
+        if owner is None:
+            continue
+        state = str(entry.get("State") or "?")
+        owner["containers"].append((str((entry.get("Names") or ["?"])[0]).lstrip("/"), state))
+        if state == "running":
+            owner["ports"] |= {int(p["PublicPort"]) for p in entry.get("Ports") or [] if p.get("PublicPort")}
+    for copy in copies.values():
+        copy["volumes"].sort()
+    return copies
+
+
+def _docker_copies_by_cli() -> dict[str, dict[str, Any]]:
     copies: dict[str, dict[str, Any]] = {}
     names = docker_state.docker("volume", "ls", "-q", "--filter", f"label={docker_state.WORKTREE_LABEL}").split()
     for rec in docker_state.json_list("volume", "inspect", *names) if names else []:
