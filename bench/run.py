@@ -20,6 +20,10 @@ prints medians and ratios against a baseline measured in the same run:
     reports (`isolation:` line), against a container per worker
 11. a realistic suite of 300 tests mixing database, Redis and HTTP work,
     sequential vs 2 workers
+12. stopping a copy and `make up` on one that is up, against bare `docker
+    compose down` and `docker compose up -d --wait` on the same copy
+13. what an idle copy costs: CPU over 30 s against an idle bare Postgres
+    container, and `make up` with the health checks before and after issue 28
 
 Writes the table into docs/PERFORMANCE.md (between the bench markers) and a
 plot to docs/performance.png. Not part of CI: absolute times on a shared
@@ -46,6 +50,7 @@ OFFSET = "22000"  # the bench's main copy
 TEST_MODE_OFFSET = "22400"  # a copy with POSTGRES_DURABILITY=off (section 10)
 FREE_OFFSET = "41000"  # nothing runs there
 FLEET_BASE = 23000  # fleet copies at 23000, 24000, ...
+STOP_OFFSET = 43000  # sections 12 and 13 (--offset): this copy, and the one 1000 above it with the old health checks
 STARTED = []  # (project, offset) of fleet copies, nuked at the end whatever happens
 
 
@@ -581,6 +586,128 @@ def realistic(table: Table, project, repeat: int) -> None:
     project.make("nuke", PORT_OFFSET=OFFSET, FORCE="1")
 
 
+# ---------------------------------------------------------------- 12: stop, and up on an up copy
+def bytecode_compiled() -> None:
+    """Compile the helper package and the virtualenv's modules once, as pip does at install: with
+    PYTHONDONTWRITEBYTECODE=1 (set on some machines) and uv installs nothing is cached, and every helper
+    call would compile ~45 modules (~0.2-0.3 s) that a user's machine compiles once."""
+    import compileall
+    import sysconfig
+
+    from bakery import PACKAGE
+
+    for directory in (PACKAGE, Path(sysconfig.get_paths()["purelib"])):
+        compileall.compile_dir(str(directory), quiet=2, workers=2)
+
+
+def stop_and_restart(table: Table, project, repeat: int, offset: str) -> None:
+    section = "12. Stopping a copy; `make up` on a copy that is up (issue 24)"
+    print(f"\n{section}")
+    bytecode_compiled()
+    env = project.environment(PORT_OFFSET=offset, FORCE="1")
+    values = project.values(PORT_OFFSET=offset)
+    compose_env = {**env, **values}
+    bare = ["docker", "compose", "-p", values["COMPOSE_PROJECT_NAME"], "-f", str(project.path / "compose.yaml"),
+            "--project-directory", str(project.path)]
+    make = lambda target: run(["make", target], cwd=project.path, env=env)  # noqa: E731
+    STARTED.append((project, offset))
+    down_make, down_bare = [], []
+    for i in range(repeat):
+        for label in (("make", "bare") if i % 2 == 0 else ("bare", "make")):  # alternate: no order bias
+            make("up")  # a healthy copy, started the usual way
+            start = time.perf_counter()
+            if label == "make":
+                make("down")
+                down_make.append(time.perf_counter() - start)
+            else:
+                run([*bare, "down"], cwd=project.path, env=compose_env)
+                down_bare.append(time.perf_counter() - start)
+    table.add(section, "bare `docker compose down` of a healthy copy", down_bare)
+    table.add(section, "`make down` (ownership, then the same compose, then its named URLs withdrawn)", down_make, down_bare,
+              "< 3 s", "was 11.4 s: the Postgres stand-in ignored its stop signal")
+    make("up")
+    up_bare = timed(lambda: run([*bare, "up", "-d", "--wait"], cwd=project.path, env=compose_env), repeat)
+    table.add(section, "bare `docker compose up -d --wait` on a copy that is up", up_bare)
+    make("up")  # the stamp of what runs now (bare compose left none)
+    up_make = timed(lambda: make("up"), repeat)
+    table.add(section, "`make up` on a copy that is up (nothing changed: no compose build or up)", up_make, up_bare, "< 1 s",
+              "was 2.1-2.7 s: compose's own round of checks, and a build")
+    make("nuke")
+
+
+# ---------------------------------------------------------------- 13: idle cost, start with the old and new checks
+# compose.yaml's health checks before issue 28: every 2 s, the api and ui through a new interpreter (the api's
+# --check asked /health, which queried Postgres, Redis and the broker)
+OLD_CHECKS = {"api": ["CMD", "python3", "/app/app.py", "--check"], "ui": ["CMD", "python3", "/app/server.py", "--check"]}
+
+
+def with_old_health_checks(path: Path) -> None:
+    import yaml
+
+    compose = path / "compose.yaml"
+    model = yaml.safe_load(compose.read_text())
+    model.pop("x-healthcheck", None)
+    for name, svc in model["services"].items():
+        test = OLD_CHECKS.get(name, svc["healthcheck"]["test"])
+        svc["healthcheck"] = {"test": test, "interval": "2s", "timeout": "5s", "retries": 60}
+    compose.write_text(yaml.safe_dump(model, sort_keys=False))
+
+
+def bare_postgres_idle(seconds: float) -> float:
+    """Share of a core an idle Postgres container alone uses over `seconds` (the same image the copies use)."""
+    from bakery import container_stats
+
+    image = image_env().get("POSTGRES_IMAGE", "postgres:16-alpine")
+    cid = run(["docker", "run", "-d", "--rm", "-e", "POSTGRES_PASSWORD=bench", "--label", "dev.parallel-stacks.bench=idle", image]).stdout.strip()
+    try:
+        deadline = time.monotonic() + 120
+        while run(["docker", "exec", cid, "pg_isready", "-h", "127.0.0.1", "-U", "postgres"], check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the bare postgres container did not become ready")
+            time.sleep(0.5)
+        time.sleep(5)  # settle
+        first, start = container_stats(cid)["cpu_ns"], time.monotonic()
+        time.sleep(seconds)
+        return (container_stats(cid)["cpu_ns"] - first) / 1e9 / (time.monotonic() - start)
+    finally:
+        run(["docker", "rm", "-f", cid], check=False)
+
+
+def idle_cost(table: Table, project, repeat: int, offset: str, seconds: float = 30) -> None:
+    from bakery import idle_cpu
+
+    section = f"13. An idle copy's cost (issue 28): CPU over {seconds:.0f} s, and `make up` with the old and new health checks"
+    print(f"\n{section}")
+    bytecode_compiled()
+    old = bake_project(OUT / "old-checks")
+    with_old_health_checks(old.path)
+    old_offset = str(int(offset) + 1000)
+    copies = {"new": (project, offset), "old": (old, old_offset)}
+    STARTED.extend(copies.values())
+    ups = {"new": [], "old": []}
+    for i in range(repeat):
+        for label in (("new", "old") if i % 2 == 0 else ("old", "new")):
+            member, at = copies[label]
+            start = time.perf_counter()
+            member.make("up", PORT_OFFSET=at)
+            ups[label].append(time.perf_counter() - start)
+            member.make("nuke", PORT_OFFSET=at, FORCE="1")
+    table.add(section, "`make up`, fresh volume, health checks before issue 28 (every 2 s; api and ui via python3)", ups["old"])
+    table.add(section, "`make up`, fresh volume, start_interval 1 s, then every 30 s", ups["new"], ups["old"], "<= 1.00x")
+    bare = [bare_postgres_idle(seconds)]
+    share = lambda x: f"{x * 100:.2f}% of one core"  # noqa: E731
+    table.add(section, f"idle bare Postgres container: CPU time per {seconds:.0f} s", [bare[0] * seconds], None, "", share(bare[0]))
+    for label, text in (("old", "health checks before issue 28"), ("new", "health checks of issue 28")):
+        member, at = copies[label]
+        member.make("up", PORT_OFFSET=at)
+        time.sleep(5)  # settle: start-up work done
+        name = member.values(PORT_OFFSET=at)["COMPOSE_PROJECT_NAME"]
+        used = idle_cpu([name], seconds)[name]
+        table.add(section, f"idle copy (5 services), {text}: CPU time per {seconds:.0f} s", [used * seconds], [bare[0] * seconds],
+                  "<= 1% of one core" if label == "new" else "", share(used))
+        member.make("nuke", PORT_OFFSET=at, FORCE="1")
+
+
 # ---------------------------------------------------------------- report
 def plot(helper: dict, suite_out: dict, fleet_out: dict) -> None:
     import matplotlib
@@ -636,11 +763,13 @@ def main(argv=None) -> int:
     parser.add_argument("--containers", type=int, default=3, help="testcontainers starts to time (default 3)")
     parser.add_argument("--claims", type=int, default=50, help="concurrent PORT_OFFSET=auto claims (default 50)")
     parser.add_argument("--fleet", default="1,5,10", help="fleet sizes, comma-separated (default 1,5,10)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11", help="which measurements to run, e.g. 1,2,10 (default all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13", help="which measurements to run, e.g. 1,2,10 (default all)")
+    parser.add_argument("--offset", default=str(STOP_OFFSET),
+                        help=f"PORT_OFFSET of sections 12 and 13 (default {STOP_OFFSET}; 13 also uses the one 1000 above)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args(argv)
     only = set(args.only.replace(" ", "").split(","))
-    full = only == set(map(str, range(1, 12)))
+    full = only == set(map(str, range(1, 14)))
 
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -678,6 +807,10 @@ def main(argv=None) -> int:
             clone_modes(table, project, args.repeat, args.containers)
         if "11" in only:
             realistic(table, project, args.repeat)
+        if "12" in only:
+            stop_and_restart(table, project, args.repeat, args.offset)
+        if "13" in only:
+            idle_cost(table, project, max(3, args.repeat // 2 + 1), args.offset)
     finally:
         project.make("nuke", check=False, PORT_OFFSET=OFFSET, FORCE="1")
         for member, offset in set(STARTED):

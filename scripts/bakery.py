@@ -87,3 +87,47 @@ class Project:
 
         out = self.make("env", SHOW_SECRETS="1", **env).stdout
         return dict(dotenv_values(stream=io.StringIO(out)))
+
+
+# ---------------------------------------------------------------- what containers cost (bench, soak)
+def container_stats(container_id: str) -> dict:
+    """One-shot engine stats of a container: {"cpu_ns": CPU time so far, "mem_mib": memory now (as `docker stats`)}."""
+    import json
+
+    from parallel_stacks import engine
+
+    body = engine.engine_get(f"/containers/{container_id}/stats?stream=false&one-shot=true")
+    if body is None:
+        return {"cpu_ns": 0, "mem_mib": 0.0}
+    stats = json.loads(body)
+    memory = stats.get("memory_stats") or {}
+    inner = memory.get("stats") or {}
+    used = memory.get("usage", 0) - inner.get("inactive_file", inner.get("total_inactive_file", 0))
+    return {"cpu_ns": int((stats.get("cpu_stats") or {}).get("cpu_usage", {}).get("total_usage", 0)), "mem_mib": used / 2**20}
+
+
+def project_stats(projects) -> dict:
+    """{compose project: {"cpu_ns", "mem_mib", "containers"}} summed over its running containers (engine stats)."""
+    from parallel_stacks import engine
+
+    out = {p: {"cpu_ns": 0, "mem_mib": 0.0, "containers": 0} for p in projects}
+    for entry in engine.labelled_containers("com.docker.compose.project") or []:
+        project = (entry.get("Labels") or {}).get("com.docker.compose.project")
+        if project in out and entry.get("State") == "running":
+            stats = container_stats(entry["Id"])
+            out[project]["cpu_ns"] += stats["cpu_ns"]
+            out[project]["mem_mib"] += stats["mem_mib"]
+            out[project]["containers"] += 1
+    return out
+
+
+def idle_cpu(projects, seconds: float) -> dict:
+    """{compose project: share of one core its containers used over `seconds` of doing nothing} (engine stats)."""
+    import time
+
+    first = project_stats(projects)
+    start = time.monotonic()
+    time.sleep(seconds)
+    second = project_stats(projects)
+    elapsed = time.monotonic() - start
+    return {p: (second[p]["cpu_ns"] - first[p]["cpu_ns"]) / 1e9 / elapsed for p in projects}

@@ -13,9 +13,16 @@
    five at once (offsets 23000-27000), checks every copy's API is healthy
    and reports its own offset, then `make nuke`s all five at once and checks
    that no container, network or volume of any of them is left.
+4. A fleet (issue 28): --fleet-copies (default 30) worktrees, `make up` one
+   after another with PORT_OFFSET=auto (a slot registry of its own), every
+   copy healthy; then 60 s of idling, measured by the engine's stats (CPU
+   and memory per copy); `make slots` with all of them; one more copy's
+   `make up` while they run; then every copy nuked and released, and
+   nothing of any of them left (containers, networks, volumes, images,
+   claims, named-URL routes).
 
 Prints the figures; exit status 1 if anything failed. Not part of CI
-(`make soak`, about 2 minutes on two cores).
+(`make soak`, about 15 minutes on two cores).
 """
 from __future__ import annotations
 
@@ -192,16 +199,97 @@ def soak_fleet() -> tuple[int, float, float]:
     return problems, up_seconds, nuke_seconds
 
 
+def images_of(name: str) -> list[str]:
+    out = subprocess.run(["docker", "image", "ls", "-q", "--filter", f"label=com.docker.compose.project={name}"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return [f"image {x}" for x in out]
+
+
+def soak_big_fleet(size: int, idle_seconds: float = 60) -> tuple[int, dict]:
+    """(problems, figures) of `size` copies started one after another, idle, listed, one more started, all removed."""
+    from bakery import idle_cpu, project_stats
+
+    base = OUT / "big-fleet"
+    extra = {"PARALLEL_STACKS_STATE_DIR": str(base / "state")}
+    projects = [bake(base / f"w{i:02d}") for i in range(size + 1)]  # the last: started while the others run
+    problems, up_times, names, figures = 0, [], [], {}
+
+    def start(project: Path, label: str) -> float:
+        nonlocal problems
+        begin = time.perf_counter()
+        proc = make(project, "up", "auto", **extra)
+        took = time.perf_counter() - begin
+        values = dict(line.split("=", 1) for line in make(project, "env", "auto", **extra).stdout.splitlines() if "=" in line)
+        names.append(values.get("COMPOSE_PROJECT_NAME", "?"))
+        try:
+            with urllib.request.urlopen(values["API_URL"] + "/health", timeout=10) as resp:
+                health = json.load(resp)
+            ok = proc.returncode == 0 and health.get("status") == "ok" and "copy " in proc.stdout
+        except (OSError, KeyError) as exc:
+            ok, health = False, {"error": str(exc)}
+        problems += not ok
+        print(f"  {label} {names[-1]} (PORT_OFFSET={values.get('PORT_OFFSET')}): `make up` {took:5.1f} s, "
+              f"{'healthy' if ok else 'NOT healthy ' + str(health) + ' ' + proc.stderr.strip()[-300:]}", flush=True)
+        return took
+
+    try:
+        for i, project in enumerate(projects[:size]):
+            up_times.append(start(project, f"copy {i + 1:2d}/{size}"))
+        figures["up"] = up_times
+        print(f"  all {size} up; idling {idle_seconds:.0f} s (engine stats)", flush=True)
+        time.sleep(5)
+        shares = idle_cpu(names[:size], idle_seconds)
+        memory = project_stats(names[:size])
+        figures["cpu"] = [shares[n] for n in names[:size]]
+        figures["mem"] = [memory[n]["mem_mib"] for n in names[:size]]
+        slots = []
+        for _ in range(3):
+            begin = time.perf_counter()
+            listed = make(projects[0], "slots", "auto", **extra)
+            slots.append(time.perf_counter() - begin)
+            missing = [n for n in names[:size] if n not in listed.stdout]
+            if listed.returncode or missing:
+                problems += 1
+                print(f"  `make slots` FAILED or misses {missing[:3]}: {listed.stderr.strip()[-200:]}", flush=True)
+        figures["slots"] = statistics.median(slots)
+        figures["one_more"] = start(projects[size], f"copy {size + 1} (while {size} run)")
+        if figures["one_more"] > 180:
+            problems += 1
+    finally:
+        print(f"  nuking and releasing {len(names)} copies", flush=True)
+        begin = time.perf_counter()
+        for project in projects[: len(names)]:
+            gone = make(project, "nuke", "auto", FORCE="1", **extra)
+            released = make(project, "release", "auto", **extra)
+            problems += gone.returncode != 0 or released.returncode != 0
+        figures["nuke"] = time.perf_counter() - begin
+    left = {n: leftovers(n) + images_of(n) for n in names}
+    registry = base / "state" / "registry.json"
+    claims = json.loads(registry.read_text())["claims"] if registry.exists() else {}
+    routes = subprocess.run(["docker", "ps", "-aq", "--filter", "label=dev.parallel-stacks.proxy"], capture_output=True, text=True).stdout.split()
+    routed = []
+    if routes:
+        from parallel_stacks import proxy
+
+        routed = [n for table in proxy.proxies().values() for n in table if n in names]
+    figures["left"] = [x for items in left.values() for x in items] + [f"claim {k}" for k in claims] + [f"route {n}" for n in routed]
+    problems += bool(figures["left"])
+    return problems, figures
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="consecutive `make test-parallel` runs (default 20)")
     parser.add_argument("--wide-runs", type=int, default=5, help="runs on 12 workers, compared with a sequential run (default 5)")
     parser.add_argument("--skip-fleet", action="store_true", help="only the consecutive runs")
     parser.add_argument("--worktree-cycles", type=int, default=20, help="make worktree / worktree-remove cycles (default 20; 0 skips)")
+    parser.add_argument("--fleet-copies", type=int, default=30, help="copies started one after another, idle, then removed (default 30; 0 skips)")
     args = parser.parse_args(argv)
     shutil.rmtree(OUT, ignore_errors=True)
-    print(f"== {args.runs} consecutive `make test-parallel` runs (2 workers)", flush=True)
-    failures, times = soak_runs(args.runs, args.wide_runs)
+    failures, times = 0, []
+    if args.runs or args.wide_runs:
+        print(f"== {args.runs} consecutive `make test-parallel` runs (2 workers)", flush=True)
+        failures, times = soak_runs(args.runs, args.wide_runs)
     worktree_problems, worktree_times = 0, []
     if args.worktree_cycles:
         print(f"== {args.worktree_cycles} cycles of `make worktree NAME=tN UP=1` / `make worktree-remove NAME=tN`", flush=True)
@@ -210,9 +298,15 @@ def main(argv=None) -> int:
     if not args.skip_fleet:
         print(f"== {len(OFFSETS)} copies in {len(OFFSETS)} worktrees: `make up` at once, then `make nuke` at once", flush=True)
         fleet = soak_fleet()
+    big_problems, big = 0, {}
+    if args.fleet_copies:
+        print(f"== {args.fleet_copies} copies, one after another (PORT_OFFSET=auto), idle, listed, one more, removed", flush=True)
+        big_problems, big = soak_big_fleet(args.fleet_copies)
     shutil.rmtree(OUT, ignore_errors=True)
     print("\n== soak summary")
-    if times:
+    if not (args.runs or args.wide_runs):
+        pass
+    elif times:
         print(f"  test-parallel runs: {len(times)}, failed: {failures}, median {statistics.median(times):.2f} s, "
               f"slowest {max(times):.2f} s")
     else:
@@ -222,7 +316,21 @@ def main(argv=None) -> int:
               f"problems: {fleet[0]}")
     if worktree_times:
         print(f"  worktree cycles: {len(worktree_times)}, problems: {worktree_problems}, median {statistics.median(worktree_times):.1f} s per cycle")
-    return 1 if failures or fleet[0] or worktree_problems else 0
+    if args.fleet_copies and big.get("up"):
+        ups, n = big["up"], len(big["up"])
+        first, last = statistics.median(ups[:3]), statistics.median(ups[-3:])
+        print(f"  fleet of {n}: `make up` 1st {ups[0]:.1f} s, {n}th {ups[-1]:.1f} s ({ups[-1] / ups[0]:.2f}x; "
+              f"median of the last 3 / the first 3: {last / first:.2f}x, target <= 1.3x); every one: "
+              + " ".join(f"{x:.1f}" for x in ups))
+        if big.get("cpu"):
+            print(f"  idle CPU per copy among {n} (engine stats, 60 s): mean {statistics.mean(big['cpu']) * 100:.2f}%, "
+                  f"max {max(big['cpu']) * 100:.2f}% of one core (target <= 1%); memory per copy {statistics.mean(big['mem']):.0f} MiB")
+        if "slots" in big:
+            print(f"  `make slots` with {n} copies: {big['slots']:.2f} s (target < 2 s)")
+        if "one_more" in big:
+            print(f"  copy {n + 1}'s `make up` while {n} run: {big['one_more']:.1f} s (limit 180 s)")
+        print(f"  all nuked and released in {big.get('nuke', 0):.0f} s; left afterwards: {big.get('left') or 'nothing'}; problems: {big_problems}")
+    return 1 if failures or fleet[0] or worktree_problems or big_problems else 0
 
 
 if __name__ == "__main__":

@@ -595,6 +595,7 @@ def test_compose_detection_prefers_v2_then_falls_back_to_v1(monkeypatch):
         return sp.CompletedProcess(argv, 1 if argv[:2] == ["docker", "compose"] else 0, b"", b"")
 
     monkeypatch.delenv("COMPOSE", raising=False)
+    monkeypatch.setattr(compose_run, "compose_plugin", lambda: None)  # not the plugin this machine has
     monkeypatch.setattr(compose_run.subprocess, "run", fake_run)
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/docker-compose" if name == "docker-compose" else None)
     assert compose_run.compose_command() == ["docker-compose"]
@@ -678,7 +679,9 @@ def test_up_stamp_needs_the_same_digest_containers_health_and_images(monkeypatch
 
     values = {"STACK_WORKTREE": str(tmp_path), "COMPOSE_PROJECT_NAME": "shop-100"}
     environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    config = {"services": {"db": {"image": "pg:1"}, "api": {"build": {"context": str(tmp_path)}}}}
+    config = upstate.model_of("the text", {"services": {"db": {"image": "pg:1"}, "api": {"build": {"context": str(tmp_path)}}}})
+    assert config["services"]["api"]["build"] == {"context": str(tmp_path), "dockerfile": None} and config["images"] == ["pg:1"]
+    assert "the text" not in repr(config)  # compose's answer holds secrets: the stamp keeps a digest of it
     entries = [
         {"Id": "c1", "State": "running", "Status": "Up 2 minutes (healthy)", "ImageID": "sha256:pg",
          "Labels": {"com.docker.compose.service": "db"}},
@@ -707,3 +710,49 @@ def test_up_stamp_needs_the_same_digest_containers_health_and_images(monkeypatch
     assert upstate.unchanged(values, "d1", config, environ)
     upstate.forget(values, environ)
     assert not upstate.unchanged(values, "d1", config, environ)
+    upstate.record(values, "d1", environ, "key", config)
+    assert upstate.remembered_model(values, "key", environ) == config
+    assert upstate.remembered_model(values, "other", environ) is None and upstate.remembered_model(values, None, environ) is None
+
+
+def test_what_compose_config_reads_is_keyed_by_file_dotenv_and_the_variables_it_names(tmp_path):
+    from parallel_stacks.commands import upstate
+
+    compose = tmp_path / "compose.yaml"
+    compose.write_text("services:\n  db:\n    image: ${DB_IMAGE:-pg}\n    environment: [PASSED_THROUGH]\n")
+    env = {"STACK_WORKTREE": str(tmp_path), "DB_IMAGE": "pg:1", "PASSED_THROUGH": "a", "UNRELATED": "x", "COMPOSE_PROFILES": ""}
+    key = lambda **changes: upstate.config_key(["docker", "compose"], "2.26.1", str(compose), {**env, **changes})  # noqa: E731
+    first = key()
+    assert first == key() and first == key(UNRELATED="y")
+    for change in ({"DB_IMAGE": "pg:2"}, {"PASSED_THROUGH": "b"}, {"COMPOSE_PROFILES": "x"}, {"DOCKER_HOST": "tcp://x:2375"}):
+        assert key(**change) != first, change
+    assert upstate.config_key(["docker", "compose"], "2.27.0", str(compose), env) != first
+    (tmp_path / ".env").write_text("DB_IMAGE=pg:3\n")
+    assert key() != first
+    compose.write_text(compose.read_text() + "    env_file: other.env\n")
+    assert key() is None  # compose would read another file: always ask it
+
+
+def test_compose_version_is_remembered_by_the_plugin_binary(monkeypatch, tmp_path):
+    import subprocess as sp
+
+    plugin = tmp_path / "cli-plugins" / "docker-compose"
+    plugin.parent.mkdir()
+    plugin.write_text("#!/bin/sh\n")
+    plugin.chmod(0o755)
+    monkeypatch.delenv("COMPOSE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(compose_run, "compose_plugin", lambda: str(plugin))
+    monkeypatch.setattr(compose_run, "_VERSIONS", {})
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append(argv)
+        return sp.CompletedProcess(argv, 0, "2.26.1\n", "")
+
+    monkeypatch.setattr(compose_run.subprocess, "run", fake_run)
+    assert compose_run.compose_command() == ["docker", "compose"] and len(calls) == 1
+    assert compose_run.compose_command() == ["docker", "compose"] and len(calls) == 1  # from the cache
+    assert compose_run.compose_version(["docker", "compose"]) == "2.26.1"
+    plugin.write_text("#!/bin/sh\n# upgraded\n")  # another binary: asked again
+    assert compose_run.compose_command() == ["docker", "compose"] and len(calls) == 2

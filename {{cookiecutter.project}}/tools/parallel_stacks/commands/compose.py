@@ -34,10 +34,17 @@ def compose_command(configured: str | None = None) -> list[str]:
     configured = (configured if configured is not None else os.environ.get("COMPOSE", "")).strip()
     if configured:
         return shlex.split(configured)
+    plugin = compose_plugin()
+    known = _plugin_version(plugin) if plugin else None
+    if known:
+        _VERSIONS[("docker", "compose")] = known
+        return ["docker", "compose"]
     try:
         probe = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, text=True, timeout=30)
         if probe.returncode == 0:
             _VERSIONS[("docker", "compose")] = str(probe.stdout or "").strip()
+            if plugin:
+                _plugin_version(plugin, _VERSIONS[("docker", "compose")])
             return ["docker", "compose"]
     except (FileNotFoundError, subprocess.TimeoutExpired):
         pass
@@ -46,6 +53,58 @@ def compose_command(configured: str | None = None) -> list[str]:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
     raise StackError("neither `docker compose` (v2) nor `docker-compose` (v1) was found; install Docker Compose")
+
+
+PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
+
+
+def compose_plugin() -> str | None:
+    """The Compose v2 plugin the docker CLI runs for `docker compose` (its own search order), if docker is on PATH."""
+    import shutil
+
+    if not shutil.which("docker"):
+        return None
+    config = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    for directory in (os.path.join(config, "cli-plugins"), *PLUGIN_DIRS):
+        path = os.path.join(directory, "docker-compose")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _plugin_version(path: str, learned: str | None = None) -> str | None:
+    """The plugin's `version --short` as last probed, kept in the user's cache by the binary's size and mtime
+    (an upgrade is a new entry): `make up` need not start compose just to learn its version. With `learned`: store it."""
+    import json
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    cache = os.path.join(base, "parallel-stacks", "compose-version.json")
+    try:
+        st = os.stat(path)
+        stamp = [path, st.st_size, st.st_mtime_ns]
+    except OSError:
+        return None
+    try:
+        with open(cache, encoding="utf-8") as handle:
+            entry = json.load(handle)
+    except (OSError, ValueError):
+        entry = None
+    if learned is None:
+        return str(entry[1]) if isinstance(entry, list) and len(entry) == 2 and entry[0] == stamp and entry[1] else None
+    try:
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        tmp = f"{cache}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump([stamp, learned], handle)
+        os.replace(tmp, cache)
+    except OSError:
+        pass
+    return learned
 
 
 def compose_version(cmd: list[str]) -> str:
@@ -289,16 +348,25 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
             file=sys.stderr,
         )
     digest: str | None = None
-    config_text, config = "", dict[str, Any]()
+    config: dict[str, Any] = {}
+    model: dict[str, Any] | None = None
+    read_by_config = upstate.config_key(cmd, compose_version(cmd), compose_file(cmd, values), env)
     if not missing:
         # a copy that is up, healthy and started from exactly these inputs: nothing for compose to do (upstate.py)
         ownership.ensure_owned(values)
-        config_text, config = compose_config_text(cmd, values, env)
-        digest = upstate.inputs_digest(cmd, config_text, config, list(required_images(config)))
-        if not extra and upstate.unchanged(values, digest, config, environ):
+        model = upstate.remembered_model(values, read_by_config, environ)
+        if model is None:
+            config_text, config = compose_config_text(cmd, values, env)
+            model = upstate.model_of(config_text, config)
+        digest = upstate.inputs_digest(cmd, model)
+        if not extra and upstate.unchanged(values, digest, model, environ):
             named_urls(values, stack_services, environ)
             print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
             return 0
+        if not config:  # the stamp's model served the check: the full path needs compose's whole answer
+            config_text, config = compose_config_text(cmd, values, env)
+            model = upstate.model_of(config_text, config)
+            digest = upstate.inputs_digest(cmd, model)
     records = ownership.check_ownership(values)
     check_ports.check(values, stack_services)
     locked = [key for key in derive.secret_keys(stack_services, stored=True) if key in missing]
@@ -316,10 +384,11 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     if missing:
         ensure_local_env(root)
         values, env = derive.compose_environment(root, environ)  # re-read: a secret is new
+        read_by_config = upstate.config_key(cmd, compose_version(cmd), compose_file(cmd, values), env)
         config_text, config = compose_config_text(cmd, values, env)
-        digest = upstate.inputs_digest(cmd, config_text, config, list(required_images(config)))
-    elif digest is None:  # an image was missing: pulled now
-        digest = upstate.inputs_digest(cmd, config_text, config, list(required_images(config)))
+        model = upstate.model_of(config_text, config)
+    if model is not None and digest is None:  # new, or an image was missing (pulled now)
+        digest = upstate.inputs_digest(cmd, model)
     upstate.forget(values, environ)  # what runs from here on is not what the stamp says
     before = snapshot(records)  # the ownership check's records: under the operation lock nothing has changed them
     code = build(cmd, values, env, built_images(config, values))
@@ -340,7 +409,7 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     if v1:
         wait_healthy(project)
     if not extra:
-        upstate.record(values, digest, environ)
+        upstate.record(values, digest, environ, read_by_config, model)
     named_urls(values, stack_services, environ)
     if before and snapshot(docker_state.containers(project)) == before:
         print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")

@@ -10,7 +10,11 @@ containers that came up. The next `up` computes the same digest; when it
 matches, the copy has exactly those containers, every one running and
 healthy, and every service's image name still points at the image its
 container runs, there is nothing compose would change, and `up` says so
-without calling it. Anything else (an edit anywhere, a container stopped,
+without calling it. Even `compose config` is skipped when what it reads is
+unchanged: the compose file's bytes, the project's `.env`, and every
+environment variable whose name appears in the compose file or starts with
+COMPOSE_ or DOCKER_ (a file that names other files, `env_file:`,
+`extends:`, `include:`, always asks compose). Anything else (an edit anywhere, a container stopped,
 unhealthy, replaced or added, an image rebuilt or pulled, extra compose
 arguments) takes the full path. The stamp lives in the user's cache
 directory, never in the worktree; a stale or missing one only costs the
@@ -25,9 +29,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["context_digest", "inputs_digest", "record", "stamp_path", "unchanged"]
+__all__ = ["config_key", "context_digest", "inputs_digest", "model_of", "record", "remembered_model", "stamp_path", "unchanged"]
 
-FORMAT = 1
+FORMAT = 2
 SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules", ".mypy_cache", ".pytest_cache"}
 
 
@@ -65,6 +69,55 @@ def context_digest(directory: str, dockerfile: str | None = None) -> str:
     return digest.hexdigest()
 
 
+def config_key(cmd: list[str], version: str, compose_file: str, env: Mapping[str, str]) -> str | None:
+    """What `compose config` reads, as one digest; None when the compose file names other files it would read."""
+    import re
+
+    try:
+        with open(compose_file, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    if re.search(r"^\s*-?\s*(env_file|extends|include|label_file|file)\s*:", text, re.M):
+        return None
+    names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
+    relevant = sorted((k, v) for k, v in env.items() if k in names or k.startswith(("COMPOSE_", "DOCKER_")))
+    digest = hashlib.sha256(json.dumps([FORMAT, cmd, version, compose_file, env.get("STACK_WORKTREE", ""), relevant]).encode())
+    digest.update(b"\0compose\0" + text.encode())
+    try:
+        with open(os.path.join(env.get("STACK_WORKTREE", ""), ".env"), "rb") as handle:
+            digest.update(b"\0.env\0" + handle.read())
+    except OSError:
+        digest.update(b"\0no .env")
+    return digest.hexdigest()
+
+
+def model_of(config_text: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """What the stamp keeps of `compose config` (no values: they may be secrets): a digest of its text, each
+    service's image and build context, and the images it names."""
+    from .compose import required_images
+
+    services = {}
+    for name, svc in (config.get("services") or {}).items():
+        if not isinstance(svc, dict):
+            continue
+        build = svc.get("build")
+        services[name] = {
+            "image": svc.get("image"),
+            "build": {"context": build.get("context"), "dockerfile": build.get("dockerfile")} if isinstance(build, dict) else build,
+        }
+    return {"text": hashlib.sha256(config_text.encode()).hexdigest(), "services": services, "images": sorted(required_images(config))}
+
+
+def remembered_model(values: Mapping[str, str], key: str | None, environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """The model the stamp recorded when `compose config` read exactly what `key` describes; None otherwise."""
+    if key is None:
+        return None
+    stamp = _load(stamp_path(values, environ))
+    model = stamp.get("model")
+    return model if stamp.get("config_key") == key and isinstance(model, dict) else None
+
+
 def service_images(config: Mapping[str, Any], project: str) -> dict[str, str]:
     """{service: the image name its container runs}: `image:`, or what compose names a build (<project>-<service>)."""
     return {
@@ -72,19 +125,20 @@ def service_images(config: Mapping[str, Any], project: str) -> dict[str, str]:
     }
 
 
-def inputs_digest(cmd: list[str], config_text: str, config: Mapping[str, Any], named_images: list[str]) -> str | None:
-    """What the copy is started from, as one digest; None when an image it names is missing (the full path pulls it)."""
+def inputs_digest(cmd: list[str], model: Mapping[str, Any]) -> str | None:
+    """What the copy is started from (model_of's), as one digest; None when an image it names is missing
+    (the full path pulls it) or a build context is not a directory here."""
     from .. import engine
 
     digest = hashlib.sha256(json.dumps([FORMAT, cmd]).encode())
-    digest.update(config_text.encode())
-    for name, svc in sorted((config.get("services") or {}).items()):
-        build = svc.get("build") if isinstance(svc, dict) else None
+    digest.update(str(model.get("text")).encode())
+    for name, svc in sorted((model.get("services") or {}).items()):
+        build = svc.get("build")
         if isinstance(build, dict) and build.get("context") and os.path.isdir(str(build["context"])):
             digest.update(f"\0build {name}\0".encode() + context_digest(str(build["context"]), build.get("dockerfile")).encode())
         elif build:
             return None  # a remote context (git URL): only compose can tell
-    for image in sorted(set(named_images)):
+    for image in sorted(set(model.get("images") or [])):
         found = engine.image_id(image)
         if found is None:
             return None
@@ -107,7 +161,7 @@ def _load(path: str) -> dict[str, Any]:
     return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
 
 
-def unchanged(values: Mapping[str, str], digest: str | None, config: Mapping[str, Any], environ: Mapping[str, str]) -> bool:
+def unchanged(values: Mapping[str, str], digest: str | None, model: Mapping[str, Any], environ: Mapping[str, str]) -> bool:
     """True when the copy runs exactly what the last successful `up` started from `digest`, all of it healthy."""
     from .. import engine
 
@@ -122,15 +176,22 @@ def unchanged(values: Mapping[str, str], digest: str | None, config: Mapping[str
         return False
     if not all(_healthy(e) for e in entries):
         return False
-    wanted = service_images(config, project)
+    wanted = service_images(model, project)
     services = [str((e.get("Labels") or {}).get("com.docker.compose.service", "")) for e in entries]
     if sorted(services) != sorted(wanted):
         return False  # a service without its container, or one twice: compose's business
     return all(engine.image_id(wanted[svc]) == e.get("ImageID") for svc, e in zip(services, entries))
 
 
-def record(values: Mapping[str, str], digest: str | None, environ: Mapping[str, str]) -> None:
-    """After a successful `up`: the copy's containers were started from `digest` (no stamp if there is none)."""
+def record(
+    values: Mapping[str, str],
+    digest: str | None,
+    environ: Mapping[str, str],
+    key: str | None = None,
+    model: Mapping[str, Any] | None = None,
+) -> None:
+    """After a successful `up`: the copy's containers were started from `digest` (no stamp if there is none);
+    `key` and `model`: what `compose config` read and what the stamp keeps of its answer."""
     from .. import engine
 
     path = stamp_path(values, environ)
@@ -138,7 +199,13 @@ def record(values: Mapping[str, str], digest: str | None, environ: Mapping[str, 
     if digest is None or not entries:
         forget(values, environ)
         return
-    data = {"format": FORMAT, "digest": digest, "containers": sorted(str(e.get("Id")) for e in entries)}
+    data = {
+        "format": FORMAT,
+        "digest": digest,
+        "containers": sorted(str(e.get("Id")) for e in entries),
+        "config_key": key,
+        "model": dict(model) if model is not None else None,
+    }
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
