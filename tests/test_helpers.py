@@ -632,19 +632,23 @@ def test_start_interval_needs_engine_25_and_compose_2_24(monkeypatch, version, a
     assert compose_run.start_interval_missing(["docker-compose"], {"STACK_LEGACY_HEALTHCHECKS": "1"}) is not None
 
 
-def test_legacy_copy_drops_start_interval_and_checks_as_often_as_while_starting():
+def test_legacy_copy_drops_start_interval_and_checks_every_2s_or_the_start_interval():
     model = {
         "x-healthcheck": {"interval": "30s", "start_interval": "1s", "retries": 3},
         "services": {
             "db": {"image": "x", "healthcheck": {"test": ["CMD", "true"], "interval": "30s", "start_interval": "1s", "start_period": "180s"}},
+            "slow": {"image": "x", "healthcheck": {"test": ["CMD", "true"], "interval": "1m", "start_interval": "5s"}},
             "web": {"image": "y", "healthcheck": {"test": ["CMD", "true"], "interval": "10s"}},
             "plain": {"image": "z"},
         },
     }
     out = compose_run.without_start_interval(model)
     assert "start_interval" not in repr(out)
-    assert out["services"]["db"]["healthcheck"] == {"test": ["CMD", "true"], "interval": "1s", "start_period": "180s"}
+    assert out["services"]["db"]["healthcheck"] == {"test": ["CMD", "true"], "interval": "2s", "start_period": "180s"}
+    assert out["services"]["slow"]["healthcheck"]["interval"] == "5s"
     assert out["services"]["web"]["healthcheck"]["interval"] == "10s" and out["services"]["plain"] == {"image": "z"}
+    assert compose_run.duration_seconds("1m30s") == 90 and compose_run.duration_seconds("500ms") == 0.5
+    assert compose_run.duration_seconds("30") is None
 
 
 def test_context_digest_changes_with_any_byte_and_file(tmp_path):

@@ -154,14 +154,30 @@ def _start_interval_missing(cmd: list[str]) -> str | None:
     return None
 
 
+LEGACY_INTERVAL = 2.0  # seconds: the checks' interval before start_interval (each check costs ~15 ms of CPU)
+
+
+def duration_seconds(text: Any) -> float | None:
+    """A compose duration ("1s", "1m30s", "500ms") in seconds; None if it is not one."""
+    import re
+
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", str(text))
+    if not parts or "".join(n + u for n, u in parts) != str(text):
+        return None
+    return sum(float(n) * units[u] for n, u in parts)
+
+
 def without_start_interval(model: Any) -> Any:
-    """The compose model with every health check's start_interval removed, its interval set to it
-    (checks as often all the time as they would have been while the service starts)."""
+    """The compose model with every health check's start_interval removed and its interval set to the start
+    interval, but no shorter than LEGACY_INTERVAL: startup is still noticed within seconds; an idle copy pays
+    what every copy paid before start_interval existed."""
     if isinstance(model, dict):
         if "start_interval" in model:
             start = model.pop("start_interval")
+            seconds = duration_seconds(start)
             if "interval" in model or "test" in model:
-                model["interval"] = start
+                model["interval"] = start if seconds is not None and seconds >= LEGACY_INTERVAL else f"{LEGACY_INTERVAL:g}s"
         for value in model.values():
             without_start_interval(value)
     elif isinstance(model, list):
@@ -343,8 +359,8 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     legacy = start_interval_missing(cmd)
     if legacy:
         print(
-            f"note: {legacy}: no health-check start_interval, so this copy's checks run every second all the time "
-            "(docs/TROUBLESHOOTING.md)",
+            f"note: {legacy}: no health-check start_interval, so this copy's checks run every {LEGACY_INTERVAL:g} s "
+            "all the time, not every 30 s once healthy (docs/TROUBLESHOOTING.md)",
             file=sys.stderr,
         )
     digest: str | None = None
