@@ -609,6 +609,7 @@ def test_compose_detection_prefers_v2_then_falls_back_to_v1(monkeypatch):
 def test_is_v1(monkeypatch, version, v1):
     import subprocess as sp
 
+    monkeypatch.setattr(compose_run, "_VERSIONS", {})
     monkeypatch.setattr(compose_run.subprocess, "run", lambda argv, **kw: sp.CompletedProcess(argv, 0, version + "\n", ""))
     assert compose_run.is_v1(["docker-compose"]) is v1
 
@@ -686,6 +687,7 @@ def test_up_stamp_needs_the_same_digest_containers_health_and_images(monkeypatch
     config = upstate.model_of("the text", {"services": {"db": {"image": "pg:1"}, "api": {"build": {"context": str(tmp_path)}}}})
     assert config["services"]["api"]["build"] == {"context": str(tmp_path), "dockerfile": None} and config["images"] == ["pg:1"]
     assert "the text" not in repr(config)  # compose's answer holds secrets: the stamp keeps a digest of it
+    assert upstate.service_images(config, "shop-100", "_") == {"db": "pg:1", "api": "shop-100_api"}  # Compose v1's names
     entries = [
         {"Id": "c1", "State": "running", "Status": "Up 2 minutes (healthy)", "ImageID": "sha256:pg",
          "Labels": {"com.docker.compose.service": "db"}},

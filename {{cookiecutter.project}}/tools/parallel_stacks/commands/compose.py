@@ -116,7 +116,10 @@ def compose_version(cmd: list[str]) -> str:
         proc = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=30)
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return ""
-    return proc.stdout.strip() if proc.returncode == 0 else ""
+    version = proc.stdout.strip() if proc.returncode == 0 else ""
+    if version:
+        _VERSIONS[tuple(cmd)] = version  # once per process (v1 takes ~0.5 s to say it)
+    return version
 
 
 def is_v1(cmd: list[str]) -> bool:
@@ -375,7 +378,7 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
             config_text, config = compose_config_text(cmd, values, env)
             model = upstate.model_of(config_text, config)
         digest = upstate.inputs_digest(cmd, model)
-        if not extra and upstate.unchanged(values, digest, model, environ):
+        if not extra and upstate.unchanged(values, digest, model, environ, "_" if is_v1(cmd) else "-"):
             named_urls(values, stack_services, environ)
             print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
             return 0

@@ -118,10 +118,13 @@ def remembered_model(values: Mapping[str, str], key: str | None, environ: Mappin
     return model if stamp.get("config_key") == key and isinstance(model, dict) else None
 
 
-def service_images(config: Mapping[str, Any], project: str) -> dict[str, str]:
-    """{service: the image name its container runs}: `image:`, or what compose names a build (<project>-<service>)."""
+def service_images(config: Mapping[str, Any], project: str, separator: str = "-") -> dict[str, str]:
+    """{service: the image name its container runs}: `image:`, or what compose names a build
+    (<project>-<service>; Compose v1: <project>_<service>)."""
     return {
-        name: str(svc.get("image") or f"{project}-{name}") for name, svc in (config.get("services") or {}).items() if isinstance(svc, dict)
+        name: str(svc.get("image") or f"{project}{separator}{name}")
+        for name, svc in (config.get("services") or {}).items()
+        if isinstance(svc, dict)
     }
 
 
@@ -161,8 +164,11 @@ def _load(path: str) -> dict[str, Any]:
     return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
 
 
-def unchanged(values: Mapping[str, str], digest: str | None, model: Mapping[str, Any], environ: Mapping[str, str]) -> bool:
-    """True when the copy runs exactly what the last successful `up` started from `digest`, all of it healthy."""
+def unchanged(
+    values: Mapping[str, str], digest: str | None, model: Mapping[str, Any], environ: Mapping[str, str], separator: str = "-"
+) -> bool:
+    """True when the copy runs exactly what the last successful `up` started from `digest`, all of it healthy
+    (`separator`: how this compose names the images it builds, see service_images)."""
     from .. import engine
 
     if digest is None:
@@ -176,7 +182,7 @@ def unchanged(values: Mapping[str, str], digest: str | None, model: Mapping[str,
         return False
     if not all(_healthy(e) for e in entries):
         return False
-    wanted = service_images(model, project)
+    wanted = service_images(model, project, separator)
     services = [str((e.get("Labels") or {}).get("com.docker.compose.service", "")) for e in entries]
     if sorted(services) != sorted(wanted):
         return False  # a service without its container, or one twice: compose's business
