@@ -21,6 +21,7 @@ from ..basics import StackError
 from ..runner import run as run_command
 
 WAIT_SECONDS = 180
+POOLS_EXHAUSTED = "could not find an available, non-overlapping IPv4 address pool"  # the engine's words, Engine 20-28
 # A health check's start_interval (compose.yaml) needs Docker Engine 25 (API 1.44) and Compose v2.24;
 # older ones get a copy of compose.yaml without it (legacy_compose_file).
 START_INTERVAL_API = (1, 44)
@@ -423,6 +424,14 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     code, output = quiet(args + extra, env)
     if code != 0:
         show_tail(output)
+        if POOLS_EXHAUSTED in output:
+            print(
+                f"error: the engine has no address range left for {project}'s network (each copy has one; the engine's default "
+                "pools hold about 30): remove copies you do not need (`make slots`, `make nuke` there), or give the engine "
+                "more, smaller pools (default-address-pools in daemon.json, docs/TROUBLESHOOTING.md)",
+                file=sys.stderr,
+            )
+            return code
         print(f"error: `compose up` failed for {project} (exit {code}); see the output above and `make logs`", file=sys.stderr)
         return code
     if v1:
