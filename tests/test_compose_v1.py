@@ -22,7 +22,7 @@ pytestmark = pytest.mark.docker
 
 REQUIREMENTS = TEMPLATE / "env" / "requirements-compose-v1.txt"
 VENV = TEMPLATE / "build" / "venv-compose-v1"
-OFFSET = 31000
+OFFSET = 8000  # every port below the ephemeral range (32768+)
 SLUG = "compose-v1-check"  # a name of its own: no other test's project or volume at this offset
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICES = {"postgres", "redis", "mqtt", "api", "ui"}

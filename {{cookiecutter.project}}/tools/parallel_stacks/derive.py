@@ -156,11 +156,14 @@ def redact(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, 
         secret = out.get(key)
         if not secret:
             continue
+        from urllib.parse import quote
+
+        encoded = quote(secret, safe="")  # as URLs carry it
         for k, v in out.items():
             if k == key:
                 out[k] = MASK
-            elif secret in v:
-                out[k] = v.replace(secret, MASK)
+            elif secret in v or encoded in v:
+                out[k] = v.replace(secret, MASK).replace(encoded, MASK)
     return out
 
 

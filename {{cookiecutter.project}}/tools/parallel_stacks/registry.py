@@ -30,6 +30,7 @@ from . import probe as check_ports
 from .basics import PORT_MAX, PORT_MIN, StackError, is_digits, var_name
 from .config import DEFAULT_TASK_STEP, read_env_file
 from .formula import compose_project_name, host_ports, worker_port_range
+from .probe import ephemeral_range
 
 AUTO_STEP = 100  # default base ports differ by non-multiples of 100: copies never cross services
 MAX_TRIES = 400
@@ -43,14 +44,6 @@ def state_dir(environ: Mapping[str, str] | None = None) -> Path:
         return Path(environ["PARALLEL_STACKS_STATE_DIR"])
     base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "parallel-stacks"
-
-
-def ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 49152, 65535  # IANA's dynamic range (macOS, BSD)
 
 
 class Registry:

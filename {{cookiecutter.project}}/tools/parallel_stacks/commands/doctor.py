@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .. import registry
 
-    low, high = registry.ephemeral_range()
-    inside = [p for _, p in check_ports.service_ports(values, services) if low <= p <= high]
+    inside, low, high = check_ports.ephemeral_ports(values, services)
     if inside:
         report.line(
             "warn", "ephemeral", f"ports {inside} lie in the kernel's ephemeral range {low}-{high}: outgoing connections may take them"
