@@ -90,7 +90,7 @@ def test_up_ps_nuke_on_compose_v1(tmp_path, image_env, compose_v1):
     assert labelled("container", name) == [] and labelled("volume", name) == [], f"{name} exists already"
     try:
         out = project.make("up", COMPOSE=str(compose_v1))
-        assert f"copy {name}" in out.stdout and "127.0.0.1:39003" in out.stdout
+        assert f"copy {name}" in out.stdout and "127.0.0.1:16003" in out.stdout
 
         records = inspect(labelled("container", name))
         assert {r["Config"]["Labels"]["com.docker.compose.service"] for r in records} == SERVICES

@@ -362,3 +362,11 @@ def test_a_killed_holders_lock_file_is_taken_over_and_removed(tmp_path):
     assert lock.read_text() == str(os.getpid()) and said == []
     release_file(lock, fd)
     assert not lock.exists()
+
+
+def test_only_kinds_whose_servers_a_run_prepares_must_answer_before_it_starts():
+    """The stack-down refusal (before the run lock) asks the servers a run makes or removes something on:
+    an api or ui that is down does not stop a suite; a Postgres or Redis that is down does, in one line."""
+    from parallel_stacks import kinds
+
+    assert {name for name in kinds.names() if kinds.get(name).prepares_tests} == {"postgres", "redis"}

@@ -258,7 +258,7 @@ def test_up_killed_half_way_then_up_again_works(lone_copy):
     proc.wait(timeout=30)
     assert proc.returncode != 0
     again = project.make("up")
-    assert "127.0.0.1:42003" in again.stdout
+    assert "127.0.0.1:16503" in again.stdout
     values = project.values()
     assert health(values)["status"] == "ok"
     assert len(labelled("container", name)) == 5
@@ -286,13 +286,13 @@ def test_bind_address_is_honoured_by_make_up(tmp_path, image_env):
     name = project.values()["COMPOSE_PROJECT_NAME"]
     try:
         out = project.make("up")
-        assert "127.0.0.2:43003" in out.stdout
+        assert "127.0.0.2:17003" in out.stdout
         for container in labelled("container", name):
             mapping = subprocess.run(["docker", "port", container], capture_output=True, text=True, check=True).stdout
             assert mapping.strip() and all(line.split(" -> ")[1].startswith("127.0.0.2:") for line in mapping.splitlines()), mapping
         assert health(project.values())["status"] == "ok"  # API_URL follows the address
         with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", 43003)) != 0, "published on 127.0.0.1 as well"
+            assert probe.connect_ex(("127.0.0.1", 17003)) != 0, "published on 127.0.0.1 as well"
     finally:
         project.make("nuke", check=False, FORCE="1")
 

@@ -84,6 +84,13 @@ class Kind:
         return f"http://{service.host}:{service.port}"
 
     # ------------------------------------------------------------ test isolation
+    @property
+    def prepares_tests(self) -> bool:
+        """True when a test run makes or removes something on this kind's server (its start/end hooks do work):
+        the run then needs the server up before it starts, and checks it before it takes anything."""
+        cls = type(self)
+        return any(getattr(cls, hook) is not getattr(Kind, hook) for hook in ("start_run", "end_run", "start_worker", "end_worker"))
+
     def max_workers(self, options: Mapping[str, str]) -> int | None:
         """How many test workers this kind can isolate from each other (None: no limit)."""
         return None

@@ -240,11 +240,13 @@ def release_worker_lock(values: Mapping[str, str], index: int, fd: int) -> None:
 
 
 def unanswered(state: State) -> BaseException | None:
-    """The first of the copy's published ports that refuses a connection (the stack is down), else None.
-    Asked before the run lock: a run refused for a stack that is down takes and removes nothing."""
+    """The first server the run prepares (a kind's `prepares_tests`) whose port refuses a connection (the stack
+    is down), else None. Asked before the run lock: a run refused for a stack that is down takes and removes nothing."""
     import socket
 
-    for service, _ in state.services():
+    for service, kind in state.services():
+        if not kind.prepares_tests:
+            continue
         try:
             socket.create_connection((service.host.strip("[]"), service.port), timeout=3).close()
         except OSError as exc:
