@@ -24,7 +24,7 @@ from conftest import TEMPLATE, one_error_line
 
 HERE = Path(__file__).parent
 EXAMPLES = HERE / "adopt"
-ADOPT = TEMPLATE / "scripts" / "adopt.py"
+ADOPT = TEMPLATE / "scripts" / "adopt"
 OFFSETS = (22000, 23000)  # every port below Linux's ephemeral range (no client socket of this run holds one)
 # official name the compose files use -> offline stand-in (scripts/offline-images.sh --adoption)
 STAND_INS = {
@@ -35,6 +35,9 @@ STAND_INS = {
     "redislabs/redismod:latest": "redis",
     "nginx:1.21.6": "nginx",
     "node:14.17.3-alpine3.14": "node",
+    "postgres:16": "postgres",
+    "redis:7": "redis",
+    "python:3.12-slim": "python",
 }
 
 
@@ -398,3 +401,148 @@ def test_an_override_files_ports_get_their_own_variables_and_network_mode_gets_n
     assert yaml.safe_load((repo / "compose.override.yaml").read_text())["services"]["web"]["ports"] == ["${BIND_ADDRESS:-127.0.0.1}:${WEB_443_PORT:-8443}:443"]
     app = yaml.safe_load((repo / "compose.yaml").read_text())["services"]["app"]
     assert "networks" not in app and "container_name" not in app
+
+
+# ---------------------------------------------------------------- compose files as compose finds them
+def committed(tmp_path: Path, name: str, files: dict) -> Path:
+    """A git repository of `files` ({relative path: text}), committed."""
+    repo = tmp_path / name
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "theirs")
+    return repo
+
+
+WEB = "services:\n  web:\n    image: nginx\n    ports: ['8080:80']\n"
+
+
+def compose_files_of(repo: Path) -> list:
+    return yaml.safe_load((repo / "stack.yml").read_text())["compose"]["files"]
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        pytest.param({"docker-compose.yml": WEB}, ["docker-compose.yml"], id="docker-compose.yml"),
+        pytest.param({"docker-compose.yml": WEB, "docker-compose.override.yml": "services:\n  web:\n    environment: {A: b}\n"},
+                     ["docker-compose.yml", "docker-compose.override.yml"], id="with-override"),
+        pytest.param({"compose.yaml": WEB, "docker-compose.yml": "services: {}\n"}, ["compose.yaml"], id="compose.yaml-first"),
+        pytest.param({"docker-compose.yml": WEB, "docker-compose.yaml": "services: {}\n"}, ["docker-compose.yml"], id="yml-before-yaml"),
+        pytest.param({"compose.yml": WEB, "compose.override.yaml": "services:\n  web:\n    environment: {A: b}\n"},
+                     ["compose.yml", "compose.override.yaml"], id="compose.yml-and-override"),
+        pytest.param({"base.yml": WEB, "dev.yml": "services:\n  web:\n    environment: {A: b}\n", "compose.yaml": "services: {}\n",
+                      ".env": "COMPOSE_FILE=base.yml:dev.yml\n"}, ["base.yml", "dev.yml"], id="COMPOSE_FILE-in-.env"),
+    ],
+)
+def test_the_file_set_is_the_one_compose_itself_uses(tmp_path, files, expected, docker_engine):
+    repo = committed(tmp_path, "files", files)
+    by_hand = json.loads(subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=repo, capture_output=True, text=True, check=True).stdout)
+    out = adopt(repo)
+    assert out.returncode == 0, out.stderr
+    assert compose_files_of(repo) == expected
+    assert "web" in by_hand["services"]  # the set compose picks holds the service adopt converted
+    for name in set(files) - set(expected) - {".env"}:
+        assert (repo / name).read_text() == files[name], f"{name} is not in compose's set and must stay as it is"
+
+
+def test_compose_profiles_from_dotenv_are_recorded_and_used(tmp_path, docker_engine):
+    repo = committed(tmp_path, "profiles", {
+        "compose.yaml": WEB + "  extra:\n    image: nginx\n    profiles: [debug]\n    ports: ['8081:80']\n",
+        ".env": "COMPOSE_PROFILES=debug\n",
+    })
+    assert adopt(repo).returncode == 0
+    assert yaml.safe_load((repo / "stack.yml").read_text())["compose"]["profiles"] == ["debug"]
+    from parallel_stacks.commands import compose as compose_run
+
+    values = {"STACK_WORKTREE": str(repo), "COMPOSE_PROJECT_NAME": "profiles-22000"}
+    args = compose_run.base_args(["docker", "compose"], values)
+    assert args == ["docker", "compose", "-p", "profiles-22000", "-f", str(repo / "compose.yaml"), "--profile", "debug", "--project-directory", str(repo)]
+
+
+BAD_INPUT = [
+    pytest.param({"compose.yaml": WEB + "    depends_on: [nowhere]\n"},
+                 "docker compose refuses compose.yaml as it is", id="compose-rejects-it"),
+    pytest.param({"compose.yaml": WEB, ".env": "COMPOSE_FILE=compose.yaml:compose.dev.yaml\n"},
+                 "COMPOSE_FILE names compose.dev.yaml, which does not exist", id="COMPOSE_FILE-missing-file"),
+    pytest.param({"compose.yaml": WEB, ".env": "COMPOSE_FILE=compose.yaml:../elsewhere.yaml\n"},
+                 "COMPOSE_FILE names ../elsewhere.yaml, outside the repository", id="COMPOSE_FILE-outside"),
+]
+
+
+@pytest.mark.parametrize("files, problem", BAD_INPUT)
+def test_bad_compose_input_is_one_line_and_nothing_is_written(tmp_path, files, problem, docker_engine):
+    repo = committed(tmp_path, "bad", files)
+    outside = tree_digest(tmp_path)
+    out = adopt(repo)
+    assert out.returncode == 2, out.stdout
+    line = one_error_line(out.stderr)
+    assert problem in line and line.endswith("; nothing changed"), line
+    assert tree_digest(tmp_path) == outside and git(repo, "status", "--porcelain", "--ignored") == ""
+
+
+# ---------------------------------------------------------------- a namespace that cannot collide
+APP_ENV = """\
+services:
+  postgres:
+    image: postgres:${POSTGRES_VERSION:-16}
+    environment:
+      POSTGRES_PASSWORD: app
+    ports:
+      - "5432:5432"
+  redis:
+    image: redis:7
+    ports:
+      - "6379:6379"
+  app:
+    image: python:3.12-slim
+    command: ["sleep", "infinity"]
+    environment:
+      REDIS_PORT: ${REDIS_PORT:-6379}
+      DATABASE_URL: ${DATABASE_URL:-postgresql://postgres:app@postgres:5432/postgres}
+      CLICKHOUSE_URL: ${CLICKHOUSE_URL:-http://clickhouse:8123}
+      BIND_ADDRESS: ${BIND_ADDRESS:-app-side}
+"""
+APP_ORIGINAL = {"REDIS_PORT": "6379", "DATABASE_URL": "postgresql://postgres:app@postgres:5432/postgres",
+                "CLICKHOUSE_URL": "http://clickhouse:8123", "BIND_ADDRESS": "app-side"}
+
+
+def test_adoption_variables_never_shadow_the_teams_own(tmp_path):
+    repo = committed(tmp_path, "shop", {"compose.yaml": APP_ENV})
+    assert adopt(repo).returncode == 0
+    variables = yaml.safe_load((repo / "stack.yml").read_text())["compose"]["variables"]
+    assert variables["STACK_REDIS_PORT"] == "REDIS_PORT" and "REDIS_PORT" not in variables
+    assert variables["STACK_BIND_ADDRESS"] == "BIND_ADDRESS" and variables["POSTGRES_PORT"] == "POSTGRES_PORT"
+    assert not set(variables) & set(APP_ORIGINAL)
+    compose = (repo / "compose.yaml").read_text()
+    assert '"${STACK_BIND_ADDRESS:-127.0.0.1}:${STACK_REDIS_PORT:-6379}:6379"' in compose
+    from parallel_stacks import derive
+
+    env = {k: v for k, v in os.environ.items() if k not in APP_ORIGINAL}
+    values, compose_env = derive.compose_environment(repo, {**env, "PORT_OFFSET": "22000"})
+    assert values["REDIS_URL"].endswith(":28379/0") and values["REDIS_PORT"] == "28379"  # the helper's own names, for make env
+    assert compose_env["STACK_REDIS_PORT"] == "28379" and compose_env["POSTGRES_PORT"] == "27432"
+    for name in ("REDIS_PORT", "DATABASE_URL", "REDIS_URL", "POSTGRES_URL", "CLICKHOUSE_URL", "BIND_ADDRESS", "STACK_BIND_ADDRESS"):
+        assert name not in compose_env, f"compose would interpolate the helper's {name}"
+    second = adopt(repo)
+    assert "already adopted; nothing to change" in second.stdout, second.stdout
+
+
+@pytest.mark.docker
+def test_the_app_container_sees_its_own_values_in_every_copy(tmp_path, stand_ins, image_env):
+    repo = committed(tmp_path, "shop", {"compose.yaml": APP_ENV})
+    assert adopt(repo).returncode == 0
+    env = {"STACK_PYTHON": sys.executable, "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state"), "NAMED_URLS_PORT": "off"}
+    try:
+        for offset in OFFSETS:
+            make(repo, "stack-up", PORT_OFFSET=str(offset), **env)
+            seen = subprocess.run(["docker", "exec", f"shop-{offset}-app-1", "env"], capture_output=True, text=True, check=True).stdout
+            container_env = dict(line.split("=", 1) for line in seen.splitlines() if "=" in line)
+            assert {k: container_env.get(k) for k in APP_ORIGINAL} == APP_ORIGINAL, offset
+            with connect(f"postgresql://postgres:app@127.0.0.1:{5432 + offset}/postgres") as conn:
+                assert conn.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        for offset in OFFSETS:
+            make(repo, "stack-nuke", check=False, PORT_OFFSET=str(offset), FORCE="1", **env)
