@@ -368,13 +368,29 @@ def test_every_port_form_compose_accepts_is_read(item, dotenv, expected):
 
 @pytest.mark.parametrize(
     "image, kind",
-    [("postgres:16-alpine", "postgres"), ("docker.io/library/postgres", "postgres"), ("redis/redis-stack:latest", "redis"),
-     ("registry.example.com:5000/eclipse-mosquitto:2", "mqtt"), ("nginx", "http"), (None, "http")],
+    [
+        ("postgres:16-alpine", "postgres"), ("docker.io/library/postgres", "postgres"), ("postgres:${POSTGRES_VERSION:-17}", "postgres"),
+        ("postgres:${POSTGRES_VERSION}", "postgres"), ("${POSTGRES_IMAGE:-postgis/postgis:16-3.4}", "postgres"),
+        ("postgis/postgis:16-3.4-alpine", "postgres"), ("pgvector/pgvector:pg16", "postgres"), ("timescale/timescaledb:latest-pg16", "postgres"),
+        ("docker.io/bitnami/postgresql:16", "postgres"), ("ghcr.io/${ORG:-acme}/postgres:16", "http"),
+        ("postgres@sha256:" + "a" * 64, "postgres"), ("${REGISTRY:-docker.io}/library/postgres:16", "postgres"),
+        ("redis/redis-stack:latest", "redis"), ("redis/redis-stack-server:7.2.0-v10", "redis"), ("bitnami/redis:7.2", "redis"),
+        ("valkey/valkey:8-alpine", "redis"), ("docker.io/valkey/valkey:${VALKEY_TAG:-8}", "redis"), ("redis:${REDIS_VERSION:-7}-alpine", "redis"),
+        ("registry.example.com:5000/eclipse-mosquitto:2", "mqtt"), ("eclipse-mosquitto", "mqtt"),
+        ("nginx", "http"), ("postgrest/postgrest:v12", "http"), ("redis-commander/redis-commander", "http"), (None, "http"), ("", "http"),
+    ],
 )
-def test_kinds_are_recognised_from_official_images(image, kind):
+def test_kinds_are_recognised_from_images(image, kind):
     import adopt as adopt_module
 
     assert adopt_module.kind_of(image) == kind
+
+
+def test_a_tag_variable_from_dotenv_is_read():
+    import adopt as adopt_module
+
+    assert adopt_module.kind_of("${DB_IMAGE}:16", {"DB_IMAGE": "postgres"}) == "postgres"
+    assert adopt_module.kind_of("${DB_IMAGE}:16", {"DB_IMAGE": "mysql"}) == "http"
 
 
 def test_volume_fallbacks_are_the_names_compose_gave_them_by_hand(tmp_path):
