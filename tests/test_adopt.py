@@ -562,3 +562,90 @@ def test_the_app_container_sees_its_own_values_in_every_copy(tmp_path, stand_ins
     finally:
         for offset in OFFSETS:
             make(repo, "stack-nuke", check=False, PORT_OFFSET=str(offset), FORCE="1", **env)
+
+
+# ---------------------------------------------------------------- fidelity: only the lines that must change
+FAITHFUL = """\
+---
+# the team's stack
+services:
+  db:
+    image: docker.io/library/postgres:${POSTGRES_VERSION:-16}
+    container_name: shop-db   # fixed name
+    environment:
+      POSTGRES_PASSWORD: shop
+    ports:
+      - 127.0.0.1:5432:5432  # local only
+  cache:
+    image: redis:7
+    ports: ["6379:6379"]
+  web:
+    image: nginx
+    ports:
+      # the app, on the port .env gives it
+      - "$APP_BIND:80"
+      - target: 443
+        published: 8443
+        name: https
+        app_protocol: https
+      - target: 8081
+        published: "8081"
+        host_ip: 0.0.0.0
+    volumes:
+      - ./site:/usr/share/nginx/html:ro   # shared: code, not data
+"""
+FAITHFUL_AFTER = {  # every line adopt changes, and what it becomes
+    "    container_name: shop-db   # fixed name": "    # fixed name\n    networks:\n      default:\n        aliases:\n          - shop-db",
+    "      - 127.0.0.1:5432:5432  # local only": '      - "${BIND_ADDRESS:-127.0.0.1}:${DB_PORT:-5432}:5432"  # local only',
+    '    ports: ["6379:6379"]': '    ports: ["${BIND_ADDRESS:-127.0.0.1}:${CACHE_PORT:-6379}:6379"]',
+    '      - "$APP_BIND:80"': '      - "${BIND_ADDRESS:-127.0.0.1}:${WEB_PORT:-${APP_BIND}}:80"',
+    "        published: 8443": '        host_ip: "${BIND_ADDRESS:-127.0.0.1}"\n        published: "${WEB_443_PORT:-8443}"',
+    '        published: "8081"': '        published: "${WEB_8081_PORT:-8081}"',
+    "        host_ip: 0.0.0.0": '        host_ip: "${BIND_ADDRESS:-0.0.0.0}"',
+}
+
+
+def by_hand(repo: Path) -> dict:
+    out = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=repo, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_only_the_lines_that_must_change_change(tmp_path, docker_engine):
+    override = "# nothing to convert here\nservices:\n    web:\n        environment:\n            - MODE=dev\n"
+    repo = committed(tmp_path, "shop", {"docker-compose.yml": FAITHFUL, "docker-compose.override.yml": override, ".env": "APP_BIND=9000\n"})
+    before = by_hand(repo)
+    out = adopt(repo)
+    assert out.returncode == 0, out.stderr
+    after_text = (repo / "docker-compose.yml").read_text()
+    expected = FAITHFUL
+    for old, new in FAITHFUL_AFTER.items():
+        assert expected.count(old + "\n") == 1, old
+        expected = expected.replace(old + "\n", new + "\n")
+    assert after_text == expected
+    assert (repo / "docker-compose.override.yml").read_text() == override, "a file with nothing to convert was rewritten"
+    assert "--- a/docker-compose.override.yml" not in out.stdout  # not even in the diff
+    assert not list(repo.glob("*.orig")), "a .orig beside a git-tracked file"
+    stack = yaml.safe_load((repo / "stack.yml").read_text())
+    assert stack["services"]["web"]["host_port"] == 9000 and stack["compose"]["files"] == ["docker-compose.yml", "docker-compose.override.yml"]
+    # by hand: the same model but for the documented changes (loopback default, container_name as an alias)
+    after = by_hand(repo)
+    for name, svc in before["services"].items():
+        new = dict(after["services"][name])
+        old = dict(svc)
+        if name == "db":
+            assert old.pop("container_name") == "shop-db" and "container_name" not in new
+            assert new.pop("networks") == {"default": {"aliases": ["shop-db"]}} and old.pop("networks") == {"default": None}
+        for port in new.get("ports", []):
+            original = next(p for p in old["ports"] if p["target"] == port["target"])
+            assert port.pop("host_ip") == original.get("host_ip", "127.0.0.1")
+            original.pop("host_ip", None)
+        assert new == old, name
+    # .env still drives the port by hand
+    (repo / ".env").write_text("APP_BIND=9100\n")
+    assert [p["published"] for p in by_hand(repo)["services"]["web"]["ports"] if p["target"] == 80] == ["9100"]
+
+
+def test_untracked_files_keep_an_orig(tmp_path):
+    repo = hostile(tmp_path, "plain", WEB)
+    assert adopt(repo).returncode == 0
+    assert (repo / "compose.yaml.orig").read_text() == WEB
