@@ -649,3 +649,94 @@ def test_untracked_files_keep_an_orig(tmp_path):
     repo = hostile(tmp_path, "plain", WEB)
     assert adopt(repo).returncode == 0
     assert (repo / "compose.yaml.orig").read_text() == WEB
+
+
+# ---------------------------------------------------------------- bind-mounted data, SERVICES, doctor
+DATA_APP = """\
+services:
+  db:
+    image: postgres:16
+    environment:
+      POSTGRES_PASSWORD: app
+    ports:
+      - "5432:5432"
+    volumes:
+      - ./pgdata:/var/lib/postgresql/data
+      - ./init:/docker-entrypoint-initdb.d:ro
+  redis:
+    image: redis:7
+    ports:
+      - "6379:6379"
+  app:
+    build: ./app
+    ports:
+      - "8000:8000"
+    depends_on: [db]
+"""
+BROKEN_APP = {"app/Dockerfile": "FROM scratch\nRUN false\n", "init/.keep": ""}
+
+
+def test_a_bind_mounted_data_directory_becomes_per_copy(tmp_path):
+    repo = committed(tmp_path, "data", {"compose.yaml": DATA_APP, **BROKEN_APP})
+    out = adopt(repo)
+    assert out.returncode == 0, out.stderr
+    compose = yaml.safe_load((repo / "compose.yaml").read_text())
+    assert compose["services"]["db"]["volumes"] == ["${DB_DATA_DIR:-./pgdata}:/var/lib/postgresql/data", "./init:/docker-entrypoint-initdb.d:ro"]
+    stack = yaml.safe_load((repo / "stack.yml").read_text())
+    assert stack["compose"]["data_dirs"] == {"DB_DATA_DIR": "pgdata"}
+    assert ".stack-data/" in (repo / ".gitignore").read_text().splitlines()
+    assert "note: shared by every copy (bind mounts of config or code): db:./init" in out.stdout
+    from parallel_stacks import derive
+
+    values, env = derive.compose_environment(repo, {"PORT_OFFSET": "22000", "PATH": os.environ["PATH"]})
+    assert env["DB_DATA_DIR"] == values["DB_DATA_DIR"] == str(repo / ".stack-data" / "data-22000" / "pgdata")
+
+
+def test_a_data_directory_outside_the_repository_stays_shared_with_one_warning(tmp_path):
+    outside = DATA_APP.replace("./pgdata:", "../shared-pgdata:")
+    repo = committed(tmp_path, "data", {"compose.yaml": outside, **BROKEN_APP})
+    before = tree_digest(tmp_path)
+    out = adopt(repo)
+    assert out.returncode == 0, out.stderr
+    warnings = [ln for ln in out.stdout.splitlines() if ln.startswith("warning:")]
+    assert warnings == ["warning: compose.yaml: service db keeps its data (/var/lib/postgresql/data) in ../shared-pgdata, outside the repository: every copy shares it"]
+    assert "../shared-pgdata:/var/lib/postgresql/data" in (repo / "compose.yaml").read_text()
+    assert "data_dirs" not in yaml.safe_load((repo / "stack.yml").read_text())["compose"]
+    assert {k: v for k, v in tree_digest(tmp_path).items() if not k.startswith("data/")} == {k: v for k, v in before.items() if not k.startswith("data/")}
+    assert not (tmp_path / "shared-pgdata").exists(), "adopt wrote outside the repository"
+
+
+@pytest.mark.docker
+def test_two_copies_of_a_bind_mounted_database_and_only_the_services_asked_for(tmp_path, stand_ins, image_env):
+    """SERVICES="db redis": the app (whose image cannot even be built) is not needed; each copy's data in its own directory."""
+    repo = committed(tmp_path, "data", {"compose.yaml": DATA_APP, **BROKEN_APP})
+    assert adopt(repo).returncode == 0
+    env = {"STACK_PYTHON": sys.executable, "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state"), "NAMED_URLS_PORT": "off"}
+    doctor = make(repo, "stack-doctor", check=False, PORT_OFFSET=str(OFFSETS[0]), **env)
+    assert "ok    compose files: compose.yaml accepted by compose" in doctor.stdout, doctor.stdout
+    failed = make(repo, "stack-up", check=False, PORT_OFFSET=str(OFFSETS[0]), **env)
+    assert failed.returncode != 0 and containers(f"data-{OFFSETS[0]}") == []  # the whole copy: the build fails first
+    try:
+        for offset in OFFSETS:
+            make(repo, "stack-up", PORT_OFFSET=str(offset), SERVICES="db redis", **env)
+            names = subprocess.run(["docker", "ps", "--format", "{{.Names}}", "--filter", f"label=com.docker.compose.project=data-{offset}"],
+                                   capture_output=True, text=True, check=True).stdout.split()
+            assert sorted(names) == [f"data-{offset}-db-1", f"data-{offset}-redis-1"]
+        with connect(f"postgresql://postgres:app@127.0.0.1:{5432 + OFFSETS[0]}/postgres") as conn:
+            conn.execute("CREATE TABLE mark (v text)")
+        with connect(f"postgresql://postgres:app@127.0.0.1:{5432 + OFFSETS[1]}/postgres") as conn:
+            assert conn.execute("SELECT to_regclass('public.mark')").fetchone()[0] is None
+        for offset in OFFSETS:
+            assert (repo / ".stack-data" / f"data-{offset}" / "pgdata" / "PG_VERSION").is_file()
+        assert not (repo / "pgdata").exists(), "a copy used the by-hand data directory"
+        assert git(repo, "status", "--porcelain", ".stack-data") == ""  # gitignored
+        unknown = make(repo, "stack-up", check=False, PORT_OFFSET=str(OFFSETS[0]), SERVICES="db nosuch", **env)
+        assert unknown.returncode != 0 and one_error_line(unknown.stderr).startswith("error: SERVICES names nosuch, not a service of this copy")
+        make(repo, "stack-nuke", PORT_OFFSET=str(OFFSETS[0]), FORCE="1", **env)
+        assert not (repo / ".stack-data" / f"data-{OFFSETS[0]}").exists()
+        assert (repo / ".stack-data" / f"data-{OFFSETS[1]}" / "pgdata" / "PG_VERSION").is_file()
+        with connect(f"postgresql://postgres:app@127.0.0.1:{5432 + OFFSETS[1]}/postgres") as conn:
+            assert conn.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        for offset in OFFSETS:
+            make(repo, "stack-nuke", check=False, PORT_OFFSET=str(offset), FORCE="1", **env)
