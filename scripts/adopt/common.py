@@ -161,7 +161,8 @@ def quoted(value: str, like: Any = None) -> str:
 
 
 def apply_edits(text: str, edits: list[Edit]) -> str:
-    for edit in sorted(edits, key=lambda e: (e.start, e.end), reverse=True):
+    # from the end, so earlier positions stay valid; at one position the edit made first ends up first
+    for _, edit in sorted(enumerate(edits), key=lambda item: (item[1].start, item[1].end, item[0]), reverse=True):
         text = text[: edit.start] + edit.text + text[edit.end :]
     return text
 

@@ -78,6 +78,7 @@ class Conversion:
     published: list[Published] = field(default_factory=list)
     mounts: dict[str, str] = field(default_factory=dict)  # named volume -> service using it ("" if none)
     data_dirs: dict[str, str] = field(default_factory=dict)  # derived variable -> path relative to the repository
+    networks: dict[str, str] = field(default_factory=dict)  # derived variable -> network with a fixed name
     kinds: dict[str, str] = field(default_factory=dict)  # compose service -> kind by image
     taken: dict[int, str] = field(default_factory=dict)
     seen_ports: dict[str, dict[tuple[int, int], str]] = field(default_factory=dict)
@@ -102,12 +103,13 @@ def run(conv: Conversion) -> None:
         for key_node, svc_node in services[1].value:
             name = key_node.value
             svc = f.data["services"].get(name)
-            check_service(name, svc, f, conv.repo.root)
+            check_service(name, svc, f, conv.repo.root, {c.path.resolve() for c in conv.repo.files})
             where = f"{f.name}: service {name}"
             edits += container_name(f, name, svc, svc_node)
             edits += ports(conv, f, where, name, svc, svc_node)
             edits += service_volumes(conv, f, where, name, svc, svc_node)
         edits += top_volumes(conv, f)
+        edits += networks(conv, f)
         conv.texts[f.path] = apply(f, edits)
 
 
@@ -121,7 +123,7 @@ def apply(f: ComposeFile, edits: list[Edit]) -> str:
 
 
 # ---------------------------------------------------------------- what cannot be offset per copy
-def check_service(name: str, svc: Any, f: ComposeFile, root: Path) -> None:
+def check_service(name: str, svc: Any, f: ComposeFile, root: Path, converted: set[Path]) -> None:
     from .common import parse
 
     where = f"{f.name}: service {name}"
@@ -136,9 +138,11 @@ def check_service(name: str, svc: Any, f: ComposeFile, root: Path) -> None:
                 raise Refused(f"{where} has a fixed address on network {net}; two copies cannot both have it")
     extends = svc.get("extends")
     if isinstance(extends, dict) and extends.get("file"):
-        other = root / str(extends["file"])
+        other = (f.path.parent / str(extends["file"])).resolve()
         if not other.is_file():
             raise Refused(f"{where} extends {extends['file']}, which does not exist")
+        if other in converted:
+            return  # that file is converted too: the service inherits its converted ports
         base = parse(other.read_text(encoding="utf-8"), str(extends["file"]))[0]["services"].get(extends.get("service"))
         if not isinstance(base, dict):
             raise Refused(f"{where} extends service {extends.get('service')} of {extends['file']}, which it does not define")
@@ -153,8 +157,30 @@ def check_top(f: ComposeFile) -> None:
         configs = (conf.get("ipam") or {}).get("config") or []
         if any(isinstance(c, dict) and c.get("subnet") for c in configs):
             raise Refused(f"{f.name}: network {net} has a fixed subnet; a second copy cannot have the same one")
-        if conf.get("name"):
-            raise Refused(f"{f.name}: network {net} has a fixed name ({conf['name']}); every copy would share it")
+
+
+def networks(conv: Conversion, f: ComposeFile) -> list[Edit]:
+    """A network with a fixed `name:` gets one per copy, `${<NETWORK>_NETWORK:-<its name>}` (by hand: the same)."""
+    found = entry(f.node, "networks")
+    if found is None or not is_map(found[1]):
+        return []
+    edits = []
+    for key, conf in found[1].value:
+        data = (f.data.get("networks") or {}).get(key.value) or {}
+        name = entry(conf, "name") if is_map(conf) else None
+        if data.get("external") or name is None:
+            continue
+        base = var_name(str(key.value))
+        derived = base if base.endswith("_NETWORK") else f"{base}_NETWORK"
+        value = str(name[1].value)
+        if is_ours(value, conv.namer.ours()):
+            found_ref = whole_ref(value)
+            assert found_ref is not None
+            conv.networks[conv.namer.previous.get(found_ref[0], derived)] = str(key.value)
+            continue
+        conv.networks[derived] = str(key.value)
+        edits.append(Edit(name[1].start_mark.index, name[1].end_mark.index, quoted(ref(conv.namer.name(derived), value), name[1])))
+    return edits
 
 
 # ---------------------------------------------------------------- container_name
@@ -163,7 +189,7 @@ def container_name(f: ComposeFile, service: str, svc: Mapping[str, Any], node: A
     if found is None:
         return []
     if node.flow_style:
-        raise Refused(f"{f.name}: service {service} is a flow mapping ({{...}}); write it in block style to drop its container_name")
+        raise Refused(f"{f.name}: service {service} is a flow mapping; write it in block style to drop its container_name")
     key, value = found
     text = f.text
     start, end = line_start(text, key.start_mark.index), line_end(text, value.end_mark.index)
@@ -183,20 +209,22 @@ def aliases(f: ComposeFile, key: Any, nets: Any, alias: str) -> list[Edit]:
     """Edits keeping `alias` resolvable on every network the service joins."""
     text = f.text
     if is_seq(nets):
-        flow = "{" + ", ".join(f"{n.value}: {{aliases: [{alias}]}}" for n in nets.value) + "}"
-        return [Edit(nets.start_mark.index, nets.end_mark.index, flow)]
+        flow = braces(", ".join(f"{n.value}: " + braces(f"aliases: [{alias}]") for n in nets.value))
+        end = nets.end_mark.index if nets.flow_style or not nets.value else nets.value[-1].end_mark.index
+        return [Edit(nets.start_mark.index, end, flow)]
     edits = []
     for net_key, conf in nets.value:
         if is_scalar(conf) and conf.value in ("", "null", "~"):
             if conf.value:
-                edits.append(Edit(conf.start_mark.index, conf.end_mark.index, f"{{aliases: [{alias}]}}"))
+                edits.append(Edit(conf.start_mark.index, conf.end_mark.index, braces(f"aliases: [{alias}]")))
             else:
                 colon = text.index(":", net_key.end_mark.index)
-                edits.append(Edit(colon + 1, colon + 1, f" {{aliases: [{alias}]}}"))
+                edits.append(Edit(colon + 1, colon + 1, " " + braces(f"aliases: [{alias}]")))
         elif is_map(conf):
             existing = entry(conf, "aliases")
             if existing is None:
-                edits.append(insert_key(text, conf, [f"aliases: [{alias}]"], f"aliases: [{alias}]") if conf.value else Edit(conf.start_mark.index, conf.end_mark.index, f"{{aliases: [{alias}]}}"))
+                entry_text = f"aliases: [{alias}]"
+                edits.append(insert_key(text, conf, [entry_text], entry_text) if conf.value else Edit(conf.start_mark.index, conf.end_mark.index, braces(entry_text)))
             elif alias not in [n.value for n in existing[1].value]:
                 edits.append(append_item(text, existing[1], alias))
     return edits
@@ -343,6 +371,11 @@ def long_port(conv: Conversion, f: ComposeFile, node: Any, variable: str, host: 
 
 
 # ---------------------------------------------------------------- volumes and bind mounts
+def braces(inner: str) -> str:
+    """A YAML flow mapping around `inner` (spelled so: this file holds no template tag)."""
+    return "{" + inner + "}"
+
+
 def is_bind_source(source: str) -> bool:
     return source.startswith((".", "/", "~", "$"))
 
@@ -432,7 +465,7 @@ def top_volumes(conv: Conversion, f: ComposeFile) -> list[Edit]:
         empty = is_scalar(conf) or (is_map(conf) and not conf.value)
         if empty:
             if is_map(conf):  # {}
-                edits.append(Edit(conf.start_mark.index, conf.end_mark.index, f"{{name: {quoted(name_value)}, labels: {{{LABEL}: {quoted(label_value)}}}}}"))
+                edits.append(Edit(conf.start_mark.index, conf.end_mark.index, braces(f"name: {quoted(name_value)}, labels: " + braces(f"{LABEL}: {quoted(label_value)}"))))
             else:
                 col = " " * (key.start_mark.column + 2)
                 at = line_end(text, key.end_mark.index)
@@ -448,7 +481,7 @@ def top_volumes(conv: Conversion, f: ComposeFile) -> list[Edit]:
             edits.append(Edit(name[1].start_mark.index, name[1].end_mark.index, quoted(name_value, name[1])))
         labels = entry(conf, "labels")
         if labels is None:
-            edits.append(insert_key(text, conf, ["labels:", f"  {LABEL}: {quoted(label_value)}"], f"labels: {{{LABEL}: {quoted(label_value)}}}"))
+            edits.append(insert_key(text, conf, ["labels:", f"  {LABEL}: {quoted(label_value)}"], "labels: " + braces(f"{LABEL}: {quoted(label_value)}")))
         elif is_seq(labels[1]):
             if not any(str(n.value).startswith(f"{LABEL}=") for n in labels[1].value):
                 edits.append(append_item(text, labels[1], quoted(f"{LABEL}={label_value}")))
@@ -456,5 +489,5 @@ def top_volumes(conv: Conversion, f: ComposeFile) -> list[Edit]:
             if labels[1].value:
                 edits.append(insert_key(text, labels[1], [f"{LABEL}: {quoted(label_value)}"], f"{LABEL}: {quoted(label_value)}"))
             else:
-                edits.append(Edit(labels[1].start_mark.index, labels[1].end_mark.index, f"{{{LABEL}: {quoted(label_value)}}}"))
+                edits.append(Edit(labels[1].start_mark.index, labels[1].end_mark.index, braces(f"{LABEL}: {quoted(label_value)}")))
     return edits

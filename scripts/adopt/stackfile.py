@@ -82,6 +82,8 @@ def build(project: str, repo: Repository, conv: Conversion) -> dict[str, Any]:
     compose["variables"] = dict(sorted({**kept, **conv.namer.chosen}.items()))
     if conv.data_dirs:
         compose["data_dirs"] = dict(sorted(conv.data_dirs.items()))
+    if conv.networks:
+        compose["networks"] = dict(sorted(conv.networks.items()))
     stack["compose"] = compose
     return stack
 

@@ -30,6 +30,7 @@ __all__ = [
     "env_name_of",
     "load_stack",
     "lookup",
+    "named_networks",
     "parse_bind_address",
     "project_root",
     "read_env_file",
@@ -125,7 +126,7 @@ def _check_compose(where: str, compose: Any) -> None:
     the variables compose receives from a copy (name -> derived value) and the per-copy data directories."""
     if not isinstance(compose, dict):
         raise StackError(f"{where}: compose must be a mapping (files, profiles, variables, data_dirs)")
-    unknown = set(compose) - {"files", "profiles", "variables", "data_dirs"}
+    unknown = set(compose) - {"files", "profiles", "variables", "data_dirs", "networks"}
     if unknown:
         raise StackError(f"{where}: compose: unknown key(s): {', '.join(sorted(map(str, unknown)))}")
     files = compose.get("files")
@@ -137,7 +138,7 @@ def _check_compose(where: str, compose: Any) -> None:
     profiles = compose.get("profiles", [])
     if not isinstance(profiles, list) or not all(isinstance(p, str) and p for p in profiles):
         raise StackError(f"{where}: compose.profiles must be a list of profile names")
-    for key in ("variables", "data_dirs"):
+    for key in ("variables", "data_dirs", "networks"):
         table = compose.get(key, {})
         if not isinstance(table, dict) or not all(
             isinstance(k, str) and VARIABLE.match(k) and isinstance(v, str) for k, v in table.items()
@@ -166,6 +167,11 @@ def compose_variables(stack: Mapping[str, Any]) -> dict[str, str] | None:
     if not compose:
         return None
     return dict(compose.get("variables") or {})
+
+
+def named_networks(stack: Mapping[str, Any]) -> dict[str, str]:
+    """{derived variable: network} of the networks the compose files give a fixed name (per copy: <copy>_<network>)."""
+    return dict((stack.get("compose") or {}).get("networks") or {})
 
 
 def data_dirs(stack: Mapping[str, Any]) -> dict[str, str]:

@@ -23,6 +23,7 @@ from .config import (
     env_name_of,
     load_stack,
     lookup,
+    named_networks,
     parse_bind_address,
     parse_proxy_port,
     project_root,
@@ -86,6 +87,8 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
         out[f"{var_name(name)}_CONTAINER_PORT"] = str(svc["container_port"])
     for vol in [v for svc in stack["services"].values() for v in svc.get("volumes", [])] + stack.get("volumes", []):
         out[f"{var_name(vol)}_VOLUME"] = volume_name(project, env_name, vol, offset)
+    for var, net in named_networks(stack).items():
+        out[var] = f"{out['COMPOSE_PROJECT_NAME']}_{net}"
     for var, rel in data_dirs(stack).items():
         out[var] = str(copy_data_dir(root.resolve(), out["COMPOSE_PROJECT_NAME"]) / rel)
     for kind in _kinds_of(stack):
