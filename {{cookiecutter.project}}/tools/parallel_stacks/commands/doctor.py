@@ -74,9 +74,13 @@ def check_remote_bind(report: Report, values: Mapping[str, str]) -> None:
 
 def check_compose_files(report: Report, cmd: list[str], environ: Mapping[str, str]) -> None:
     """The compose files this copy uses exist and `compose config` accepts them, with this copy's variables."""
+    from ..config import compose_variables, load_stack
     from . import compose as compose_run
 
     values, env = derive.compose_environment(None, environ)
+    root = Path(values["STACK_WORKTREE"])
+    if compose_variables(load_stack(root / "stack.yml")) is None:  # a baked compose file requires secrets `make up` writes first
+        env = {**env, **{key: "unset" for key in derive.secret_keys(derive.services(root)) if not values.get(key)}}
     files = compose_run.compose_files(values)
     missing = [p.name for p in files if not p.is_file()]
     if missing:
