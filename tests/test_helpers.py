@@ -376,6 +376,8 @@ def test_redact_masks_by_key_not_by_substring(root):
     assert shown["DATABASE_URL"].endswith("/shop")
     part = derive.redact(load(root, POSTGRES_PASSWORD="s3cret", POSTGRES_DB="s3cret-db"))
     assert part["POSTGRES_DB"] == "s3cret-db", "a value merely containing the password is not a secret"
+    encoded = derive.redact(load(root, POSTGRES_PASSWORD="p@ss:w/rd"))
+    assert "p%40ss" not in encoded["DATABASE_URL"] and ":********@" in encoded["DATABASE_URL"]  # percent-encoded in the URL
 
 
 def test_ports_table_lists_every_service(root):
