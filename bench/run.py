@@ -20,6 +20,9 @@ prints medians and ratios against a baseline measured in the same run:
     reports (`isolation:` line), against a container per worker
 11. a realistic suite of 300 tests mixing database, Redis and HTTP work,
     sequential vs 2 workers
+12. adoption: `make adopt` on the largest compose file of the corpus
+    (tests/adopt/), and `make stack-env` in the adopted repository vs the
+    interpreter's floor (the same target as a baked project's: <= 2x)
 
 Writes the table into docs/PERFORMANCE.md (between the bench markers) and a
 plot to docs/performance.png. Not part of CI: absolute times on a shared
@@ -617,6 +620,38 @@ def plot(helper: dict, suite_out: dict, fleet_out: dict) -> None:
     print(f"\nwrote {PLOT.relative_to(TEMPLATE)}")
 
 
+# ---------------------------------------------------------------- 12: adoption
+def adoption(table: Table, repeat: int) -> None:
+    section = "12. Adoption (the corpus's largest compose file)"
+    corpus = TEMPLATE / "tests" / "adopt"
+    files = [f for d in corpus.iterdir() if d.is_dir() for f in d.iterdir() if f.is_file() and "compose" in f.name]
+    largest = max(files, key=lambda f: f.stat().st_size)
+    example = largest.parent
+    services = len(__import__("yaml").safe_load(largest.read_text())["services"])
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.com", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.com"}
+    copies = iter(range(10_000))
+
+    def fresh() -> Path:
+        repo = OUT / "adopt" / f"{example.name}-{next(copies)}"
+        shutil.copytree(example, repo)
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "theirs"]):
+            run(["git", "-C", str(repo), *args], env=env)
+        return repo
+
+    repos = [fresh() for _ in range(repeat)]
+    pending = iter(repos)
+    adopt_times = timed(lambda: run(["make", "-s", "adopt", f"TARGET={next(pending)}"], cwd=TEMPLATE), repeat)
+    label = f"`make adopt` of `{example.name}/{largest.name}` ({largest.stat().st_size // 1024} KiB, {services} services)"
+    table.add(section, label, adopt_times, note="diff shown, helper package copied, compose config checked")
+    again = timed(lambda: run(["make", "-s", "adopt", f"TARGET={repos[0]}"], cwd=TEMPLATE), repeat)
+    table.add(section, "a second `make adopt` (nothing to change)", again)
+    floor = timed(lambda: run([sys.executable, "-c", "pass"]), repeat * 6)
+    table.add(section, f"`{Path(sys.executable).name} -c pass` (floor)", floor)
+    stack_env = {**os.environ, "STACK_PYTHON": sys.executable, "PORT_OFFSET": OFFSET, "NAMED_URLS_PORT": "off"}
+    run(["make", "-s", "stack-env"], cwd=repos[0], env=stack_env)  # fills the cache, as any first call does
+    table.add(section, "`make stack-env` in the adopted repository", timed(lambda: run(["make", "-s", "stack-env"], cwd=repos[0], env=stack_env), repeat * 6), floor, "<= 2x")
+
+
 def write_doc(table: Table, header: str) -> None:
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
     text = DOC.read_text() if DOC.exists() else f"# Performance\n\n{begin}\n{end}\n"
@@ -636,11 +671,11 @@ def main(argv=None) -> int:
     parser.add_argument("--containers", type=int, default=3, help="testcontainers starts to time (default 3)")
     parser.add_argument("--claims", type=int, default=50, help="concurrent PORT_OFFSET=auto claims (default 50)")
     parser.add_argument("--fleet", default="1,5,10", help="fleet sizes, comma-separated (default 1,5,10)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11", help="which measurements to run, e.g. 1,2,10 (default all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12", help="which measurements to run, e.g. 1,2,10 (default all)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args(argv)
     only = set(args.only.replace(" ", "").split(","))
-    full = only == set(map(str, range(1, 12)))
+    full = only == set(map(str, range(1, 13)))
 
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -678,6 +713,8 @@ def main(argv=None) -> int:
             clone_modes(table, project, args.repeat, args.containers)
         if "11" in only:
             realistic(table, project, args.repeat)
+        if "12" in only:
+            adoption(table, args.repeat)
     finally:
         project.make("nuke", check=False, PORT_OFFSET=OFFSET, FORCE="1")
         for member, offset in set(STARTED):

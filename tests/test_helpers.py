@@ -363,6 +363,23 @@ def test_redact_masks_secret_everywhere(root):
     assert "********" in values["DATABASE_URL"]
 
 
+def test_redact_masks_by_key_not_by_substring(root):
+    """Project `shop`, password `shop`: only the password (and the URL's password field) is masked, whole."""
+    text = (root / "stack.yml").read_text()
+    (root / "stack.yml").write_text(text.replace(f"project: {derive.load(root)['STACK_PROJECT']}", "project: shop", 1))
+    values = load(root, POSTGRES_PASSWORD="shop", POSTGRES_USER="shop", POSTGRES_DB="shop")
+    shown = derive.redact(values)
+    assert shown["POSTGRES_PASSWORD"] == "********"
+    assert shown["COMPOSE_PROJECT_NAME"] == values["COMPOSE_PROJECT_NAME"] == "shop-0"
+    assert shown["POSTGRES_USER"] == "shop" and shown["POSTGRES_DB"] == "shop"
+    assert shown["DATABASE_URL"] == values["DATABASE_URL"].replace("shop:shop@", "shop:********@")
+    assert shown["DATABASE_URL"].endswith("/shop")
+    part = derive.redact(load(root, POSTGRES_PASSWORD="s3cret", POSTGRES_DB="s3cret-db"))
+    assert part["POSTGRES_DB"] == "s3cret-db", "a value merely containing the password is not a secret"
+    encoded = derive.redact(load(root, POSTGRES_PASSWORD="p@ss:w/rd"))
+    assert "p%40ss" not in encoded["DATABASE_URL"] and ":********@" in encoded["DATABASE_URL"]  # percent-encoded in the URL
+
+
 def test_ports_table_lists_every_service(root):
     values = load(root, PORT_OFFSET="10000")
     table = derive.format_ports(values, derive.services(root))

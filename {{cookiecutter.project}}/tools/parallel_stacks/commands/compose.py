@@ -46,9 +46,30 @@ def is_v1(cmd: list[str]) -> bool:
     return proc.returncode == 0 and proc.stdout.strip().lstrip("v").startswith("1.")
 
 
+def compose_files(values: Mapping[str, str]) -> list[Path]:
+    """The compose files this copy runs with: stack.yml's `compose.files` (an adopted project), else compose.yaml."""
+    from ..config import compose_files as files_of
+    from ..config import load_stack
+
+    root = Path(values["STACK_WORKTREE"])
+    return files_of(load_stack(root / "stack.yml"), root)
+
+
 def base_args(cmd: list[str], values: Mapping[str, str]) -> list[str]:
+    """`compose -p <copy> -f <file>... [--profile <p>...] --project-directory <worktree>`: exactly the project's file set."""
+    from ..config import compose_profiles, load_stack
+
     root = values["STACK_WORKTREE"]
-    return [*cmd, "-p", values["COMPOSE_PROJECT_NAME"], "-f", str(Path(root) / "compose.yaml"), "--project-directory", root]
+    args = [*cmd, "-p", values["COMPOSE_PROJECT_NAME"]]
+    for path in compose_files(values):
+        args += ["-f", str(path)]
+    for profile in compose_profiles(load_stack(Path(root) / "stack.yml")):
+        args += ["--profile", profile]
+    return [*args, "--project-directory", root]
+
+
+def files_text(values: Mapping[str, str]) -> str:
+    return " + ".join(str(p.relative_to(values["STACK_WORKTREE"])) for p in compose_files(values))
 
 
 def run(argv: list[str], env: Mapping[str, str]) -> int:
@@ -78,10 +99,13 @@ def compose_config(cmd: list[str], values: Mapping[str, str], env: Mapping[str, 
     """The resolved compose model (`compose config`), or one StackError line."""
     import yaml
 
+    missing = [p for p in compose_files(values) if not p.is_file()]
+    if missing:
+        raise StackError(f"compose file {missing[0].name} (stack.yml) does not exist in {values['STACK_WORKTREE']}")
     proc = subprocess.run([*base_args(cmd, values), "config"], env=env, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
-        raise StackError(f"compose.yaml is not usable: {lines[-1]}")
+        raise StackError(f"{files_text(values)} is not usable: {lines[-1]}")
     return yaml.safe_load(proc.stdout) or {}
 
 
@@ -138,8 +162,8 @@ def show_tail(output: str, lines: int = 40) -> None:
         print("\n".join(tail), file=sys.stderr)
 
 
-def build(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str], images: dict[str, str]) -> int:
-    """Build this copy's images: progress shown for a first build, otherwise quiet unless it fails."""
+def build(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str], images: dict[str, str], only: list[str] | None = None) -> int:
+    """Build this copy's images (`only`: of those services): progress shown for a first build, otherwise quiet unless it fails."""
     from .. import engine as docker_state
 
     if not images:
@@ -148,11 +172,32 @@ def build(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str], ima
     if missing:
         names = ", ".join(images[i] for i in missing)
         print(f"building images for {names} (first build of this copy; later ones are quiet)", file=sys.stderr, flush=True)
-        return run([*base_args(cmd, values), "build"], env)
-    code, output = quiet([*base_args(cmd, values), "build", "--quiet"], env)
+        return run([*base_args(cmd, values), "build", *(only or [])], env)
+    code, output = quiet([*base_args(cmd, values), "build", "--quiet", *(only or [])], env)
     if code != 0:
         show_tail(output)
     return code
+
+
+def selected_services(config: Mapping[str, Any], raw: str) -> set[str]:
+    """SERVICES="db redis": those services and what they depend on (compose starts those too); empty: every service."""
+    names = raw.replace(",", " ").split()
+    if not names:
+        return set()
+    services = config.get("services") or {}
+    unknown = [n for n in names if n not in services]
+    if unknown:
+        raise StackError(f"SERVICES names {', '.join(unknown)}, not a service of this copy (services: {', '.join(sorted(services))})")
+    selected: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in selected:
+            continue
+        selected.add(name)
+        depends = services[name].get("depends_on") or {}
+        todo += list(depends)
+    return selected
 
 
 def snapshot(records: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
@@ -167,6 +212,7 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     from .. import engine as docker_state
     from .. import ownership
     from .. import probe as check_ports
+    from ..config import compose_variables, data_dirs, load_stack
     from ..localenv import ensure_local_env
 
     project = values["COMPOSE_PROJECT_NAME"]
@@ -184,12 +230,19 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
                     f"({', '.join(locked)} {'is' if len(locked) == 1 else 'are'} missing from env/local.env); restore it there, or `make nuke` to start over"
                 )
     # images before the secret file: a copy that cannot start changes nothing
-    config = compose_config(cmd, values, {**env, **{key: "unset" for key in missing}})
+    adopted = compose_variables(load_stack(root / "stack.yml")) is not None
+    # (a baked compose file requires its secrets; an adopted one reads the team's own, never ours)
+    config = compose_config(cmd, values, env if adopted else {**env, **{key: "unset" for key in missing}})
+    selected = selected_services(config, environ.get("SERVICES", ""))
+    if selected:
+        config = {**config, "services": {n: s for n, s in (config.get("services") or {}).items() if n in selected}}
     ensure_images(required_images(config))
     ensure_local_env(root)
     values, env = derive.compose_environment(root, environ)  # re-read: a secret may be new
+    for variable in data_dirs(load_stack(root / "stack.yml")):
+        Path(values[variable]).mkdir(parents=True, exist_ok=True)  # the copy's own data directories, under the repository
     before = snapshot(records)  # the ownership check's records: under the operation lock nothing has changed them
-    code = build(cmd, values, env, built_images(config, values))
+    code = build(cmd, values, env, built_images(config, values), sorted(n for n in selected if config["services"][n].get("build")))
     if code != 0:
         print(f"error: building the images of {project} failed (exit {code}); the output above says why", file=sys.stderr)
         return code
@@ -199,7 +252,7 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
         args += ["--wait", "--wait-timeout", str(WAIT_SECONDS)]
     if not before:
         print(f"starting {project}; back when every service is healthy (at most {WAIT_SECONDS} s)", file=sys.stderr, flush=True)
-    code, output = quiet(args + extra, env)
+    code, output = quiet(args + extra + sorted(selected), env)
     if code != 0:
         show_tail(output)
         print(f"error: `compose up` failed for {project} (exit {code}); see the output above and `make logs`", file=sys.stderr)
