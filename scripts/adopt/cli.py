@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import composefiles, convert, makeinclude, stackfile
+from . import composefiles, convert, makeinclude, stackfile, suite
 from .common import Refused
 
 GITIGNORED = ("env/local.env", ".env.dynamic", ".venv-stack/", ".stack-data/")
@@ -24,6 +24,7 @@ class Plan:
     stack: dict[str, Any]
     files: dict[Path, str]  # path -> new text (only files whose text changes or is new)
     notes: list[str] = field(default_factory=list)
+    suite: suite.Suite | None = None
 
 
 def legacy_names(existing: dict[str, Any], names: set[str]) -> dict[str, str]:
@@ -53,6 +54,12 @@ def plan(root: Path, check_compose: bool = True) -> Plan:
     new_makefile = makeinclude.makefile_text(makefile.read_text(encoding="utf-8") if makefile.is_file() else "")
     if new_makefile is not None:
         files[makefile] = new_makefile
+    tests = suite.find(repo, stack)
+    files[root / suite.REQUIREMENTS] = suite.requirements_text(s["kind"] for s in stack["services"].values())
+    if tests is not None:
+        files[root / suite.SUITE_MK] = suite.suite_mk(tests)
+        if tests.isolation_env and not (root / suite.ISOLATION_ENV).exists():  # the team's edits stay
+            files[root / suite.ISOLATION_ENV] = suite.isolation_env_text(tests.isolation_env)
     public, private = stackfile.captured_settings(repo, stack)
     dev_env = root / "env" / "dev.env"
     if not dev_env.exists():
@@ -76,7 +83,7 @@ def plan(root: Path, check_compose: bool = True) -> Plan:
     notes = list(conv.notes)
     if conv.shared_binds:
         notes.append("shared by every copy (bind mounts of config or code): " + ", ".join(dict.fromkeys(conv.shared_binds)))
-    return Plan(project, stack, changed, notes)
+    return Plan(project, stack, changed, notes, tests)
 
 
 def package_changes(root: Path) -> dict[Path, bytes]:
@@ -131,6 +138,17 @@ def apply(root: Path, out: Any = sys.stdout, dry_run: bool = False) -> int:
     print(f"adopted {root} ({files}) as project {result.project}: {services}", file=out)
     for note in result.notes:
         print(note if note.startswith("warning:") else f"note: {note}", file=out)
+    if result.suite is not None:
+        runs = {"uv": "uv run", "poetry": "poetry run", "venv": ".venv/bin/python -m pytest", "python": "python3 -m pytest"}
+        print(
+            f"your test suite ({result.suite.config}, run with {runs[result.suite.runner]}): `make stack-test-parallel` runs it "
+            "against this copy on isolated workers (the plugin and pytest-xdist go into its environment on first use)",
+            file=out,
+        )
+        if result.suite.isolation_env:
+            print(f"its settings read these from each worker ({suite.ISOLATION_ENV}, the plugin's isolation_env lines):", file=out)
+            for line in result.suite.isolation_env:
+                print(f"  {line}", file=out)
     print("next: `make stack-up` (as before), `PORT_OFFSET=10000 make stack-up` (a second copy beside it); `make stack-help`", file=out)
     return 0
 

@@ -70,6 +70,38 @@ stack-worktree-remove: $(STACK_DEPS) ## Nuke worktree NAME's copy and remove the
 stack-psql: $(STACK_DEPS) ## psql inside this copy's Postgres container
 	@$(STACK_PYTHON) $(STACK_HELPERS) client psql $(ARGS)
 
+##@ This repository's own test suite, against this copy (parallel-stacks/suite.mk says how it runs)
+# STACK_SUITE_RUNNER: uv (uv run), poetry (poetry run), venv (.venv/bin/python) or python; PYTEST=... overrides
+# the whole command (its environment then needs the plugin: STACK_SUITE_PYTHON=... make stack-test-setup).
+-include $(STACK_DIR)/suite.mk
+STACK_SUITE_RUNNER ?= python
+PYTEST_WORKERS ?= auto
+PYTEST_DIST ?= load
+ifeq ($(STACK_SUITE_RUNNER),uv)
+STACK_SUITE_PYTHON ?= uv run --with-editable $(STACK_DIR)/tools --with-requirements $(STACK_DIR)/suite-requirements.txt python
+else ifeq ($(STACK_SUITE_RUNNER),poetry)
+STACK_SUITE_PYTHON ?= poetry run python
+else ifeq ($(STACK_SUITE_RUNNER),venv)
+STACK_SUITE_PYTHON ?= .venv/bin/python
+else
+STACK_SUITE_PYTHON ?= python3
+endif
+# PYTEST from the command line or the environment only (a Makefile's own PYTEST may mean something else)
+STACK_PYTEST := $(if $(filter command line environment,$(origin PYTEST)),$(PYTEST),$(STACK_SUITE_PYTHON) -m pytest)
+# the plugin reads the copy (STACK_ROOT, PORT_OFFSET, ...) and maps the app's own variable names from this file
+export STACK_ISOLATION_ENV := $(if $(wildcard $(STACK_DIR)/isolation_env),$(CURDIR)/$(STACK_DIR)/isolation_env)
+
+stack-test: stack-test-setup ## Run this repository's pytest suite against this copy, isolated (ARGS="..."; SERVICES="db redis": only those)
+	@$(STACK_PYTEST) $(ARGS)
+
+stack-test-parallel: stack-test-setup ## The suite on PYTEST_WORKERS xdist workers (default auto), each with its own database, Redis DB, ...
+	@$(STACK_PYTEST) -n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) $(ARGS)
+
+stack-test-setup: $(STACK_DEPS) ## Install the isolation plugin and pytest-xdist into the suite's own environment (once)
+	@$(STACK_SUITE_PYTHON) -c "import parallel_stacks.pytest_plugin, xdist, dotenv, yaml, psutil" 2>/dev/null \
+	  || { echo "stack-test-setup: installing the isolation plugin and pytest-xdist into $(STACK_SUITE_PYTHON)" >&2; \
+	       $(STACK_SUITE_PYTHON) -m pip install --quiet -e $(STACK_DIR)/tools -r $(STACK_DIR)/suite-requirements.txt; }
+
 stack-setup: $(STACK_VENV)/.installed ## Create $(STACK_VENV) with the helpers (uv when it can, else pip)
 
 $(STACK_VENV)/.installed: $(STACK_DIR)/requirements.txt $(STACK_DIR)/tools/pyproject.toml
@@ -82,4 +114,5 @@ stack-help: ## This file's targets
 $(foreach target,$(STACK_ALIASES),$(eval $(target): stack-$(target)))
 
 .PHONY: stack-up stack-down stack-ps stack-logs stack-nuke stack-env stack-ports stack-check-ports stack-release \
-	stack-slots stack-gc stack-doctor stack-k8s stack-worktree stack-worktree-remove stack-psql stack-setup stack-help $(STACK_ALIASES)
+	stack-slots stack-gc stack-doctor stack-k8s stack-worktree stack-worktree-remove stack-psql stack-setup stack-help \
+	stack-test stack-test-parallel stack-test-setup $(STACK_ALIASES)

@@ -26,6 +26,7 @@ from .state import (
     State,
     _is_worker,
     copy_of,
+    isolation_env_lines,
     isolation_options,
     make_run_dir,
     project_root,
@@ -192,7 +193,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
         ctx = build_context(derived, worker, not getattr(known, "no_isolation", False), Path("/"), kinds_of, options)
         variables = worker_variables(ctx, media_root=False)
-        variables.update(mapped_variables(list(early_config.getini("isolation_env")), variables))
+        variables.update(mapped_variables(isolation_env_lines(early_config), variables))
     except (StackError, ValueError, KeyError):
         return  # pytest_configure words it
     os.environ.update(variables)
@@ -226,7 +227,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Settings before any test module (and the application code it imports) is collected.
     variables = worker_variables(ctx)
     try:
-        variables.update(mapped_variables(list(config.getini("isolation_env")), variables))
+        variables.update(mapped_variables(isolation_env_lines(config), variables))
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     os.environ.update(variables)

@@ -20,6 +20,7 @@ __all__ = [
     "STATE",
     "State",
     "copy_of",
+    "isolation_env_lines",
     "isolation_options",
     "make_run_dir",
     "project_root",
@@ -64,11 +65,33 @@ def project_root(config: pytest.Config) -> Path | None:
 
 
 def copy_of(root: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """(values, {service: kind}) of the copy at `root`, as `make env` derives them (cached)."""
+    """(values, {service: kind}) of the copy at `root`, as `make env` derives them (cached).
+
+    SERVICES="db redis" (as on `make up`): the run isolates, checks and cleans up those services only (a team
+    that runs only its infrastructure in compose); unset, every service of stack.yml."""
     from ..current import values
 
     derived, services = values({**os.environ, "STACK_ROOT": str(root)})
-    return derived, {name: kinds.name_of(svc) for name, svc in services.items()}
+    kinds_of = {name: kinds.name_of(svc) for name, svc in services.items()}
+    wanted = os.environ.get("SERVICES", "").replace(",", " ").split()
+    unknown = [name for name in wanted if name not in kinds_of]
+    if unknown:
+        raise StackError(f"SERVICES names {', '.join(unknown)}, not a service of this copy (services: {', '.join(sorted(kinds_of))})")
+    return derived, {name: kind for name, kind in kinds_of.items() if not wanted or name in wanted}
+
+
+def isolation_env_lines(config: pytest.Config) -> list[str]:
+    """`isolation_env` lines: pytest's ini, then the file STACK_ISOLATION_ENV names (`make adopt` writes
+    parallel-stacks/isolation_env for an adopted repository's suite, so its pytest config stays as it is)."""
+    lines = [str(line) for line in config.getini("isolation_env")]
+    extra = os.environ.get("STACK_ISOLATION_ENV", "")
+    if extra:
+        try:
+            text = Path(extra).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise StackError(f"STACK_ISOLATION_ENV={extra}: cannot read it ({exc.strerror})") from None
+        lines += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return lines
 
 
 def isolation_options(config: pytest.Config, redis: str | None, shared: list[str] | None = None) -> dict[str, str]:
