@@ -26,8 +26,8 @@ def root(tmp_path):
 
 
 def load(root, **environ):
-    """derive.load with a registry of the test's own (task ids and build numbers claim slots there)."""
-    return derive.load(root, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), **environ})
+    """derive.load with a registry of the test's own, claiming as `make up` does (task ids and build numbers claim slots there)."""
+    return derive.load(root, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), **environ}, claim=True)
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -270,7 +270,7 @@ def test_ci_jobs_on_one_runner_get_distinct_slots(root, tmp_path):
     first = load(root, ENV="ci", CI_BUILD_NUMBER="1005")
     other = make_worktree(tmp_path / "job-2", "")
     (other / "env" / "ci.env").write_text("DEFAULT_PORT_OFFSET=auto\n")
-    second = derive.load(other, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), "ENV": "ci", "CI_BUILD_NUMBER": "2005"})
+    second = derive.load(other, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), "ENV": "ci", "CI_BUILD_NUMBER": "2005"}, claim=True)
     assert first["PORT_OFFSET"] == "50" and second["PORT_OFFSET"] == "60"
     assert first["COMPOSE_PROJECT_NAME"] != second["COMPOSE_PROJECT_NAME"]
     no_number = load(root, ENV="ci")

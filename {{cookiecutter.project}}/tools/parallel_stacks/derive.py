@@ -49,13 +49,18 @@ Values = dict[str, str]
 MASK = "********"
 
 
-def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> Values:
+def load(root: Path | None = None, environ: Mapping[str, str] | None = None, claim: bool = False) -> Values:
     """Everything a copy needs, as an ordered dict of strings (see load_with_layers)."""
-    return load_with_layers(root, environ)[0]
+    return load_with_layers(root, environ, claim)[0]
 
 
-def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None = None) -> tuple[Values, Layers]:
+def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None = None, claim: bool = False) -> tuple[Values, Layers]:
     """(values, env file layers): everything a copy needs, and the files it came from.
+
+    Deriving writes nothing: a `PORT_OFFSET=auto` copy (or a task id's) gets the slot it holds, or the one
+    it would get (PORT_OFFSET_SOURCE `auto (unclaimed)`). `claim=True` is the explicit step of the commands
+    that start or reserve a copy (`make up`, `make worktree`): it records the claim in the registry,
+    .env.dynamic and, for a remote engine, on the engine.
 
     Keys: PORT_OFFSET, PORT_OFFSET_SOURCE, STACK_ENV, STACK_PROJECT,
     STACK_WORKTREE, COMPOSE_PROJECT_NAME, BIND_ADDRESS, <SERVICE>_PORT,
@@ -69,7 +74,7 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
     layers = env_file_layers(root, env_name)
     bind_raw, bind_source = lookup("BIND_ADDRESS", environ, layers)
     bind = parse_bind_address(DEFAULTS["BIND_ADDRESS"] if bind_raw is None else bind_raw, bind_source)
-    offset, offset_source, test_start = resolve_offset(environ, layers, stack, root, env_name, bind)
+    offset, offset_source, test_start = resolve_offset(environ, layers, stack, root, env_name, bind, claim)
     project = stack["project"]
     out: Values = {
         "PORT_OFFSET": str(offset),
@@ -207,14 +212,14 @@ def _mask_url_password(url: str, secrets: set[str]) -> str:
     return url
 
 
-def compose_environment(root: Path | None = None, environ: Mapping[str, str] | None = None) -> tuple[Values, Values]:
+def compose_environment(root: Path | None = None, environ: Mapping[str, str] | None = None, claim: bool = False) -> tuple[Values, Values]:
     """(values, environment for `docker compose`): env files < process env < derived values; for an adopted
     project (stack.yml's `compose.variables`) the process environment and those variables only.
 
     One pass over stack.yml and the env files serves both.
     """
     environ = os.environ if environ is None else environ
-    derived, layers = load_with_layers(root, environ)
+    derived, layers = load_with_layers(root, environ, claim)
     own = compose_variables(load_stack(Path(derived["STACK_WORKTREE"]) / "stack.yml"))
     if own is not None:
         # an adopted project: compose interpolates the team's own names; it gets the process environment (as by hand)

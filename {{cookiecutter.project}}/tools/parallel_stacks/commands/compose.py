@@ -238,7 +238,7 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
         config = {**config, "services": {n: s for n, s in (config.get("services") or {}).items() if n in selected}}
     ensure_images(required_images(config))
     ensure_local_env(root)
-    values, env = derive.compose_environment(root, environ)  # re-read: a secret may be new
+    values, env = derive.compose_environment(root, environ, claim=True)  # re-read: a secret may be new
     for variable in data_dirs(load_stack(root / "stack.yml")):
         Path(values[variable]).mkdir(parents=True, exist_ok=True)  # the copy's own data directories, under the repository
     before = snapshot(records)  # the ownership check's records: under the operation lock nothing has changed them
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(command: str, extra: list[str], compose: str | None) -> int:
     from .. import ownership
 
-    values, env = derive.compose_environment(None, os.environ)
+    values, env = derive.compose_environment(None, os.environ, claim=command == "up")  # only up claims an auto slot
     cmd = compose_command(compose)
     root = Path(values["STACK_WORKTREE"])
     if command in ("up", "down"):
