@@ -20,9 +20,12 @@ prints medians and ratios against a baseline measured in the same run:
     reports (`isolation:` line), against a container per worker
 11. a realistic suite of 300 tests mixing database, Redis and HTTP work,
     sequential vs 2 workers
-12. stopping a copy and `make up` on one that is up, against bare `docker
+12. adoption: `make adopt` on the largest compose file of the corpus
+    (tests/adopt/), and `make stack-env` in the adopted repository vs the
+    interpreter's floor (the same target as a baked project's: <= 2x)
+13. stopping a copy and `make up` on one that is up, against bare `docker
     compose down` and `docker compose up -d --wait` on the same copy
-13. what an idle copy costs: CPU over 30 s against an idle bare Postgres
+14. what an idle copy costs: CPU over 30 s against an idle bare Postgres
     container, and `make up` with the health checks before and after issue 28
 
 Writes the table into docs/PERFORMANCE.md (between the bench markers) and a
@@ -50,7 +53,7 @@ OFFSET = "22000"  # the bench's main copy
 TEST_MODE_OFFSET = "22400"  # a copy with POSTGRES_DURABILITY=off (section 10)
 FREE_OFFSET = "41000"  # nothing runs there
 FLEET_BASE = 23000  # fleet copies at 23000, 24000, ...
-STOP_OFFSET = 43000  # sections 12 and 13 (--offset): this copy, and the one 1000 above it with the old health checks
+STOP_OFFSET = 43000  # sections 13 and 14 (--offset): this copy, and the one 1000 above it with the old health checks
 STARTED = []  # (project, offset) of fleet copies, nuked at the end whatever happens
 
 
@@ -586,7 +589,7 @@ def realistic(table: Table, project, repeat: int) -> None:
     project.make("nuke", PORT_OFFSET=OFFSET, FORCE="1")
 
 
-# ---------------------------------------------------------------- 12: stop, and up on an up copy
+# ---------------------------------------------------------------- 13: stop, and up on an up copy
 def bytecode_compiled() -> None:
     """Compile the helper package and the virtualenv's modules once, as pip does at install: with
     PYTHONDONTWRITEBYTECODE=1 (set on some machines) and uv installs nothing is cached, and every helper
@@ -601,7 +604,7 @@ def bytecode_compiled() -> None:
 
 
 def stop_and_restart(table: Table, project, repeat: int, offset: str) -> None:
-    section = "12. Stopping a copy; `make up` on a copy that is up (issue 24)"
+    section = "13. Stopping a copy; `make up` on a copy that is up (issue 24)"
     print(f"\n{section}")
     bytecode_compiled()
     env = project.environment(PORT_OFFSET=offset, FORCE="1")
@@ -635,7 +638,7 @@ def stop_and_restart(table: Table, project, repeat: int, offset: str) -> None:
     make("nuke")
 
 
-# ---------------------------------------------------------------- 13: idle cost, start with the old and new checks
+# ---------------------------------------------------------------- 14: idle cost, start with the old and new checks
 # compose.yaml's health checks before issue 28: every 2 s, the api and ui through a new interpreter (the api's
 # --check asked /health, which queried Postgres, Redis and the broker)
 OLD_CHECKS = {"api": ["CMD", "python3", "/app/app.py", "--check"], "ui": ["CMD", "python3", "/app/server.py", "--check"]}
@@ -676,7 +679,7 @@ def bare_postgres_idle(seconds: float) -> float:
 def idle_cost(table: Table, project, repeat: int, offset: str, seconds: float = 30) -> None:
     from bakery import idle_cpu
 
-    section = f"13. An idle copy's cost (issue 28): CPU over {seconds:.0f} s, and `make up` with the old and new health checks"
+    section = f"14. An idle copy's cost (issue 28): CPU over {seconds:.0f} s, and `make up` with the old and new health checks"
     print(f"\n{section}")
     bytecode_compiled()
     old = bake_project(OUT / "old-checks")
@@ -744,6 +747,38 @@ def plot(helper: dict, suite_out: dict, fleet_out: dict) -> None:
     print(f"\nwrote {PLOT.relative_to(TEMPLATE)}")
 
 
+# ---------------------------------------------------------------- 12: adoption
+def adoption(table: Table, repeat: int) -> None:
+    section = "12. Adoption (the corpus's largest compose file)"
+    corpus = TEMPLATE / "tests" / "adopt"
+    files = [f for d in corpus.iterdir() if d.is_dir() for f in d.iterdir() if f.is_file() and "compose" in f.name]
+    largest = max(files, key=lambda f: f.stat().st_size)
+    example = largest.parent
+    services = len(__import__("yaml").safe_load(largest.read_text())["services"])
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.com", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.com"}
+    copies = iter(range(10_000))
+
+    def fresh() -> Path:
+        repo = OUT / "adopt" / f"{example.name}-{next(copies)}"
+        shutil.copytree(example, repo)
+        for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "theirs"]):
+            run(["git", "-C", str(repo), *args], env=env)
+        return repo
+
+    repos = [fresh() for _ in range(repeat)]
+    pending = iter(repos)
+    adopt_times = timed(lambda: run(["make", "-s", "adopt", f"TARGET={next(pending)}"], cwd=TEMPLATE), repeat)
+    label = f"`make adopt` of `{example.name}/{largest.name}` ({largest.stat().st_size // 1024} KiB, {services} services)"
+    table.add(section, label, adopt_times, note="diff shown, helper package copied, compose config checked")
+    again = timed(lambda: run(["make", "-s", "adopt", f"TARGET={repos[0]}"], cwd=TEMPLATE), repeat)
+    table.add(section, "a second `make adopt` (nothing to change)", again)
+    floor = timed(lambda: run([sys.executable, "-c", "pass"]), repeat * 6)
+    table.add(section, f"`{Path(sys.executable).name} -c pass` (floor)", floor)
+    stack_env = {**os.environ, "STACK_PYTHON": sys.executable, "PORT_OFFSET": OFFSET, "NAMED_URLS_PORT": "off"}
+    run(["make", "-s", "stack-env"], cwd=repos[0], env=stack_env)  # fills the cache, as any first call does
+    table.add(section, "`make stack-env` in the adopted repository", timed(lambda: run(["make", "-s", "stack-env"], cwd=repos[0], env=stack_env), repeat * 6), floor, "<= 2x")
+
+
 def write_doc(table: Table, header: str) -> None:
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
     text = DOC.read_text() if DOC.exists() else f"# Performance\n\n{begin}\n{end}\n"
@@ -763,13 +798,13 @@ def main(argv=None) -> int:
     parser.add_argument("--containers", type=int, default=3, help="testcontainers starts to time (default 3)")
     parser.add_argument("--claims", type=int, default=50, help="concurrent PORT_OFFSET=auto claims (default 50)")
     parser.add_argument("--fleet", default="1,5,10", help="fleet sizes, comma-separated (default 1,5,10)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13", help="which measurements to run, e.g. 1,2,10 (default all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13,14", help="which measurements to run, e.g. 1,2,10 (default all)")
     parser.add_argument("--offset", default=str(STOP_OFFSET),
-                        help=f"PORT_OFFSET of sections 12 and 13 (default {STOP_OFFSET}; 13 also uses the one 1000 above)")
+                        help=f"PORT_OFFSET of sections 13 and 14 (default {STOP_OFFSET}; 14 also uses the one 1000 above)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args(argv)
     only = set(args.only.replace(" ", "").split(","))
-    full = only == set(map(str, range(1, 14)))
+    full = only == set(map(str, range(1, 15)))
 
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -808,8 +843,10 @@ def main(argv=None) -> int:
         if "11" in only:
             realistic(table, project, args.repeat)
         if "12" in only:
-            stop_and_restart(table, project, args.repeat, args.offset)
+            adoption(table, args.repeat)
         if "13" in only:
+            stop_and_restart(table, project, args.repeat, args.offset)
+        if "14" in only:
             idle_cost(table, project, max(3, args.repeat // 2 + 1), args.offset)
     finally:
         project.make("nuke", check=False, PORT_OFFSET=OFFSET, FORCE="1")

@@ -24,7 +24,7 @@ from conftest import TEMPLATE, one_error_line
 
 HERE = Path(__file__).parent
 EXAMPLES = HERE / "adopt"
-ADOPT = TEMPLATE / "scripts" / "adopt.py"
+ADOPT = TEMPLATE / "scripts" / "adopt"
 OFFSETS = (22000, 23000)  # every port below Linux's ephemeral range (no client socket of this run holds one)
 # official name the compose files use -> offline stand-in (scripts/offline-images.sh --adoption)
 STAND_INS = {
@@ -35,6 +35,9 @@ STAND_INS = {
     "redislabs/redismod:latest": "redis",
     "nginx:1.21.6": "nginx",
     "node:14.17.3-alpine3.14": "node",
+    "postgres:16": "postgres",
+    "redis:7": "redis",
+    "python:3.12-slim": "python",
 }
 
 
@@ -365,13 +368,29 @@ def test_every_port_form_compose_accepts_is_read(item, dotenv, expected):
 
 @pytest.mark.parametrize(
     "image, kind",
-    [("postgres:16-alpine", "postgres"), ("docker.io/library/postgres", "postgres"), ("redis/redis-stack:latest", "redis"),
-     ("registry.example.com:5000/eclipse-mosquitto:2", "mqtt"), ("nginx", "http"), (None, "http")],
+    [
+        ("postgres:16-alpine", "postgres"), ("docker.io/library/postgres", "postgres"), ("postgres:${POSTGRES_VERSION:-17}", "postgres"),
+        ("postgres:${POSTGRES_VERSION}", "postgres"), ("${POSTGRES_IMAGE:-postgis/postgis:16-3.4}", "postgres"),
+        ("postgis/postgis:16-3.4-alpine", "postgres"), ("pgvector/pgvector:pg16", "postgres"), ("timescale/timescaledb:latest-pg16", "postgres"),
+        ("docker.io/bitnami/postgresql:16", "postgres"), ("ghcr.io/${ORG:-acme}/postgres:16", "http"),
+        ("postgres@sha256:" + "a" * 64, "postgres"), ("${REGISTRY:-docker.io}/library/postgres:16", "postgres"),
+        ("redis/redis-stack:latest", "redis"), ("redis/redis-stack-server:7.2.0-v10", "redis"), ("bitnami/redis:7.2", "redis"),
+        ("valkey/valkey:8-alpine", "redis"), ("docker.io/valkey/valkey:${VALKEY_TAG:-8}", "redis"), ("redis:${REDIS_VERSION:-7}-alpine", "redis"),
+        ("registry.example.com:5000/eclipse-mosquitto:2", "mqtt"), ("eclipse-mosquitto", "mqtt"),
+        ("nginx", "http"), ("postgrest/postgrest:v12", "http"), ("redis-commander/redis-commander", "http"), (None, "http"), ("", "http"),
+    ],
 )
-def test_kinds_are_recognised_from_official_images(image, kind):
+def test_kinds_are_recognised_from_images(image, kind):
     import adopt as adopt_module
 
     assert adopt_module.kind_of(image) == kind
+
+
+def test_a_tag_variable_from_dotenv_is_read():
+    import adopt as adopt_module
+
+    assert adopt_module.kind_of("${DB_IMAGE}:16", {"DB_IMAGE": "postgres"}) == "postgres"
+    assert adopt_module.kind_of("${DB_IMAGE}:16", {"DB_IMAGE": "mysql"}) == "http"
 
 
 def test_volume_fallbacks_are_the_names_compose_gave_them_by_hand(tmp_path):
@@ -398,3 +417,326 @@ def test_an_override_files_ports_get_their_own_variables_and_network_mode_gets_n
     assert yaml.safe_load((repo / "compose.override.yaml").read_text())["services"]["web"]["ports"] == ["${BIND_ADDRESS:-127.0.0.1}:${WEB_443_PORT:-8443}:443"]
     app = yaml.safe_load((repo / "compose.yaml").read_text())["services"]["app"]
     assert "networks" not in app and "container_name" not in app
+
+
+# ---------------------------------------------------------------- compose files as compose finds them
+def committed(tmp_path: Path, name: str, files: dict) -> Path:
+    """A git repository of `files` ({relative path: text}), committed."""
+    repo = tmp_path / name
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "theirs")
+    return repo
+
+
+WEB = "services:\n  web:\n    image: nginx\n    ports: ['8080:80']\n"
+
+
+def compose_files_of(repo: Path) -> list:
+    return yaml.safe_load((repo / "stack.yml").read_text())["compose"]["files"]
+
+
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        pytest.param({"docker-compose.yml": WEB}, ["docker-compose.yml"], id="docker-compose.yml"),
+        pytest.param({"docker-compose.yml": WEB, "docker-compose.override.yml": "services:\n  web:\n    environment: {A: b}\n"},
+                     ["docker-compose.yml", "docker-compose.override.yml"], id="with-override"),
+        pytest.param({"compose.yaml": WEB, "docker-compose.yml": "services: {}\n"}, ["compose.yaml"], id="compose.yaml-first"),
+        pytest.param({"docker-compose.yml": WEB, "docker-compose.yaml": "services: {}\n"}, ["docker-compose.yml"], id="yml-before-yaml"),
+        pytest.param({"compose.yml": WEB, "compose.override.yaml": "services:\n  web:\n    environment: {A: b}\n"},
+                     ["compose.yml", "compose.override.yaml"], id="compose.yml-and-override"),
+        pytest.param({"base.yml": WEB, "dev.yml": "services:\n  web:\n    environment: {A: b}\n", "compose.yaml": "services: {}\n",
+                      ".env": "COMPOSE_FILE=base.yml:dev.yml\n"}, ["base.yml", "dev.yml"], id="COMPOSE_FILE-in-.env"),
+    ],
+)
+def test_the_file_set_is_the_one_compose_itself_uses(tmp_path, files, expected, docker_engine):
+    repo = committed(tmp_path, "files", files)
+    by_hand = json.loads(subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=repo, capture_output=True, text=True, check=True).stdout)
+    out = adopt(repo)
+    assert out.returncode == 0, out.stderr
+    assert compose_files_of(repo) == expected
+    assert "web" in by_hand["services"]  # the set compose picks holds the service adopt converted
+    for name in set(files) - set(expected) - {".env"}:
+        assert (repo / name).read_text() == files[name], f"{name} is not in compose's set and must stay as it is"
+
+
+def test_compose_profiles_from_dotenv_are_recorded_and_used(tmp_path, docker_engine):
+    repo = committed(tmp_path, "profiles", {
+        "compose.yaml": WEB + "  extra:\n    image: nginx\n    profiles: [debug]\n    ports: ['8081:80']\n",
+        ".env": "COMPOSE_PROFILES=debug\n",
+    })
+    assert adopt(repo).returncode == 0
+    assert yaml.safe_load((repo / "stack.yml").read_text())["compose"]["profiles"] == ["debug"]
+    from parallel_stacks.commands import compose as compose_run
+
+    values = {"STACK_WORKTREE": str(repo), "COMPOSE_PROJECT_NAME": "profiles-22000"}
+    args = compose_run.base_args(["docker", "compose"], values)
+    assert args == ["docker", "compose", "-p", "profiles-22000", "-f", str(repo / "compose.yaml"), "--profile", "debug", "--project-directory", str(repo)]
+
+
+BAD_INPUT = [
+    pytest.param({"compose.yaml": WEB + "    depends_on: [nowhere]\n"},
+                 "docker compose refuses compose.yaml as it is", id="compose-rejects-it"),
+    pytest.param({"compose.yaml": WEB, ".env": "COMPOSE_FILE=compose.yaml:compose.dev.yaml\n"},
+                 "COMPOSE_FILE names compose.dev.yaml, which does not exist", id="COMPOSE_FILE-missing-file"),
+    pytest.param({"compose.yaml": WEB, ".env": "COMPOSE_FILE=compose.yaml:../elsewhere.yaml\n"},
+                 "COMPOSE_FILE names ../elsewhere.yaml, outside the repository", id="COMPOSE_FILE-outside"),
+]
+
+
+@pytest.mark.parametrize("files, problem", BAD_INPUT)
+def test_bad_compose_input_is_one_line_and_nothing_is_written(tmp_path, files, problem, docker_engine):
+    repo = committed(tmp_path, "bad", files)
+    outside = tree_digest(tmp_path)
+    out = adopt(repo)
+    assert out.returncode == 2, out.stdout
+    line = one_error_line(out.stderr)
+    assert problem in line and line.endswith("; nothing changed"), line
+    assert tree_digest(tmp_path) == outside and git(repo, "status", "--porcelain", "--ignored") == ""
+
+
+# ---------------------------------------------------------------- a namespace that cannot collide
+APP_ENV = """\
+services:
+  postgres:
+    image: postgres:${POSTGRES_VERSION:-16}
+    environment:
+      POSTGRES_PASSWORD: app
+    ports:
+      - "5432:5432"
+  redis:
+    image: redis:7
+    ports:
+      - "6379:6379"
+  app:
+    image: python:3.12-slim
+    command: ["sleep", "infinity"]
+    environment:
+      REDIS_PORT: ${REDIS_PORT:-6379}
+      DATABASE_URL: ${DATABASE_URL:-postgresql://postgres:app@postgres:5432/postgres}
+      CLICKHOUSE_URL: ${CLICKHOUSE_URL:-http://clickhouse:8123}
+      BIND_ADDRESS: ${BIND_ADDRESS:-app-side}
+"""
+APP_ORIGINAL = {"REDIS_PORT": "6379", "DATABASE_URL": "postgresql://postgres:app@postgres:5432/postgres",
+                "CLICKHOUSE_URL": "http://clickhouse:8123", "BIND_ADDRESS": "app-side"}
+
+
+def test_adoption_variables_never_shadow_the_teams_own(tmp_path):
+    repo = committed(tmp_path, "shop", {"compose.yaml": APP_ENV})
+    assert adopt(repo).returncode == 0
+    variables = yaml.safe_load((repo / "stack.yml").read_text())["compose"]["variables"]
+    assert variables["STACK_REDIS_PORT"] == "REDIS_PORT" and "REDIS_PORT" not in variables
+    assert variables["STACK_BIND_ADDRESS"] == "BIND_ADDRESS" and variables["POSTGRES_PORT"] == "POSTGRES_PORT"
+    assert not set(variables) & set(APP_ORIGINAL)
+    compose = (repo / "compose.yaml").read_text()
+    assert '"${STACK_BIND_ADDRESS:-127.0.0.1}:${STACK_REDIS_PORT:-6379}:6379"' in compose
+    from parallel_stacks import derive
+
+    env = {k: v for k, v in os.environ.items() if k not in APP_ORIGINAL}
+    values, compose_env = derive.compose_environment(repo, {**env, "PORT_OFFSET": "22000"})
+    assert values["REDIS_URL"].endswith(":28379/0") and values["REDIS_PORT"] == "28379"  # the helper's own names, for make env
+    assert compose_env["STACK_REDIS_PORT"] == "28379" and compose_env["POSTGRES_PORT"] == "27432"
+    for name in ("REDIS_PORT", "DATABASE_URL", "REDIS_URL", "POSTGRES_URL", "CLICKHOUSE_URL", "BIND_ADDRESS", "STACK_BIND_ADDRESS"):
+        assert name not in compose_env, f"compose would interpolate the helper's {name}"
+    second = adopt(repo)
+    assert "already adopted; nothing to change" in second.stdout, second.stdout
+
+
+@pytest.mark.docker
+def test_the_app_container_sees_its_own_values_in_every_copy(tmp_path, stand_ins, image_env):
+    repo = committed(tmp_path, "shop", {"compose.yaml": APP_ENV})
+    assert adopt(repo).returncode == 0
+    env = {"STACK_PYTHON": sys.executable, "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state"), "NAMED_URLS_PORT": "off"}
+    try:
+        for offset in OFFSETS:
+            make(repo, "stack-up", PORT_OFFSET=str(offset), **env)
+            seen = subprocess.run(["docker", "exec", f"shop-{offset}-app-1", "env"], capture_output=True, text=True, check=True).stdout
+            container_env = dict(line.split("=", 1) for line in seen.splitlines() if "=" in line)
+            assert {k: container_env.get(k) for k in APP_ORIGINAL} == APP_ORIGINAL, offset
+            with connect(f"postgresql://postgres:app@127.0.0.1:{5432 + offset}/postgres") as conn:
+                assert conn.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        for offset in OFFSETS:
+            make(repo, "stack-nuke", check=False, PORT_OFFSET=str(offset), FORCE="1", **env)
+
+
+# ---------------------------------------------------------------- fidelity: only the lines that must change
+FAITHFUL = """\
+---
+# the team's stack
+services:
+  db:
+    image: docker.io/library/postgres:${POSTGRES_VERSION:-16}
+    container_name: shop-db   # fixed name
+    environment:
+      POSTGRES_PASSWORD: shop
+    ports:
+      - 127.0.0.1:5432:5432  # local only
+  cache:
+    image: redis:7
+    ports: ["6379:6379"]
+  web:
+    image: nginx
+    ports:
+      # the app, on the port .env gives it
+      - "$APP_BIND:80"
+      - target: 443
+        published: 8443
+        name: https
+        app_protocol: https
+      - target: 8081
+        published: "8081"
+        host_ip: 0.0.0.0
+    volumes:
+      - ./site:/usr/share/nginx/html:ro   # shared: code, not data
+"""
+FAITHFUL_AFTER = {  # every line adopt changes, and what it becomes
+    "    container_name: shop-db   # fixed name": "    # fixed name\n    networks:\n      default:\n        aliases:\n          - shop-db",
+    "      - 127.0.0.1:5432:5432  # local only": '      - "${BIND_ADDRESS:-127.0.0.1}:${DB_PORT:-5432}:5432"  # local only',
+    '    ports: ["6379:6379"]': '    ports: ["${BIND_ADDRESS:-127.0.0.1}:${CACHE_PORT:-6379}:6379"]',
+    '      - "$APP_BIND:80"': '      - "${BIND_ADDRESS:-127.0.0.1}:${WEB_PORT:-${APP_BIND}}:80"',
+    "        published: 8443": '        host_ip: "${BIND_ADDRESS:-127.0.0.1}"\n        published: "${WEB_443_PORT:-8443}"',
+    '        published: "8081"': '        published: "${WEB_8081_PORT:-8081}"',
+    "        host_ip: 0.0.0.0": '        host_ip: "${BIND_ADDRESS:-0.0.0.0}"',
+}
+
+
+def by_hand(repo: Path) -> dict:
+    out = subprocess.run(["docker", "compose", "config", "--format", "json"], cwd=repo, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_only_the_lines_that_must_change_change(tmp_path, docker_engine):
+    override = "# nothing to convert here\nservices:\n    web:\n        environment:\n            - MODE=dev\n"
+    repo = committed(tmp_path, "shop", {"docker-compose.yml": FAITHFUL, "docker-compose.override.yml": override, ".env": "APP_BIND=9000\n"})
+    before = by_hand(repo)
+    out = adopt(repo)
+    assert out.returncode == 0, out.stderr
+    after_text = (repo / "docker-compose.yml").read_text()
+    expected = FAITHFUL
+    for old, new in FAITHFUL_AFTER.items():
+        assert expected.count(old + "\n") == 1, old
+        expected = expected.replace(old + "\n", new + "\n")
+    assert after_text == expected
+    assert (repo / "docker-compose.override.yml").read_text() == override, "a file with nothing to convert was rewritten"
+    assert "--- a/docker-compose.override.yml" not in out.stdout  # not even in the diff
+    assert not list(repo.glob("*.orig")), "a .orig beside a git-tracked file"
+    stack = yaml.safe_load((repo / "stack.yml").read_text())
+    assert stack["services"]["web"]["host_port"] == 9000 and stack["compose"]["files"] == ["docker-compose.yml", "docker-compose.override.yml"]
+    # by hand: the same model but for the documented changes (loopback default, container_name as an alias)
+    after = by_hand(repo)
+    for name, svc in before["services"].items():
+        new = dict(after["services"][name])
+        old = dict(svc)
+        if name == "db":
+            assert old.pop("container_name") == "shop-db" and "container_name" not in new
+            assert new.pop("networks") == {"default": {"aliases": ["shop-db"]}} and old.pop("networks") == {"default": None}
+        for port in new.get("ports", []):
+            original = next(p for p in old["ports"] if p["target"] == port["target"])
+            assert port.pop("host_ip") == original.get("host_ip", "127.0.0.1")
+            original.pop("host_ip", None)
+        assert new == old, name
+    # .env still drives the port by hand
+    (repo / ".env").write_text("APP_BIND=9100\n")
+    assert [p["published"] for p in by_hand(repo)["services"]["web"]["ports"] if p["target"] == 80] == ["9100"]
+
+
+def test_untracked_files_keep_an_orig(tmp_path):
+    repo = hostile(tmp_path, "plain", WEB)
+    assert adopt(repo).returncode == 0
+    assert (repo / "compose.yaml.orig").read_text() == WEB
+
+
+# ---------------------------------------------------------------- bind-mounted data, SERVICES, doctor
+DATA_APP = """\
+services:
+  db:
+    image: postgres:16
+    environment:
+      POSTGRES_PASSWORD: app
+    ports:
+      - "5432:5432"
+    volumes:
+      - ./pgdata:/var/lib/postgresql/data
+      - ./init:/docker-entrypoint-initdb.d:ro
+  redis:
+    image: redis:7
+    ports:
+      - "6379:6379"
+  app:
+    build: ./app
+    ports:
+      - "8000:8000"
+    depends_on: [db]
+"""
+BROKEN_APP = {"app/Dockerfile": "FROM scratch\nRUN false\n", "init/.keep": ""}
+
+
+def test_a_bind_mounted_data_directory_becomes_per_copy(tmp_path):
+    repo = committed(tmp_path, "data", {"compose.yaml": DATA_APP, **BROKEN_APP})
+    out = adopt(repo)
+    assert out.returncode == 0, out.stderr
+    compose = yaml.safe_load((repo / "compose.yaml").read_text())
+    assert compose["services"]["db"]["volumes"] == ["${DB_DATA_DIR:-./pgdata}:/var/lib/postgresql/data", "./init:/docker-entrypoint-initdb.d:ro"]
+    stack = yaml.safe_load((repo / "stack.yml").read_text())
+    assert stack["compose"]["data_dirs"] == {"DB_DATA_DIR": "pgdata"}
+    assert ".stack-data/" in (repo / ".gitignore").read_text().splitlines()
+    assert "note: shared by every copy (bind mounts of config or code): db:./init" in out.stdout
+    from parallel_stacks import derive
+
+    values, env = derive.compose_environment(repo, {"PORT_OFFSET": "22000", "PATH": os.environ["PATH"]})
+    assert env["DB_DATA_DIR"] == values["DB_DATA_DIR"] == str(repo / ".stack-data" / "data-22000" / "pgdata")
+
+
+def test_a_data_directory_outside_the_repository_stays_shared_with_one_warning(tmp_path):
+    outside = DATA_APP.replace("./pgdata:", "../shared-pgdata:")
+    repo = committed(tmp_path, "data", {"compose.yaml": outside, **BROKEN_APP})
+    before = tree_digest(tmp_path)
+    out = adopt(repo)
+    assert out.returncode == 0, out.stderr
+    warnings = [ln for ln in out.stdout.splitlines() if ln.startswith("warning:")]
+    assert warnings == ["warning: compose.yaml: service db keeps its data (/var/lib/postgresql/data) in ../shared-pgdata, outside the repository: every copy shares it"]
+    assert "../shared-pgdata:/var/lib/postgresql/data" in (repo / "compose.yaml").read_text()
+    assert "data_dirs" not in yaml.safe_load((repo / "stack.yml").read_text())["compose"]
+    assert {k: v for k, v in tree_digest(tmp_path).items() if not k.startswith("data/")} == {k: v for k, v in before.items() if not k.startswith("data/")}
+    assert not (tmp_path / "shared-pgdata").exists(), "adopt wrote outside the repository"
+
+
+@pytest.mark.docker
+def test_two_copies_of_a_bind_mounted_database_and_only_the_services_asked_for(tmp_path, stand_ins, image_env):
+    """SERVICES="db redis": the app (whose image cannot even be built) is not needed; each copy's data in its own directory."""
+    repo = committed(tmp_path, "data", {"compose.yaml": DATA_APP, **BROKEN_APP})
+    assert adopt(repo).returncode == 0
+    env = {"STACK_PYTHON": sys.executable, "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state"), "NAMED_URLS_PORT": "off"}
+    doctor = make(repo, "stack-doctor", check=False, PORT_OFFSET=str(OFFSETS[0]), **env)
+    assert "ok    compose files: compose.yaml accepted by compose" in doctor.stdout, doctor.stdout
+    failed = make(repo, "stack-up", check=False, PORT_OFFSET=str(OFFSETS[0]), **env)
+    assert failed.returncode != 0 and containers(f"data-{OFFSETS[0]}") == []  # the whole copy: the build fails first
+    try:
+        for offset in OFFSETS:
+            make(repo, "stack-up", PORT_OFFSET=str(offset), SERVICES="db redis", **env)
+            names = subprocess.run(["docker", "ps", "--format", "{{.Names}}", "--filter", f"label=com.docker.compose.project=data-{offset}"],
+                                   capture_output=True, text=True, check=True).stdout.split()
+            assert sorted(names) == [f"data-{offset}-db-1", f"data-{offset}-redis-1"]
+        with connect(f"postgresql://postgres:app@127.0.0.1:{5432 + OFFSETS[0]}/postgres") as conn:
+            conn.execute("CREATE TABLE mark (v text)")
+        with connect(f"postgresql://postgres:app@127.0.0.1:{5432 + OFFSETS[1]}/postgres") as conn:
+            assert conn.execute("SELECT to_regclass('public.mark')").fetchone()[0] is None
+        for offset in OFFSETS:
+            assert (repo / ".stack-data" / f"data-{offset}" / "pgdata" / "PG_VERSION").is_file()
+        assert not (repo / "pgdata").exists(), "a copy used the by-hand data directory"
+        assert git(repo, "status", "--porcelain", ".stack-data") == ""  # gitignored
+        unknown = make(repo, "stack-up", check=False, PORT_OFFSET=str(OFFSETS[0]), SERVICES="db nosuch", **env)
+        assert unknown.returncode != 0 and one_error_line(unknown.stderr).startswith("error: SERVICES names nosuch, not a service of this copy")
+        make(repo, "stack-nuke", PORT_OFFSET=str(OFFSETS[0]), FORCE="1", **env)
+        assert not (repo / ".stack-data" / f"data-{OFFSETS[0]}").exists()
+        assert (repo / ".stack-data" / f"data-{OFFSETS[1]}" / "pgdata" / "PG_VERSION").is_file()
+        with connect(f"postgresql://postgres:app@127.0.0.1:{5432 + OFFSETS[1]}/postgres") as conn:
+            assert conn.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        for offset in OFFSETS:
+            make(repo, "stack-nuke", check=False, PORT_OFFSET=str(offset), FORCE="1", **env)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.docker
 
 REQUIREMENTS = TEMPLATE / "env" / "requirements-compose-v1.txt"
 VENV = TEMPLATE / "build" / "venv-compose-v1"
-OFFSET = 31000
+OFFSET = 8000  # every port below the ephemeral range (32768+)
 SLUG = "compose-v1-check"  # a name of its own: no other test's project or volume at this offset
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICES = {"postgres", "redis", "mqtt", "api", "ui"}
@@ -90,7 +90,7 @@ def test_up_ps_nuke_on_compose_v1(tmp_path, image_env, compose_v1):
     assert labelled("container", name) == [] and labelled("volume", name) == [], f"{name} exists already"
     try:
         out = project.make("up", COMPOSE=str(compose_v1))
-        assert f"copy {name}" in out.stdout and "127.0.0.1:39003" in out.stdout
+        assert f"copy {name}" in out.stdout and "127.0.0.1:16003" in out.stdout
 
         records = inspect(labelled("container", name))
         assert {r["Config"]["Labels"]["com.docker.compose.service"] for r in records} == SERVICES

@@ -47,7 +47,7 @@ def test_django_suite_passes_the_same_tests_sequentially_and_on_2_and_4_workers(
     project, values = shop
     copy = values["COMPOSE_PROJECT_NAME"].replace("-", "_")
     seq, seen, migrated = run(project, "test", tmp_path, "seq")
-    assert len(seq) == 18, sorted(seq)
+    assert len(seq) == 19, sorted(seq)
     assert seen == {f"master-test_{copy}_master"} and migrated == 1
     for workers in ("2", "4"):
         par, seen, migrated = run(project, "test-parallel", tmp_path, f"par{workers}", PYTEST_WORKERS=workers)

@@ -385,13 +385,13 @@ def test_make_up_refuses_a_busy_port_and_creates_nothing(copies):
 
 def test_foreign_volume_of_the_same_name_is_never_used_or_removed(copies):
     project, _ = copies
-    values = project.values(PORT_OFFSET=31000)
+    values = project.values(PORT_OFFSET=3900)
     name = values["DB_DATA_VOLUME"]
     subprocess.run(["docker", "volume", "create", name], capture_output=True, check=True)
     try:
         before = docker_snapshot()
         for target in ("nuke", "up"):
-            out = project.make(target, check=False, PORT_OFFSET=31000, FORCE="1")
+            out = project.make(target, check=False, PORT_OFFSET=3900, FORCE="1")
             assert out.returncode != 0
             assert f"volume {name} exists but was not created by this copy" in out.stderr
             assert docker_snapshot() == before
@@ -461,18 +461,18 @@ def test_bad_offset_creates_nothing(tmp_path_factory, image_env, docker_engine, 
 def test_up_refuses_a_volume_whose_password_was_lost(tmp_path, image_env):
     project = Project(bake(tmp_path), image_env)
     try:
-        project.make("up", PORT_OFFSET=32000)
-        project.make("down", PORT_OFFSET=32000)
+        project.make("up", PORT_OFFSET=2400)
+        project.make("down", PORT_OFFSET=2400)
         (project.path / "env" / "local.env").unlink()
         before = docker_snapshot()
-        out = project.make("up", check=False, PORT_OFFSET=32000)
+        out = project.make("up", check=False, PORT_OFFSET=2400)
         assert out.returncode != 0
         error = one_error_line(out.stderr)
         assert "POSTGRES_PASSWORD is missing from env/local.env" in error
         assert docker_snapshot() == before
         assert not (project.path / "env" / "local.env").exists()
     finally:
-        project.make("nuke", check=False, PORT_OFFSET=32000, FORCE="1")
+        project.make("nuke", check=False, PORT_OFFSET=2400, FORCE="1")
 
 
 def test_port_held_by_another_copys_container_is_named(copies):
@@ -521,7 +521,7 @@ def test_test_environment_runs_beside_dev(copies):
 @pytest.mark.parametrize("target", ["up", "nuke"])
 def test_unreachable_engine_is_one_clear_line(tmp_path, image_env, target):
     project = Project(bake(tmp_path), image_env)
-    out = project.make(target, check=False, PORT_OFFSET=33000, FORCE="1", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    out = project.make(target, check=False, PORT_OFFSET=4500, FORCE="1", DOCKER_HOST="unix:///nonexistent/docker.sock")
     assert out.returncode != 0
     error = one_error_line(out.stderr)
     assert "Docker engine is not reachable" in error, out.stderr
@@ -560,7 +560,7 @@ def test_doctor_passes_on_a_running_copy_and_names_trouble(copies, tmp_path):
 def test_nuking_one_of_three_copies_ten_times_loses_nothing_of_the_others(copies, tmp_path, image_env):
     project, values = copies
     keep = {offset: write_mark(values[offset], f"keep-{offset}") for offset in OFFSETS}
-    third = Project(bake(tmp_path, with_redis=False, with_mqtt=False, with_ui=False), {**image_env, "PORT_OFFSET": "36000"})
+    third = Project(bake(tmp_path, with_redis=False, with_mqtt=False, with_ui=False), {**image_env, "PORT_OFFSET": "2800"})
     third_values = third.values()
     volume = third_values["DB_DATA_VOLUME"]
     try:
@@ -609,9 +609,9 @@ def test_gc_removes_the_copy_of_a_vanished_worktree_and_only_that(tmp_path, imag
 
     state = {"PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state")}
     state["NAMED_URLS_PORT"] = "17455"  # a proxy of this test's own: it must go with the last copy
-    gone = Project(bake(tmp_path / "gone"), {**image_env, **state, "PORT_OFFSET": "37000"})
-    live = Project(bake(tmp_path / "live"), {**image_env, **state, "PORT_OFFSET": "37200"})
-    names = {"gone": "demo-stack-37000", "live": "demo-stack-37200"}
+    gone = Project(bake(tmp_path / "gone"), {**image_env, **state, "PORT_OFFSET": "3300"})
+    live = Project(bake(tmp_path / "live"), {**image_env, **state, "PORT_OFFSET": "3600"})
+    names = {"gone": "demo-stack-3300", "live": "demo-stack-3600"}
     try:
         gone.make("up")
         live.make("up")
@@ -619,20 +619,20 @@ def test_gc_removes_the_copy_of_a_vanished_worktree_and_only_that(tmp_path, imag
         shutil.rmtree(gone.path)
         listed = live.make("gc").stdout
         assert f"would remove copy {names['gone']} of vanished worktree {gone.path}" in listed, listed
-        assert names["live"] not in listed and "demo-stack_db_data_37000" in listed and "demo-stack_mqtt_data_37000" in listed
+        assert names["live"] not in listed and "demo-stack_db_data_3300" in listed and "demo-stack_mqtt_data_3300" in listed
         assert f"would remove the named URLs of {names['gone']} (vanished worktree {gone.path}) from the proxy on port 17455" in listed
         assert inspect_project(names["gone"]), "listing removed something"
-        assert via_name("http://ui.demo-stack-37000.localhost:17455")[0] == 200
+        assert via_name("http://ui.demo-stack-3300.localhost:17455")[0] == 200
         removed = live.make("gc", FORCE="1").stdout
         assert f"removing copy {names['gone']}" in removed and "removed 1 copy of vanished worktrees" in removed
-        assert via_name("http://ui.demo-stack-37000.localhost:17455")[0] == 404
-        assert via_name("http://ui.demo-stack-37200.localhost:17455")[0] == 200
-        assert inspect_project(names["gone"]) == [] and not volume_exists("demo-stack_db_data_37000")
+        assert via_name("http://ui.demo-stack-3300.localhost:17455")[0] == 404
+        assert via_name("http://ui.demo-stack-3600.localhost:17455")[0] == 200
+        assert inspect_project(names["gone"]) == [] and not volume_exists("demo-stack_db_data_3300")
         assert built_images(names["gone"]) == [], "gc left the vanished copy's images"
         assert built_images(names["live"]), "gc removed the live copy's images"
-        assert not volume_exists("demo-stack_mqtt_data_37000")
+        assert not volume_exists("demo-stack_mqtt_data_3300")
         assert health(live.values())["status"] == "ok"
-        assert sorted(r["Id"] for r in inspect_project(names["live"])) == live_before and volume_exists("demo-stack_db_data_37200")
+        assert sorted(r["Id"] for r in inspect_project(names["live"])) == live_before and volume_exists("demo-stack_db_data_3600")
         assert "would remove" not in live.make("gc").stdout  # nothing left to find
         assert proxy_container("17455") is not None
         live.make("nuke", FORCE="1")
@@ -643,3 +643,16 @@ def test_gc_removes_the_copy_of_a_vanished_worktree_and_only_that(tmp_path, imag
             gone.make("nuke", check=False, FORCE="1")
         else:
             live.make("gc", check=False, FORCE="1")
+
+
+def test_check_ports_warns_about_ports_in_the_ephemeral_range(tmp_path, image_env):
+    """A copy whose ports lie where the kernel picks outgoing connections' ports is told so (it still may start)."""
+    from parallel_stacks.probe import ephemeral_range
+
+    low, high = ephemeral_range()
+    project = Project(bake(tmp_path), image_env)
+    inside = project.make("check-ports", PORT_OFFSET=low - 1883)  # mqtt lands on the range's first port
+    warning = [line for line in inside.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and f"ephemeral range {low}-{high}" in warning[0] and str(low) in warning[0], inside.stderr
+    below = project.make("check-ports", PORT_OFFSET=low - 8003 - 1)  # the highest port (api) just below it
+    assert "ephemeral" not in below.stderr, below.stderr

@@ -103,9 +103,14 @@ def test_errors_and_auto_are_never_cached(root, tmp_path):
     state = str(tmp_path / "state")
     auto = run(root, "env", PORT_OFFSET="auto", PARALLEL_STACKS_STATE_DIR=state)
     assert auto.returncode == 0 and not cache_file(root).exists()
+    assert "PORT_OFFSET_SOURCE=auto (unclaimed)\n" in auto.stdout and not (tmp_path / "state").exists()  # deriving claims nothing
+    derive.load(root, {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": state}, claim=True)  # as `make up` (or `make claim`) does
+    claimed = run(root, "env", PORT_OFFSET="auto", PARALLEL_STACKS_STATE_DIR=state)
+    assert "PORT_OFFSET_SOURCE=auto\n" in claimed.stdout and not cache_file(root).exists()
     (tmp_path / "state" / "registry.json").unlink()  # the registry must be asked again, not a cache
+    (root / ".env.dynamic").unlink()
     again = run(root, "env", PORT_OFFSET="auto", PARALLEL_STACKS_STATE_DIR=state)
-    assert (tmp_path / "state" / "registry.json").exists() and again.stdout == auto.stdout
+    assert again.stdout == auto.stdout
 
 
 def test_a_corrupt_cache_is_ignored(root):

@@ -26,8 +26,8 @@ def root(tmp_path):
 
 
 def load(root, **environ):
-    """derive.load with a registry of the test's own (task ids and build numbers claim slots there)."""
-    return derive.load(root, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), **environ})
+    """derive.load with a registry of the test's own, claiming as `make up` does (task ids and build numbers claim slots there)."""
+    return derive.load(root, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), **environ}, claim=True)
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -270,7 +270,7 @@ def test_ci_jobs_on_one_runner_get_distinct_slots(root, tmp_path):
     first = load(root, ENV="ci", CI_BUILD_NUMBER="1005")
     other = make_worktree(tmp_path / "job-2", "")
     (other / "env" / "ci.env").write_text("DEFAULT_PORT_OFFSET=auto\n")
-    second = derive.load(other, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), "ENV": "ci", "CI_BUILD_NUMBER": "2005"})
+    second = derive.load(other, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), "ENV": "ci", "CI_BUILD_NUMBER": "2005"}, claim=True)
     assert first["PORT_OFFSET"] == "50" and second["PORT_OFFSET"] == "60"
     assert first["COMPOSE_PROJECT_NAME"] != second["COMPOSE_PROJECT_NAME"]
     no_number = load(root, ENV="ci")
@@ -361,6 +361,23 @@ def test_redact_masks_secret_everywhere(root):
     assert not any("s3cret-pw" in v for v in values.values())
     assert values["POSTGRES_PASSWORD"] == "********"
     assert "********" in values["DATABASE_URL"]
+
+
+def test_redact_masks_by_key_not_by_substring(root):
+    """Project `shop`, password `shop`: only the password (and the URL's password field) is masked, whole."""
+    text = (root / "stack.yml").read_text()
+    (root / "stack.yml").write_text(text.replace(f"project: {derive.load(root)['STACK_PROJECT']}", "project: shop", 1))
+    values = load(root, POSTGRES_PASSWORD="shop", POSTGRES_USER="shop", POSTGRES_DB="shop")
+    shown = derive.redact(values)
+    assert shown["POSTGRES_PASSWORD"] == "********"
+    assert shown["COMPOSE_PROJECT_NAME"] == values["COMPOSE_PROJECT_NAME"] == "shop-0"
+    assert shown["POSTGRES_USER"] == "shop" and shown["POSTGRES_DB"] == "shop"
+    assert shown["DATABASE_URL"] == values["DATABASE_URL"].replace("shop:shop@", "shop:********@")
+    assert shown["DATABASE_URL"].endswith("/shop")
+    part = derive.redact(load(root, POSTGRES_PASSWORD="s3cret", POSTGRES_DB="s3cret-db"))
+    assert part["POSTGRES_DB"] == "s3cret-db", "a value merely containing the password is not a secret"
+    encoded = derive.redact(load(root, POSTGRES_PASSWORD="p@ss:w/rd"))
+    assert "p%40ss" not in encoded["DATABASE_URL"] and ":********@" in encoded["DATABASE_URL"]  # percent-encoded in the URL
 
 
 def test_ports_table_lists_every_service(root):
@@ -727,14 +744,20 @@ def test_what_compose_config_reads_is_keyed_by_file_dotenv_and_the_variables_it_
     compose = tmp_path / "compose.yaml"
     compose.write_text("services:\n  db:\n    image: ${DB_IMAGE:-pg}\n    environment: [PASSED_THROUGH]\n")
     env = {"STACK_WORKTREE": str(tmp_path), "DB_IMAGE": "pg:1", "PASSED_THROUGH": "a", "UNRELATED": "x", "COMPOSE_PROFILES": ""}
-    key = lambda **changes: upstate.config_key(["docker", "compose"], "2.26.1", str(compose), {**env, **changes})  # noqa: E731
+    key = lambda **changes: upstate.config_key(["docker", "compose"], "2.26.1", [str(compose)], {**env, **changes})  # noqa: E731
     first = key()
     assert first == key() and first == key(UNRELATED="y")
     for change in ({"DB_IMAGE": "pg:2"}, {"PASSED_THROUGH": "b"}, {"COMPOSE_PROFILES": "x"}, {"DOCKER_HOST": "tcp://x:2375"}):
         assert key(**change) != first, change
-    assert upstate.config_key(["docker", "compose"], "2.27.0", str(compose), env) != first
+    assert upstate.config_key(["docker", "compose"], "2.27.0", [str(compose)], env) != first
     (tmp_path / ".env").write_text("DB_IMAGE=pg:3\n")
     assert key() != first
+    first = key()
+    (tmp_path / "stack.yml").write_text("compose: {profiles: [debug]}\n")  # profiles live there (adopted projects)
+    assert key() != first
+    override = tmp_path / "compose.override.yaml"
+    override.write_text("services: {}\n")
+    assert upstate.config_key(["docker", "compose"], "2.26.1", [str(compose), str(override)], env) != key()
     compose.write_text(compose.read_text() + "    env_file: other.env\n")
     assert key() is None  # compose would read another file: always ask it
 

@@ -308,3 +308,65 @@ def test_the_work_decides_how_many_workers_auto_starts():
     assert workers.work_workers({"seconds": 100.0, "tests": 2}, 8)[0] == 2  # never more workers than tests
     none, why = workers.work_workers({"seconds": 1.2, "tests": 40}, 8)
     assert none == 0 and why.startswith("-n auto: one process, no workers: the last run of these 40 tests took 1.2 s")
+
+
+def _count_under_lock(path: str, counter: str, rounds: int) -> None:
+    """In a child process: `rounds` times, take the lock, read-modify-write the counter slowly, release."""
+    import time as _time
+    from pathlib import Path as _Path
+
+    from parallel_stacks.oplock import hold_file, release_file
+
+    for _ in range(rounds):
+        fd = hold_file(_Path(path), lambda pid: "")
+        value = int(_Path(counter).read_text())
+        _time.sleep(0.001)  # widen the window a second holder would need
+        _Path(counter).write_text(str(value + 1))
+        release_file(_Path(path), fd)
+
+
+def test_lock_files_exclude_each_other_and_go_with_their_last_holder(tmp_path):
+    """hold_file/release_file (the test-run and worker locks): no two holders at once although every release
+    removes the file a waiter may already have opened, and no lock file is left afterwards."""
+    import multiprocessing
+
+    lock, counter = tmp_path / "copy.testlock", tmp_path / "counter"
+    counter.write_text("0")
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_count_under_lock, args=(str(lock), str(counter), 40)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
+    assert counter.read_text() == "160"  # a lost update would mean two holders at once
+    assert not lock.exists()
+
+
+def test_a_killed_holders_lock_file_is_taken_over_and_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from parallel_stacks.oplock import hold_file, release_file
+
+    lock = tmp_path / "copy.testlock"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; from parallel_stacks.oplock import hold_file; "
+                               f"hold_file(Path({str(lock)!r}), str); print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    said = []
+    holder.kill()
+    holder.wait()
+    assert lock.read_text() == str(holder.pid)  # what `kill -9` leaves: the file, with its holder's pid
+    fd = hold_file(lock, lambda pid: said.append(pid) or "")
+    assert lock.read_text() == str(os.getpid()) and said == []
+    release_file(lock, fd)
+    assert not lock.exists()
+
+
+def test_only_kinds_whose_servers_a_run_prepares_must_answer_before_it_starts():
+    """The stack-down refusal (before the run lock) asks the servers a run makes or removes something on:
+    an api or ui that is down does not stop a suite; a Postgres or Redis that is down does, in one line."""
+    from parallel_stacks import kinds
+
+    assert {name for name in kinds.names() if kinds.get(name).prepares_tests} == {"postgres", "redis"}

@@ -17,7 +17,7 @@ import psutil
 import psycopg
 import pytest
 
-from conftest import TEMPLATE, running_copies
+from conftest import TEMPLATE, Project, bake, running_copies
 
 pytestmark = pytest.mark.docker
 OFFSETS = (0, 10000)
@@ -338,9 +338,50 @@ def test_topics_shared_between_workers_show_cross_talk_on_the_real_broker(copies
 
 def test_suite_says_in_one_line_when_the_stack_is_down(copies):
     project, _ = copies
-    out = project.make("test", check=False, PORT_OFFSET=30000)
+    out = project.make("test", check=False, PORT_OFFSET=9500)
     assert out.returncode != 0
     lines = [ln for ln in (out.stdout + out.stderr).splitlines() if "is not up" in ln]
     assert len(lines) == 1 and "make up" in lines[0], out.stdout + out.stderr
-    unit = project.make("test-unit", PORT_OFFSET=30000, PYTEST_WORKERS="2")
+    unit = project.make("test-unit", PORT_OFFSET=9500, PYTEST_WORKERS="2")
     assert " passed" in unit.stdout and "failed" not in unit.stdout
+
+
+AWKWARD = "p@ss/w:rd%2F#1"  # every character with a meaning in a URL's userinfo, and a percent sign that looks encoded
+
+
+def test_passwords_with_url_characters_work_end_to_end(tmp_path, image_env):
+    """Credentials are percent-encoded in every URL the package builds: the copy starts (the api reaches its broker
+    through its MQTT_URL), the example suite passes on two workers, and psycopg reads the host from DATABASE_URL."""
+    from urllib.parse import quote
+
+    project = Project(bake(tmp_path), image_env)
+    (project.path / "env" / "local.env").write_text(f"POSTGRES_PASSWORD='{AWKWARD}'\nMQTT_PASSWORD='{AWKWARD}'\n")
+    try:
+        project.make("up", PORT_OFFSET=11500)
+        values = project.values(PORT_OFFSET=11500)
+        assert values["POSTGRES_PASSWORD"] == AWKWARD
+        assert f":{quote(AWKWARD, safe='')}@127.0.0.1:{values['POSTGRES_PORT']}/" in values["DATABASE_URL"]
+        with psycopg.connect(values["DATABASE_URL"], connect_timeout=10) as conn:
+            assert conn.info.host == "127.0.0.1" and conn.info.port == int(values["POSTGRES_PORT"])
+        out = project.make("test-parallel", PORT_OFFSET=11500, PYTEST_WORKERS="2")
+        assert " passed" in out.stdout and "failed" not in out.stdout and "error" not in out.stdout.lower(), out.stdout[-3000:]
+        shown = project.make("env", PORT_OFFSET=11500).stdout
+        assert AWKWARD not in shown and quote(AWKWARD, safe="") not in shown, "make env printed the password"
+    finally:
+        project.make("nuke", check=False, PORT_OFFSET=11500, FORCE="1")
+
+
+LEGACY_DB = """
+def test_the_old_name_still_works(db, worker_db):
+    assert db is worker_db
+    assert db.execute("SELECT current_database()").fetchone()[0] == worker_db.info.dbname
+"""
+
+
+def test_the_old_db_fixture_is_a_deprecated_alias_without_pytest_django(copies, tmp_path):
+    project, _ = copies
+    suite = tmp_path / "test_legacy.py"
+    suite.write_text(LEGACY_DB)
+    out = project.make("test", PORT_OFFSET=0, ARGS=f"{suite} -p no:randomly")
+    assert "1 passed" in out.stdout, out.stdout[-3000:]
+    assert "PytestDeprecationWarning: the parallel-stacks fixture `db` is deprecated: use `worker_db`" in out.stdout

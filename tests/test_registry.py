@@ -26,7 +26,8 @@ def state(tmp_path, monkeypatch):
 
 
 def auto(root, **env):
-    return derive.load(root, {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": os.environ["PARALLEL_STACKS_STATE_DIR"], **env})
+    """A PORT_OFFSET=auto copy, claimed explicitly as `make up` claims it (deriving alone writes nothing)."""
+    return derive.load(root, {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": os.environ["PARALLEL_STACKS_STATE_DIR"], **env}, claim=True)
 
 
 def test_auto_claims_a_remembered_slot_outside_the_ephemeral_range(tmp_path, state):
@@ -70,7 +71,8 @@ def test_auto_and_task_slots_never_share_a_port_or_test_port(tmp_path, state):
     """12+ workers need 12+ port blocks: the claimed copies' test-port ranges stay apart, and
     apart from every claimed copy's (and the default copy's) service ports."""
     copies = [auto(worktree(tmp_path, f"w{i}")) for i in range(6)]
-    copies += [derive.load(worktree(tmp_path, f"t{i}"), {"TASK_ID": f"task-{1001 + i}", "PARALLEL_STACKS_STATE_DIR": str(state)}) for i in range(4)]
+    copies += [derive.load(worktree(tmp_path, f"t{i}"), {"TASK_ID": f"task-{1001 + i}", "PARALLEL_STACKS_STATE_DIR": str(state)}, claim=True)
+               for i in range(4)]
     assert [c["PORT_OFFSET_SOURCE"] for c in copies[6:]] == ["TASK_ID"] * 4
     assert [c["PORT_OFFSET"] for c in copies[6:]] == ["10", "20", "30", "40"]  # seed 000's offsets, exactly: only test ports move
     assert copies[6]["TEST_PORTS"] != "20010-20209"  # the default copy's tests use 20000-20199
@@ -173,7 +175,7 @@ from parallel_stacks import derive
 from pathlib import Path
 while time.time() < {start}:
     time.sleep(0.001)
-print(derive.load(Path(sys.argv[1]), {{"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": {state!r}}})["PORT_OFFSET"])
+print(derive.load(Path(sys.argv[1]), {{"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": {state!r}}}, claim=True)["PORT_OFFSET"])
 """
 
 
@@ -206,7 +208,7 @@ def test_corrupt_registry_loses_no_live_copy(tmp_path, image_env, docker_engine)
         offset_a = a.values()["PORT_OFFSET"]  # later calls agree, no PORT_OFFSET needed
         assert f"PORT_OFFSET={offset_a}" in up.stdout
         (tmp_path / "state" / "registry.json").write_bytes(b"\x00garbage")
-        out = b.make("env", PORT_OFFSET="auto")
+        out = b.make("claim")  # the explicit claim (`make env` only reads: it repairs nothing)
         assert "was corrupt" in out.stderr
         offset_b = b.values()["PORT_OFFSET"]
         assert offset_b != offset_a, "a live copy's slot was handed out again"
@@ -250,3 +252,31 @@ def test_stale_claims_are_freed_only_with_force(tmp_path, state, capsys, docker_
     assert [c["offset"] for c in claims.values()] == [int(offsets["fresh"])]
     assert not (idle / ".env.dynamic").exists() and (fresh / ".env.dynamic").exists()
     assert fleet.gc(environ, force=False) == 0 and "no stale claims" in capsys.readouterr().out
+
+
+@pytest.mark.docker
+def test_read_only_targets_never_claim(tmp_path, image_env, docker_engine):
+    """`make env`, `make ports` and `make check-ports` of a PORT_OFFSET=auto copy say which slot it would get and
+    write nothing: no registry, no .env.dynamic, no claim on the engine (issue 25: deriving has no side effects)."""
+    import subprocess
+
+    from conftest import Project, bake
+
+    def engine_slots() -> list[str]:
+        return subprocess.run(["docker", "ps", "-aq", "--filter", f"label={registry.SLOT_LABEL}"],
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    state = tmp_path / "state"
+    project = Project(bake(tmp_path / "w"), {**image_env, "PARALLEL_STACKS_STATE_DIR": str(state), "PORT_OFFSET": "auto"})
+    slots = engine_slots()
+    env = project.make("env").stdout
+    assert "PORT_OFFSET_SOURCE=auto (unclaimed)" in env
+    ports = project.make("ports").stdout
+    offset = next(line.split("=", 1)[1] for line in env.splitlines() if line.startswith("PORT_OFFSET="))
+    assert f"(PORT_OFFSET={offset}," in ports  # the slot it would get, the same in both
+    project.make("check-ports")
+    assert not state.exists() and not (project.path / ".env.dynamic").exists() and engine_slots() == slots
+    claimed = project.make("claim").stdout.strip()  # the explicit step: now it is recorded
+    assert claimed == offset and (project.path / ".env.dynamic").exists() and (state / "registry.json").exists()
+    assert "PORT_OFFSET_SOURCE=auto\n" in project.make("env").stdout
+    project.make("release")

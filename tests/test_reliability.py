@@ -194,12 +194,12 @@ def test_stopped_engine_is_one_clear_line(tmp_path, image_env, refusing_socket, 
     project = Project(bake(tmp_path / "w"), {**image_env, "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state")})
     host = refusing_socket if engine == "socket-refusing" else f"unix://{tmp_path}/nothing-here.sock"
     before = (docker_snapshot(), tree_state(project.path))
-    out = project.make(target, check=False, PORT_OFFSET=33000, FORCE="1", DOCKER_HOST=host)
+    out = project.make(target, check=False, PORT_OFFSET=4500, FORCE="1", DOCKER_HOST=host)
     if target in ("check-ports", "slots"):  # still answer what they can, and say what they could not
         assert out.returncode == 0, out.stderr
         warnings = [line for line in out.stderr.splitlines() if line.startswith("warning:")]
         assert len(warnings) == 1 and "the Docker engine is not reachable (is it running?)" in warnings[0], out.stderr
-        assert ("ports ok for demo-stack-33000" if target == "check-ports" else "no copies on this machine") in out.stdout
+        assert ("ports ok for demo-stack-4500" if target == "check-ports" else "no copies on this machine") in out.stdout
     elif target == "down":  # a pass-through to compose: its own words
         assert out.returncode != 0
         assert "Cannot connect to the Docker daemon" in out.stderr, out.stderr
@@ -241,8 +241,8 @@ def wait_for_containers(name: str, proc: subprocess.Popen, timeout: float = 120)
 
 @pytest.fixture
 def lone_copy(tmp_path, image_env):
-    """A baked project whose copy at offset 34000 is nuked afterwards, whatever happens."""
-    project = Project(bake(tmp_path / "w"), {**image_env, "PORT_OFFSET": "34000"})
+    """A baked project whose copy at offset 8500 is nuked afterwards, whatever happens."""
+    project = Project(bake(tmp_path / "w"), {**image_env, "PORT_OFFSET": "8500"})
     name = project.values()["COMPOSE_PROJECT_NAME"]
     yield project, name
     project.make("nuke", check=False, FORCE="1")
@@ -258,7 +258,7 @@ def test_up_killed_half_way_then_up_again_works(lone_copy):
     proc.wait(timeout=30)
     assert proc.returncode != 0
     again = project.make("up")
-    assert "127.0.0.1:42003" in again.stdout
+    assert "127.0.0.1:16503" in again.stdout
     values = project.values()
     assert health(values)["status"] == "ok"
     assert len(labelled("container", name)) == 5
@@ -272,7 +272,7 @@ def test_up_and_nuke_of_one_copy_racing_take_turns(lone_copy):
     nuke = project.make("nuke", FORCE="1")
     up_out, up_err = up.communicate(timeout=300)
     assert up.returncode == 0, up_err
-    assert "make nuke of demo-stack-34000: waiting for another up/down/nuke of this worktree" in nuke.stderr
+    assert "make nuke of demo-stack-8500: waiting for another up/down/nuke of this worktree" in nuke.stderr
     assert "removed 5 container(s), 1 network(s), 2 volume(s)" in nuke.stdout
     assert everything_of(name) == {"container": [], "volume": [], "network": []}
     # and the other order: nuke holds the lock (asking), up waits, then starts cleanly
@@ -282,17 +282,17 @@ def test_up_and_nuke_of_one_copy_racing_take_turns(lone_copy):
 
 @pytest.mark.docker
 def test_bind_address_is_honoured_by_make_up(tmp_path, image_env):
-    project = Project(bake(tmp_path / "w"), {**image_env, "PORT_OFFSET": "35000", "BIND_ADDRESS": "127.0.0.2"})
+    project = Project(bake(tmp_path / "w"), {**image_env, "PORT_OFFSET": "9000", "BIND_ADDRESS": "127.0.0.2"})
     name = project.values()["COMPOSE_PROJECT_NAME"]
     try:
         out = project.make("up")
-        assert "127.0.0.2:43003" in out.stdout
+        assert "127.0.0.2:17003" in out.stdout
         for container in labelled("container", name):
             mapping = subprocess.run(["docker", "port", container], capture_output=True, text=True, check=True).stdout
             assert mapping.strip() and all(line.split(" -> ")[1].startswith("127.0.0.2:") for line in mapping.splitlines()), mapping
         assert health(project.values())["status"] == "ok"  # API_URL follows the address
         with socket.socket() as probe:
-            assert probe.connect_ex(("127.0.0.1", 43003)) != 0, "published on 127.0.0.1 as well"
+            assert probe.connect_ex(("127.0.0.1", 17003)) != 0, "published on 127.0.0.1 as well"
     finally:
         project.make("nuke", check=False, FORCE="1")
 

@@ -15,7 +15,7 @@ from test_e2e import health, inspect_project, volume_exists
 
 pytestmark = pytest.mark.docker
 GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-MAIN_OFFSET = "38000"
+MAIN_OFFSET = "7500"
 
 
 def git(path, *args) -> str:
@@ -46,7 +46,7 @@ def labelled(project_name: str) -> list[str]:
 
 
 def test_worktree_up_and_remove_twice_leaves_nothing(repo, tmp_path):
-    (repo.path / "env" / "local.env").write_text("MY_SETTING=kept\nPOSTGRES_PASSWORD=main-secret\nPORT_OFFSET=38000\n")
+    (repo.path / "env" / "local.env").write_text("MY_SETTING=kept\nPOSTGRES_PASSWORD=main-secret\nPORT_OFFSET=7500\n")
     for n in range(2):
         name = f"t{n}"
         out = repo.make("worktree", NAME=name, UP="1")

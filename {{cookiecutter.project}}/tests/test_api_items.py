@@ -11,19 +11,19 @@ ITEMS = [(1, "tea", 3.50), (2, "coffee", 4.20), (3, "cake", 5.00)]
 
 
 @pytest.fixture
-def items(db):
-    db.execute("DELETE FROM orders")
-    db.execute("DELETE FROM items")
-    with db.cursor() as cur:
+def items(worker_db):
+    worker_db.execute("DELETE FROM orders")
+    worker_db.execute("DELETE FROM items")
+    with worker_db.cursor() as cur:
         cur.executemany("INSERT INTO items (id, name, price) VALUES (%s, %s, %s)", ITEMS)
-    yield db
-    db.execute("DELETE FROM orders")
-    db.execute("DELETE FROM items")
+    yield worker_db
+    worker_db.execute("DELETE FROM orders")
+    worker_db.execute("DELETE FROM items")
 
 
-def test_database_is_this_workers_clone(db, parallel_context):
-    assert db.execute("SELECT current_database()").fetchone()[0] == parallel_context.database_name
-    assert db.execute("SELECT to_regclass('public.items')").fetchone()[0] == "items"
+def test_database_is_this_workers_clone(worker_db, parallel_context):
+    assert worker_db.execute("SELECT current_database()").fetchone()[0] == parallel_context.database_name
+    assert worker_db.execute("SELECT to_regclass('public.items')").fetchone()[0] == "items"
 
 
 def test_insert_and_count(items):

@@ -78,8 +78,8 @@ def quiet(inbox, seconds=0.3):
     return [inbox.get_nowait() for _ in range(inbox.qsize())]
 
 
-def test_created_item_is_published_in_this_workers_namespace(api_process, events, topic_namespace, db):
-    db.execute("DELETE FROM items WHERE id = 7")
+def test_created_item_is_published_in_this_workers_namespace(api_process, events, topic_namespace, worker_db):
+    worker_db.execute("DELETE FROM items WHERE id = 7")
     status, body = post(api_process + "/items", {"id": 7, "name": "kettle", "price": 20})
     assert status == 201, body
     assert body["published"] == topic_namespace.topic("items/created")
@@ -87,17 +87,17 @@ def test_created_item_is_published_in_this_workers_namespace(api_process, events
     assert topic_namespace.strip(topic) == "items/created"
     assert payload == {"id": 7, "name": "kettle", "price": 20.0}
     assert quiet(events) == [], "another worker's events arrived in this worker's namespace"
-    db.execute("DELETE FROM items WHERE id = 7")
+    worker_db.execute("DELETE FROM items WHERE id = 7")
 
 
-def test_duplicate_item_is_refused_and_not_published(api_process, events, db):
-    db.execute("DELETE FROM items WHERE id = 8")
+def test_duplicate_item_is_refused_and_not_published(api_process, events, worker_db):
+    worker_db.execute("DELETE FROM items WHERE id = 8")
     assert post(api_process + "/items", {"id": 8, "name": "cup", "price": 2})[0] == 201
     assert events.get(timeout=10)[1]["id"] == 8
     status, body = post(api_process + "/items", {"id": 8, "name": "cup", "price": 2})
     assert status == 409, body
     assert quiet(events) == []
-    db.execute("DELETE FROM items WHERE id = 8")
+    worker_db.execute("DELETE FROM items WHERE id = 8")
 
 
 def test_readings_arrive_in_order_and_alone(mqtt_endpoint, events, topic_namespace):

@@ -22,10 +22,15 @@ __all__ = [
     "NAME",
     "Layers",
     "client_host",
+    "compose_files",
+    "compose_profiles",
+    "compose_variables",
+    "data_dirs",
     "env_file_layers",
     "env_name_of",
     "load_stack",
     "lookup",
+    "named_networks",
     "parse_bind_address",
     "project_root",
     "read_env_file",
@@ -89,7 +94,7 @@ def _parse_stack(path: Path) -> dict[str, Any]:
         raise StackError(f"{path.name}{where} is not valid YAML") from None
     if not isinstance(data, dict):
         raise StackError(f"{path.name} must be a mapping with 'project' and 'services'")
-    unknown = set(data) - {"project", "services", "task_step", "volumes"}
+    unknown = set(data) - {"project", "services", "task_step", "volumes", "compose"}
     if unknown:
         raise StackError(f"{path.name}: unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}")
     project = data.get("project")
@@ -108,7 +113,70 @@ def _parse_stack(path: Path) -> dict[str, Any]:
         _check_service(path.name, name, svc, seen_ports, seen_volumes, seen_kinds)
     # named volumes of services that publish no port (a database only its app reaches): per copy all the same
     _check_volumes(path.name, data.get("volumes", []), "(top level)", seen_volumes)
+    if "compose" in data:
+        _check_compose(path.name, data["compose"])
     return data
+
+
+VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_compose(where: str, compose: Any) -> None:
+    """`compose:` (written by `make adopt`): the repository's compose files as compose finds them, its profiles,
+    the variables compose receives from a copy (name -> derived value) and the per-copy data directories."""
+    if not isinstance(compose, dict):
+        raise StackError(f"{where}: compose must be a mapping (files, profiles, variables, data_dirs)")
+    unknown = set(compose) - {"files", "profiles", "variables", "data_dirs", "networks"}
+    if unknown:
+        raise StackError(f"{where}: compose: unknown key(s): {', '.join(sorted(map(str, unknown)))}")
+    files = compose.get("files")
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) and f for f in files):
+        raise StackError(f"{where}: compose.files must be a non-empty list of file names")
+    for name in files:
+        if name.startswith("/") or ".." in Path(name).parts:
+            raise StackError(f"{where}: compose file {name!r} must be a path inside the repository")
+    profiles = compose.get("profiles", [])
+    if not isinstance(profiles, list) or not all(isinstance(p, str) and p for p in profiles):
+        raise StackError(f"{where}: compose.profiles must be a list of profile names")
+    for key in ("variables", "data_dirs", "networks"):
+        table = compose.get(key, {})
+        if not isinstance(table, dict) or not all(
+            isinstance(k, str) and VARIABLE.match(k) and isinstance(v, str) for k, v in table.items()
+        ):
+            raise StackError(f"{where}: compose.{key} must map variable names to strings")
+    for var, rel in compose.get("data_dirs", {}).items():
+        if not rel or rel.startswith("/") or ".." in Path(rel).parts:
+            raise StackError(f"{where}: compose.data_dirs: {var} {rel!r} must be a path inside the repository")
+
+
+def compose_files(stack: Mapping[str, Any], root: Path) -> list[Path]:
+    """The compose files of the project, in order: stack.yml's `compose.files`, else compose.yaml (a baked project)."""
+    names = (stack.get("compose") or {}).get("files") or ["compose.yaml"]
+    return [root / name for name in names]
+
+
+def compose_profiles(stack: Mapping[str, Any]) -> list[str]:
+    profiles: list[str] = (stack.get("compose") or {}).get("profiles") or []
+    return profiles
+
+
+def compose_variables(stack: Mapping[str, Any]) -> dict[str, str] | None:
+    """{variable compose interpolates: derived value it carries} of an adopted project; None for a baked one
+    (compose then gets every derived value, as it always did)."""
+    compose = stack.get("compose")
+    if not compose:
+        return None
+    return dict(compose.get("variables") or {})
+
+
+def named_networks(stack: Mapping[str, Any]) -> dict[str, str]:
+    """{derived variable: network} of the networks the compose files give a fixed name (per copy: <copy>_<network>)."""
+    return dict((stack.get("compose") or {}).get("networks") or {})
+
+
+def data_dirs(stack: Mapping[str, Any]) -> dict[str, str]:
+    """{derived variable: path relative to the repository} of the bind-mounted data directories made per copy."""
+    return dict((stack.get("compose") or {}).get("data_dirs") or {})
 
 
 def _check_volumes(where: str, volumes: Any, owner: str, seen_volumes: dict[str, str]) -> None:

@@ -28,7 +28,9 @@ def values(environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], di
 
         where = None if root is None else Path(root)
         result = derive.load(where, recorder)
-        return (result, derive.services(Path(result["STACK_WORKTREE"]))), result["PORT_OFFSET_SOURCE"] not in REGISTRY_SOURCES
+        return (result, derive.services(Path(result["STACK_WORKTREE"]))), result["PORT_OFFSET_SOURCE"].split(" ", 1)[
+            0
+        ] not in REGISTRY_SOURCES
 
     if root is None:
         return compute(Recorder(environ))[0]  # type: ignore[no-any-return]

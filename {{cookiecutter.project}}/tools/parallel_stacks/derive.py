@@ -17,10 +17,13 @@ from .config import (
     DEFAULTS,
     Layers,
     client_host,
+    compose_variables,
+    data_dirs,
     env_file_layers,
     env_name_of,
     load_stack,
     lookup,
+    named_networks,
     parse_bind_address,
     parse_proxy_port,
     project_root,
@@ -28,19 +31,36 @@ from .config import (
 from .formula import compose_project_name, host_port, named_host, volume_name, worker_ports_text
 from .offsets import resolve_offset
 
-__all__ = ["compose_environment", "format_env", "format_ports", "load", "load_with_layers", "redact", "secret_keys", "services", "urls"]
+__all__ = [
+    "DATA_DIR",
+    "compose_environment",
+    "copy_data_dir",
+    "format_env",
+    "format_ports",
+    "load",
+    "load_with_layers",
+    "redact",
+    "secret_keys",
+    "services",
+    "urls",
+]
 
 Values = dict[str, str]
 MASK = "********"
 
 
-def load(root: Path | None = None, environ: Mapping[str, str] | None = None) -> Values:
+def load(root: Path | None = None, environ: Mapping[str, str] | None = None, claim: bool = False) -> Values:
     """Everything a copy needs, as an ordered dict of strings (see load_with_layers)."""
-    return load_with_layers(root, environ)[0]
+    return load_with_layers(root, environ, claim)[0]
 
 
-def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None = None) -> tuple[Values, Layers]:
+def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None = None, claim: bool = False) -> tuple[Values, Layers]:
     """(values, env file layers): everything a copy needs, and the files it came from.
+
+    Deriving writes nothing: a `PORT_OFFSET=auto` copy (or a task id's) gets the slot it holds, or the one
+    it would get (PORT_OFFSET_SOURCE `auto (unclaimed)`). `claim=True` is the explicit step of the commands
+    that start or reserve a copy (`make up`, `make worktree`): it records the claim in the registry,
+    .env.dynamic and, for a remote engine, on the engine.
 
     Keys: PORT_OFFSET, PORT_OFFSET_SOURCE, STACK_ENV, STACK_PROJECT,
     STACK_WORKTREE, COMPOSE_PROJECT_NAME, BIND_ADDRESS, <SERVICE>_PORT,
@@ -54,7 +74,7 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
     layers = env_file_layers(root, env_name)
     bind_raw, bind_source = lookup("BIND_ADDRESS", environ, layers)
     bind = parse_bind_address(DEFAULTS["BIND_ADDRESS"] if bind_raw is None else bind_raw, bind_source)
-    offset, offset_source, test_start = resolve_offset(environ, layers, stack, root, env_name, bind)
+    offset, offset_source, test_start = resolve_offset(environ, layers, stack, root, env_name, bind, claim)
     project = stack["project"]
     out: Values = {
         "PORT_OFFSET": str(offset),
@@ -72,6 +92,10 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
         out[f"{var_name(name)}_CONTAINER_PORT"] = str(svc["container_port"])
     for vol in [v for svc in stack["services"].values() for v in svc.get("volumes", [])] + stack.get("volumes", []):
         out[f"{var_name(vol)}_VOLUME"] = volume_name(project, env_name, vol, offset)
+    for var, net in named_networks(stack).items():
+        out[var] = f"{out['COMPOSE_PROJECT_NAME']}_{net}"
+    for var, rel in data_dirs(stack).items():
+        out[var] = str(copy_data_dir(root.resolve(), out["COMPOSE_PROJECT_NAME"]) / rel)
     for kind in _kinds_of(stack):
         out.update(kind.settings(project, lambda key: lookup(key, environ, layers)[0]))
     routed = _services_of(stack, out)
@@ -87,6 +111,14 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
                         f"http://{named_host(service.name, out['COMPOSE_PROJECT_NAME'])}:{out['NAMED_URLS_PORT']}"
                     )
     return out, layers
+
+
+DATA_DIR = ".stack-data"  # per-copy bind-mounted data directories of an adopted project (gitignored)
+
+
+def copy_data_dir(root: Path, copy: str) -> Path:
+    """Where the copy's bind-mounted data directories live: <repository>/.stack-data/<compose project>/."""
+    return root / DATA_DIR / copy
 
 
 def engine_values(environ: Mapping[str, str], layers: Layers) -> Values:
@@ -150,27 +182,56 @@ def urls(values: Mapping[str, str]) -> dict[str, str]:
 
 
 def redact(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]] | None = None) -> Values:
-    """Copy of `values` with secrets (and URLs carrying them) masked."""
+    """Copy of `values` with secrets masked: the values of secret keys, whole, and the password of a URL that
+    carries one. By key, not by substring: a setting that happens to equal a password (project `shop`, password
+    `shop`) is shown as it is, as `check-ports` shows it."""
     out = dict(values)
-    for key in secret_keys(services(Path(values["STACK_WORKTREE"])) if stack_services is None else stack_services):
-        secret = out.get(key)
-        if not secret:
-            continue
-        for k, v in out.items():
-            if k == key:
-                out[k] = MASK
-            elif secret in v:
-                out[k] = v.replace(secret, MASK)
+    keys = secret_keys(services(Path(values["STACK_WORKTREE"])) if stack_services is None else stack_services)
+    secrets = {out[key] for key in keys if out.get(key)}
+    for key in keys:
+        if out.get(key):
+            out[key] = MASK
+    if secrets:
+        for key, value in out.items():
+            if key.endswith("_URL"):
+                out[key] = _mask_url_password(value, secrets)
     return out
 
 
-def compose_environment(root: Path | None = None, environ: Mapping[str, str] | None = None) -> tuple[Values, Values]:
-    """(values, environment for `docker compose`): env files < process env < derived values.
+def _mask_url_password(url: str, secrets: set[str]) -> str:
+    """`scheme://user:<secret>@host...` with the password masked when it is one of `secrets` (also percent-encoded)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not (sep and at and colon):
+        return url
+    from urllib.parse import unquote
+
+    if password in secrets or unquote(password) in secrets:
+        return f"{scheme}://{user}:{MASK}@{host}"
+    return url
+
+
+def compose_environment(root: Path | None = None, environ: Mapping[str, str] | None = None, claim: bool = False) -> tuple[Values, Values]:
+    """(values, environment for `docker compose`): env files < process env < derived values; for an adopted
+    project (stack.yml's `compose.variables`) the process environment and those variables only.
 
     One pass over stack.yml and the env files serves both.
     """
     environ = os.environ if environ is None else environ
-    derived, layers = load_with_layers(root, environ)
+    derived, layers = load_with_layers(root, environ, claim)
+    own = compose_variables(load_stack(Path(derived["STACK_WORKTREE"]) / "stack.yml"))
+    if own is not None:
+        # an adopted project: compose interpolates the team's own names; it gets the process environment (as by hand)
+        # and the adoption's variables only, never the helper's URLs and settings (they could shadow the team's)
+        env = dict(environ)
+        explicit = lookup("BIND_ADDRESS", environ, layers)[0] is not None
+        for variable, source in own.items():
+            if source == "BIND_ADDRESS" and not explicit:
+                env.pop(variable, None)  # unset: each port keeps the address its compose file gives it
+            elif source in derived:
+                env[variable] = derived[source]
+        return derived, env
     merged: Values = {}
     for _, values in layers:
         merged.update(values)

@@ -27,7 +27,18 @@ def ensure_local_env(root: Path, keys: list[str] | None = None) -> Path:
         keys = secret_keys(services(root))
     path = root / "env" / "local.env"
     existing = path.read_text(encoding="utf-8") if path.exists() else ""
-    missing = [k for k in keys if not re.search(rf"^\s*{re.escape(k)}\s*=", existing, re.M)]
+    # a committed value counts too: an adopted compose file's literal password, recorded in env/dev.env, is the one
+    # its database was made with (a fresh one here would lock the app's own URL out)
+    from .basics import StackError
+    from .config import env_name_of
+
+    try:
+        env_name = env_name_of(os.environ)
+    except StackError:
+        env_name = "dev"  # the commands word a bad ENV themselves
+    committed = root / "env" / f"{env_name}.env"
+    known = existing + (committed.read_text(encoding="utf-8") if committed.is_file() else "")
+    missing = [k for k in keys if not re.search(rf"^\s*(export\s+)?{re.escape(k)}\s*=\s*\S", known, re.M)]
     if not missing:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -42,3 +42,53 @@ def hold(root: Path, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def hold_file(path: Path, waiting: Callable[[str], str]) -> int:
+    """An exclusive flock on the file `path` (created if missing), with this process's pid written into it.
+
+    `waiting(pid)` words the one line printed when another process holds it
+    (`pid`: the holder's, as it wrote it). Released by `release_file`, which
+    removes the file: no lock file outlives its last holder (a killed one's
+    is removed by the next). A holder that finds its file removed (the one
+    before it released it) starts again on the new file, so two processes
+    never hold one path at once.
+    """
+    said = False
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StackError(f"cannot open the lock {path}: {exc.strerror}") from None
+        try:
+            import fcntl
+
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not said:
+                    print(waiting(os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"), file=sys.stderr, flush=True)
+                    said = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            mine = os.fstat(fd)
+            now = os.stat(path)
+            if (mine.st_dev, mine.st_ino) == (now.st_dev, now.st_ino):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+                return fd
+        except FileNotFoundError:
+            pass  # released and removed while we waited: take the next one
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def release_file(path: Path, fd: int) -> None:
+    """Remove lock file `path` and release it (`fd` from `hold_file`)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)

@@ -86,6 +86,22 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports: a copy's port in it can be held by any client socket."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            low, high = f.read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535  # IANA's dynamic range (macOS, BSD)
+
+
+def ephemeral_ports(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]]) -> tuple[list[int], int, int]:
+    """(this copy's host ports inside the ephemeral range, its low end, its high end)."""
+    low, high = ephemeral_range()
+    return [p for _, p in service_ports(values, services) if low <= p <= high], low, high
+
+
 def service_ports(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
     return [(name, int(values[f"{var_name(name)}_PORT"])) for name in services]
 

@@ -30,6 +30,7 @@ from . import probe as check_ports
 from .basics import PORT_MAX, PORT_MIN, StackError, is_digits, var_name
 from .config import DEFAULT_TASK_STEP, read_env_file
 from .formula import compose_project_name, host_ports, worker_port_range
+from .probe import ephemeral_range
 
 AUTO_STEP = 100  # default base ports differ by non-multiples of 100: copies never cross services
 MAX_TRIES = 400
@@ -45,40 +46,39 @@ def state_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "parallel-stacks"
 
 
-def ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 49152, 65535  # IANA's dynamic range (macOS, BSD)
-
-
 class Registry:
     """The registry file, open under an exclusive lock (use as a context manager)."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, write: bool = True):
         self.dir = directory
         self.path = directory / "registry.json"
         self.claims: dict[str, dict[str, Any]] = {}
         self.recovered_from: str | None = None
+        self.writable = write  # False: read what is there (shared lock), create and change nothing
+        self._lock: Any = None
 
     def __enter__(self) -> Registry:
         import fcntl
 
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self._lock = open(self.dir / "registry.lock", "a")
+            if self.writable:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._lock = open(self.dir / "registry.lock", "a")
+            elif (self.dir / "registry.lock").exists():
+                self._lock = open(self.dir / "registry.lock")
         except OSError as exc:
             raise StackError(f"cannot open the slot registry in {self.dir}: {exc.strerror}") from None
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_EX if self.writable else fcntl.LOCK_SH)
         self._read()
         return self
 
     def __exit__(self, *exc: object) -> None:
         import fcntl
 
-        fcntl.flock(self._lock, fcntl.LOCK_UN)
-        self._lock.close()
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
 
     def _read(self) -> None:
         try:
@@ -97,6 +97,9 @@ class Registry:
                     raise ValueError(f"bad claim {key!r}")
             self.claims = claims
         except (ValueError, KeyError, TypeError, AttributeError):
+            if not self.writable:  # a reader makes do with what the worktrees and Docker say; the next claim repairs it
+                self.claims = rebuild_claims()
+                return
             backup = self.path.with_name(f"registry.json.corrupt-{int(time.time())}")
             os.replace(self.path, backup)
             self.claims = rebuild_claims()
@@ -109,6 +112,8 @@ class Registry:
             )
 
     def write(self) -> None:
+        if not self.writable:
+            raise AssertionError("the registry was opened read-only")  # a bug, not a user's mistake
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"version": VERSION, "claims": self.claims}, indent=1, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self.path)
@@ -377,8 +382,11 @@ def _holder(labels: Mapping[str, str]) -> str:
     return f"{labels.get(SLOT_TREE_LABEL, '?')} on {labels.get(SLOT_HOST_LABEL, '?')}"
 
 
-def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
-    """This worktree's slot: its remembered one if still valid, else the first free one; (offset, test-port range start)."""
+def claim(
+    root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str] | None = None, write: bool = True
+) -> tuple[int, int, bool]:
+    """This worktree's slot: its remembered one if still valid, else the first free one; (offset, test-port range
+    start, whether it is claimed). `write=False` (deriving, `make env`): the same answer, nothing recorded."""
 
     worktree = str(root.resolve())
     key = claim_key(worktree, env_name)
@@ -391,7 +399,7 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
         published = check_ports.published_by(docker_state.running_containers())
     except StackError:
         published = {}
-    with Registry(state_dir(environ)) as reg:
+    with Registry(state_dir(environ), write) as reg:
         others = {k: c for k, c in reg.claims.items() if k != key}
         taken = {p for c in others.values() for p in c.get("ports") or _ports(bases, c["offset"])}
         footprints = _footprints(others, bases)
@@ -399,7 +407,7 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
         if remembered is None and key in reg.claims:
             remembered = reg.claims[key]["offset"]
         if remembered is not None:
-            held = reserve_on_engine(remembered, worktree, env_name, environ) if on_engine else None
+            held = engine_hold(remembered, worktree, env_name, environ, write) if on_engine else None
             if held is not None:
                 raise StackError(
                     f"this worktree's remembered slot PORT_OFFSET={remembered} is claimed on the engine by {_holder(held)}; "
@@ -419,7 +427,7 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
                 cand = k * AUTO_STEP
                 why = check_ports.unusable(_ports(bases, cand), published, hosts, footprints, eph)
                 if why is None and on_engine:
-                    held = reserve_on_engine(cand, worktree, env_name, environ)
+                    held = engine_hold(cand, worktree, env_name, environ, write)
                     why = None if held is None else "claimed by another copy"
                 if why is None:
                     found = cand
@@ -428,7 +436,7 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
                     skipped.append(f"{cand} ({why})")
                 if "out of range" in why or (min(bases.values()) + cand > PORT_MAX):
                     break
-            for line in skipped[:10]:
+            for line in skipped[:10] if write else ():
                 print(f"auto: skipped PORT_OFFSET={line}", file=sys.stderr)
             if found is None:
                 raise StackError(
@@ -438,15 +446,33 @@ def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: 
             offset = found
         before = reg.claims.get(key) or {}
         test_start = allocate_test_ports(offset, _ports(bases, offset), footprints, _remembered_test_start(before, offset))
+        if not write:
+            return offset, test_start, key in reg.claims and reg.claims[key]["offset"] == offset
         reg.claims[key] = _entry(before, offset, worktree, env_name, stack, bases, test_start)
         reg.write()
         write_dynamic(root, env_name, offset, test_start)
-    return offset, test_start
+    return offset, test_start, True
+
+
+def engine_hold(offset: int, worktree: str, env_name: str, environ: Mapping[str, str] | None, write: bool) -> dict[str, str] | None:
+    """Who holds slot `offset` on the engine, if not this worktree: `write` claims it for this worktree when free
+    (reserve_on_engine); without, only looks (a free slot: None)."""
+    if write:
+        return reserve_on_engine(offset, worktree, env_name, environ)
+    held = engine_claim(offset)
+    return None if held is None or (_is_mine(held, worktree, environ) and held.get(SLOT_ENV_LABEL) == env_name) else held
 
 
 def claim_derived(
-    root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str], preferred: int, label: str
-) -> tuple[int, int]:
+    root: Path,
+    env_name: str,
+    stack: dict[str, Any],
+    bind: str,
+    environ: Mapping[str, str],
+    preferred: int,
+    label: str,
+    write: bool = True,
+) -> tuple[int, int, bool]:
     """(offset, test-port range start) of a task id or build number (`label`, e.g. TASK_ID=task-a-1000).
 
     Seed 000's formula gives the `preferred` offset; when that is 0 (the
@@ -467,7 +493,7 @@ def claim_derived(
         running = []
     ours = {rec.get("project") for rec in running if rec.get("working_dir") and os.path.realpath(rec["working_dir"]) == worktree}
     published = check_ports.published_by([rec for rec in running if rec.get("project") not in ours])
-    with Registry(state_dir(environ)) as reg:
+    with Registry(state_dir(environ), write) as reg:
         others = {k: c for k, c in reg.claims.items() if k != key}
         taken = {p for c in others.values() for p in c.get("ports") or _ports(bases, c["offset"])}
         footprints = _footprints(others, bases)
@@ -488,17 +514,19 @@ def claim_derived(
                     break
             if offset is None:
                 raise StackError(f"no free slot for {label}: every offset in steps of {step} is taken; `make gc`, or set PORT_OFFSET")
-            if offset != preferred:
+            if offset != preferred and write:
                 why = "the default copy's" if preferred == 0 else "taken"
                 print(f"{label}: preferred PORT_OFFSET={preferred} is {why}; using PORT_OFFSET={offset}", file=sys.stderr)
         assert offset is not None
         before = reg.claims.get(key) or {}
         test_start = allocate_test_ports(offset, _ports(bases, offset), footprints, _remembered_test_start(before, offset))
+        if not write:
+            return offset, test_start, before.get("offset") == offset
         entry = _entry(before, offset, worktree, env_name, stack, bases, test_start, label=label)
         if entry != before:
             reg.claims[key] = entry
             reg.write()
-    return offset, test_start
+    return offset, test_start, True
 
 
 def release(root: Path, env_name: str, environ: Mapping[str, str] | None = None) -> int | None:

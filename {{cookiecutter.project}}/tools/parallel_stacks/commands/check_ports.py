@@ -27,6 +27,14 @@ def main(argv: list[str] | None = None) -> int:
         values, services = derived()
         if not probe.quick_all_free(values, services):
             probe.check(values, services)
+        inside, low, high = probe.ephemeral_ports(values, services)
+        if inside and values.get("STACK_ENGINE", "local") == "local":
+            print(
+                f"warning: ports {', '.join(map(str, inside))} of {values['COMPOSE_PROJECT_NAME']} lie in this machine's ephemeral "
+                f"range {low}-{high}: any outgoing connection may take one and block `make up`; "
+                f"keep PORT_OFFSET low enough that every port stays below {low} (or use PORT_OFFSET=auto)",
+                file=sys.stderr,
+            )
         if "--quiet" not in argv:
             ports = ", ".join(str(p) for _, p in probe.service_ports(values, services))
             print(f"ports ok for {values['COMPOSE_PROJECT_NAME']} on {values['BIND_ADDRESS']}: {ports} (free, or already this copy's)")

@@ -190,22 +190,27 @@ def without_start_interval(model: Any) -> Any:
     return model
 
 
-def legacy_compose_file(values: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str:
-    """compose.yaml without start_interval, for engines and composes older than it, in the user's cache directory
-    ($XDG_CACHE_HOME/parallel-stacks/compose/); rewritten only when it changes. Relative paths still mean the
-    worktree: compose runs with --project-directory."""
+def legacy_compose_file(source: Path, environ: Mapping[str, str] | None = None) -> str:
+    """A compose file without start_interval, for engines and composes older than it, in the user's cache
+    directory ($XDG_CACHE_HOME/parallel-stacks/compose/), rewritten only when it changes; the file itself when it
+    has no start_interval (or is not plain YAML). Relative paths still mean the worktree: compose runs with
+    --project-directory."""
     import yaml
 
     environ = os.environ if environ is None else environ
-    root = values["STACK_WORKTREE"]
-    with open(Path(root) / "compose.yaml", encoding="utf-8") as handle:
-        model = without_start_interval(yaml.safe_load(handle) or {})
-
+    with open(source, encoding="utf-8") as handle:
+        original = handle.read()
+    if "start_interval" not in original:
+        return str(source)
+    try:
+        model = without_start_interval(yaml.safe_load(original) or {})
+    except yaml.YAMLError:
+        return str(source)  # compose's own tags (!reset): left to the engine
     dumper: Any = type("NoAliases", (yaml.SafeDumper,), {"ignore_aliases": lambda self, data: True})
-    text = "# Written by parallel-stacks from compose.yaml, without start_interval (this engine or compose predates it); do not edit.\n"
+    text = f"# Written by parallel-stacks from {source}, without start_interval (this engine or compose predates it); do not edit.\n"
     text += yaml.dump(model, Dumper=dumper, sort_keys=False, default_flow_style=False)
     base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "parallel-stacks", "compose", root.strip(os.sep).replace(os.sep, "%") + ".yaml")
+    path = os.path.join(base, "parallel-stacks", "compose", str(source).strip(os.sep).replace(os.sep, "%"))
     try:
         with open(path, encoding="utf-8") as handle:
             if handle.read() == text:
@@ -220,16 +225,38 @@ def legacy_compose_file(values: Mapping[str, str], environ: Mapping[str, str] | 
     return path
 
 
-def compose_file(cmd: list[str], values: Mapping[str, str]) -> str:
-    """The compose file this copy runs: compose.yaml, or its legacy copy where start_interval is unknown."""
+def run_files(cmd: list[str], values: Mapping[str, str]) -> list[str]:
+    """The compose files this copy runs: compose_files, or their legacy copies where start_interval is unknown."""
+    files = compose_files(values)
     if start_interval_missing(cmd) is None:
-        return str(Path(values["STACK_WORKTREE"]) / "compose.yaml")
-    return legacy_compose_file(values)
+        return [str(p) for p in files]
+    return [legacy_compose_file(p) for p in files]
+
+
+def compose_files(values: Mapping[str, str]) -> list[Path]:
+    """The compose files this copy runs with: stack.yml's `compose.files` (an adopted project), else compose.yaml."""
+    from ..config import compose_files as files_of
+    from ..config import load_stack
+
+    root = Path(values["STACK_WORKTREE"])
+    return files_of(load_stack(root / "stack.yml"), root)
 
 
 def base_args(cmd: list[str], values: Mapping[str, str]) -> list[str]:
+    """`compose -p <copy> -f <file>... [--profile <p>...] --project-directory <worktree>`: exactly the project's file set."""
+    from ..config import compose_profiles, load_stack
+
     root = values["STACK_WORKTREE"]
-    return [*cmd, "-p", values["COMPOSE_PROJECT_NAME"], "-f", compose_file(cmd, values), "--project-directory", root]
+    args = [*cmd, "-p", values["COMPOSE_PROJECT_NAME"]]
+    for path in run_files(cmd, values):
+        args += ["-f", path]
+    for profile in compose_profiles(load_stack(Path(root) / "stack.yml")):
+        args += ["--profile", profile]
+    return [*args, "--project-directory", root]
+
+
+def files_text(values: Mapping[str, str]) -> str:
+    return " + ".join(str(p.relative_to(values["STACK_WORKTREE"])) for p in compose_files(values))
 
 
 def run(argv: list[str], env: Mapping[str, str]) -> int:
@@ -264,10 +291,13 @@ def compose_config_text(cmd: list[str], values: Mapping[str, str], env: Mapping[
     """(`compose config`'s text, the model it describes), or one StackError line."""
     import yaml
 
+    missing = [p for p in compose_files(values) if not p.is_file()]
+    if missing:
+        raise StackError(f"compose file {missing[0].name} (stack.yml) does not exist in {values['STACK_WORKTREE']}")
     proc = subprocess.run([*base_args(cmd, values), "config"], env=env, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
-        raise StackError(f"compose.yaml is not usable: {lines[-1]}")
+        raise StackError(f"{files_text(values)} is not usable: {lines[-1]}")
     return proc.stdout, yaml.safe_load(proc.stdout) or {}
 
 
@@ -324,8 +354,8 @@ def show_tail(output: str, lines: int = 40) -> None:
         print("\n".join(tail), file=sys.stderr)
 
 
-def build(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str], images: dict[str, str]) -> int:
-    """Build this copy's images: progress shown for a first build, otherwise quiet unless it fails."""
+def build(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str], images: dict[str, str], only: list[str] | None = None) -> int:
+    """Build this copy's images (`only`: of those services): progress shown for a first build, otherwise quiet unless it fails."""
     from .. import engine as docker_state
 
     if not images:
@@ -334,11 +364,32 @@ def build(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str], ima
     if missing:
         names = ", ".join(images[i] for i in missing)
         print(f"building images for {names} (first build of this copy; later ones are quiet)", file=sys.stderr, flush=True)
-        return run([*base_args(cmd, values), "build"], env)
-    code, output = quiet([*base_args(cmd, values), "build", "--quiet"], env)
+        return run([*base_args(cmd, values), "build", *(only or [])], env)
+    code, output = quiet([*base_args(cmd, values), "build", "--quiet", *(only or [])], env)
     if code != 0:
         show_tail(output)
     return code
+
+
+def selected_services(config: Mapping[str, Any], raw: str) -> set[str]:
+    """SERVICES="db redis": those services and what they depend on (compose starts those too); empty: every service."""
+    names = raw.replace(",", " ").split()
+    if not names:
+        return set()
+    services = config.get("services") or {}
+    unknown = [n for n in names if n not in services]
+    if unknown:
+        raise StackError(f"SERVICES names {', '.join(unknown)}, not a service of this copy (services: {', '.join(sorted(services))})")
+    selected: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in selected:
+            continue
+        selected.add(name)
+        depends = services[name].get("depends_on") or {}
+        todo += list(depends)
+    return selected
 
 
 def snapshot(records: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
@@ -353,6 +404,7 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     from .. import engine as docker_state
     from .. import ownership
     from .. import probe as check_ports
+    from ..config import compose_variables, data_dirs, load_stack
     from ..localenv import ensure_local_env
     from . import upstate
 
@@ -370,8 +422,10 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     digest: str | None = None
     config: dict[str, Any] = {}
     model: dict[str, Any] | None = None
-    read_by_config = upstate.config_key(cmd, compose_version(cmd), compose_file(cmd, values), env)
-    if not missing:
+    # only a whole copy started as `make up` starts it is stamped (not SERVICES=..., not extra compose arguments)
+    quick = not extra and not environ.get("SERVICES", "").strip()
+    read_by_config = upstate.config_key(cmd, compose_version(cmd), run_files(cmd, values), env) if quick else None
+    if not missing and quick:
         # a copy that is up, healthy and started from exactly these inputs: nothing for compose to do (upstate.py)
         ownership.ensure_owned(values)
         model = upstate.remembered_model(values, read_by_config, environ)
@@ -379,14 +433,10 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
             config_text, config = compose_config_text(cmd, values, env)
             model = upstate.model_of(config_text, config)
         digest = upstate.inputs_digest(cmd, model)
-        if not extra and upstate.unchanged(values, digest, model, environ, "_" if is_v1(cmd) else "-"):
+        if upstate.unchanged(values, digest, model, environ, "_" if is_v1(cmd) else "-"):
             named_urls(values, stack_services, environ)
             print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
             return 0
-        if not config:  # the stamp's model served the check: the full path needs compose's whole answer
-            config_text, config = compose_config_text(cmd, values, env)
-            model = upstate.model_of(config_text, config)
-            digest = upstate.inputs_digest(cmd, model)
     records = ownership.check_ownership(values)
     check_ports.check(values, stack_services)
     locked = [key for key in derive.secret_keys(stack_services, stored=True) if key in missing]
@@ -398,20 +448,27 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
                     f"({', '.join(locked)} {'is' if len(locked) == 1 else 'are'} missing from env/local.env); restore it there, or `make nuke` to start over"
                 )
     # images before the secret file: a copy that cannot start changes nothing
-    if missing:
-        config = compose_config(cmd, values, {**env, **{key: "unset" for key in missing}})
-    ensure_images(required_images(config))
-    if missing:
-        ensure_local_env(root)
-        values, env = derive.compose_environment(root, environ)  # re-read: a secret is new
-        read_by_config = upstate.config_key(cmd, compose_version(cmd), compose_file(cmd, values), env)
-        config_text, config = compose_config_text(cmd, values, env)
+    adopted = compose_variables(load_stack(root / "stack.yml")) is not None
+    if not config or missing:  # (the quick check above may have asked already, or answered from its stamp)
+        # (a baked compose file requires its secrets; an adopted one reads the team's own, never ours)
+        config_text, config = compose_config_text(cmd, values, env if adopted else {**env, **{key: "unset" for key in missing}})
         model = upstate.model_of(config_text, config)
-    if model is not None and digest is None:  # new, or an image was missing (pulled now)
-        digest = upstate.inputs_digest(cmd, model)
+    selected = selected_services(config, environ.get("SERVICES", ""))
+    if selected:
+        config = {**config, "services": {n: s for n, s in (config.get("services") or {}).items() if n in selected}}
+    ensure_images(required_images(config))
+    ensure_local_env(root)
+    values, env = derive.compose_environment(root, environ, claim=True)  # re-read: a secret may be new
+    for variable in data_dirs(load_stack(root / "stack.yml")):
+        Path(values[variable]).mkdir(parents=True, exist_ok=True)  # the copy's own data directories, under the repository
+    if quick and missing:  # a new secret: what compose reads, and so its answer, changed
+        read_by_config = upstate.config_key(cmd, compose_version(cmd), run_files(cmd, values), env)
+        config_text, full = compose_config_text(cmd, values, env)
+        model = upstate.model_of(config_text, full)
+    digest = upstate.inputs_digest(cmd, model) if quick and model is not None else None  # images pulled by now
     upstate.forget(values, environ)  # what runs from here on is not what the stamp says
     before = snapshot(records)  # the ownership check's records: under the operation lock nothing has changed them
-    code = build(cmd, values, env, built_images(config, values))
+    code = build(cmd, values, env, built_images(config, values), sorted(n for n in selected if config["services"][n].get("build")))
     if code != 0:
         print(f"error: building the images of {project} failed (exit {code}); the output above says why", file=sys.stderr)
         return code
@@ -421,7 +478,7 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
         args += ["--wait", "--wait-timeout", str(WAIT_SECONDS)]
     if not before:
         print(f"starting {project}; back when every service is healthy (at most {WAIT_SECONDS} s)", file=sys.stderr, flush=True)
-    code, output = quiet(args + extra, env)
+    code, output = quiet(args + extra + sorted(selected), env)
     if code != 0:
         show_tail(output)
         if POOLS_EXHAUSTED in output:
@@ -436,7 +493,7 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
         return code
     if v1:
         wait_healthy(project)
-    if not extra:
+    if quick:
         upstate.record(values, digest, environ, read_by_config, model)
     named_urls(values, stack_services, environ)
     if before and snapshot(docker_state.containers(project)) == before:
@@ -480,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(command: str, extra: list[str], compose: str | None) -> int:
     from .. import ownership
 
-    values, env = derive.compose_environment(None, os.environ)
+    values, env = derive.compose_environment(None, os.environ, claim=command == "up")  # only up claims an auto slot
     cmd = compose_command(compose)
     root = Path(values["STACK_WORKTREE"])
     if command in ("up", "down"):

@@ -72,6 +72,28 @@ def check_remote_bind(report: Report, values: Mapping[str, str]) -> None:
         report.line("ok", "bind", f"ports published on {values['BIND_ADDRESS']} of {values.get('STACK_HOST')}")
 
 
+def check_compose_files(report: Report, cmd: list[str], environ: Mapping[str, str]) -> None:
+    """The compose files this copy uses exist and `compose config` accepts them, with this copy's variables."""
+    from ..config import compose_variables, load_stack
+    from . import compose as compose_run
+
+    values, env = derive.compose_environment(None, environ)
+    root = Path(values["STACK_WORKTREE"])
+    if compose_variables(load_stack(root / "stack.yml")) is None:  # a baked compose file requires secrets `make up` writes first
+        env = {**env, **{key: "unset" for key in derive.secret_keys(derive.services(root)) if not values.get(key)}}
+    files = compose_run.compose_files(values)
+    missing = [p.name for p in files if not p.is_file()]
+    if missing:
+        report.line("FAIL", "compose files", f"{', '.join(missing)} (stack.yml) does not exist")
+        return
+    proc = subprocess.run([*compose_run.base_args(cmd, values), "config", "--quiet"], env=env, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
+        report.line("FAIL", "compose files", f"{compose_run.files_text(values)}: compose refuses them: {lines[-1]}")
+    else:
+        report.line("ok", "compose files", f"{compose_run.files_text(values)} accepted by compose")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks doctor", description=__doc__.splitlines()[0])
     parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -114,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = compose_run.compose_command()
         out = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=30).stdout.strip()
         report.line("ok", "compose", f"{' '.join(cmd)} {out}")
+        check_compose_files(report, cmd, environ)
     except StackError as exc:
         report.line("FAIL", "compose", str(exc))
 
@@ -125,8 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .. import registry
 
-    low, high = registry.ephemeral_range()
-    inside = [p for _, p in check_ports.service_ports(values, services) if low <= p <= high]
+    inside, low, high = check_ports.ephemeral_ports(values, services)
     if inside:
         report.line(
             "warn", "ephemeral", f"ports {inside} lie in the kernel's ephemeral range {low}-{high}: outgoing connections may take them"

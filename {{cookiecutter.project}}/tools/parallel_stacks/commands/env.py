@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             code = 2
             return "", False
-        return text, source not in REGISTRY_SOURCES
+        return text, source.split(" ", 1)[0] not in REGISTRY_SOURCES
 
     sys.stdout.write(cached(root, inputs(root, argv[0]), os.environ, compute))
     return code

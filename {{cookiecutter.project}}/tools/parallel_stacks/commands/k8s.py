@@ -246,7 +246,7 @@ def render(values: Mapping[str, str], config: Mapping[str, Any], warn: Any = Non
 def dump(docs: list[dict[str, Any]]) -> str:
     import yaml
 
-    header = "# Rendered by `make k8s` (parallel-stacks) from stack.yml and compose.yaml; apply with `kubectl apply -f -`.\n"
+    header = "# Rendered by `make k8s` (parallel-stacks) from stack.yml and the compose files; apply with `kubectl apply -f -`.\n"
     return header + "---\n".join(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False) for doc in docs)
 
 

@@ -39,6 +39,20 @@ def plan(values: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[str], li
     return records + tests, docker_state.networks(project) + test_networks, vols, docker_state.images(project)
 
 
+def data_directory(values: Mapping[str, str]) -> Path | None:
+    """The copy's bind-mounted data directories (an adopted project's `.stack-data/<copy>/`), if there are any:
+    only ever a real directory inside this worktree, never a symbolic link or anything outside it."""
+    root = Path(values["STACK_WORKTREE"]).resolve()
+    path = derive.copy_data_dir(root, values["COMPOSE_PROJECT_NAME"])
+    if path.is_symlink() or path.parent.is_symlink():
+        raise StackError(f"{path} is a symbolic link; nuke removes nothing outside the worktree, nothing removed")
+    if not path.is_dir():
+        return None
+    if root not in path.resolve().parents:
+        raise StackError(f"{path} is not inside {root}; nothing removed")
+    return path
+
+
 def confirm(project: str, stdin: TextIO = sys.stdin) -> bool:
     if not stdin.isatty():
         raise StackError(f"refusing to remove {project} without confirmation: no terminal; run with FORCE=1")
@@ -78,7 +92,8 @@ def remove(values: Mapping[str, str], args: argparse.Namespace) -> int:
     records, nets, vols, images = plan(values)
     port = values.get("NAMED_URLS_PORT", "off")
     routes = sorted(proxy.table(port).get(project, {}).get("routes", {})) if port != "off" else []
-    if not (records or nets or vols or images or routes):
+    data = data_directory(values)
+    if not (records or nets or vols or images or routes or data):
         print(f"nothing to remove for {project}")
         return 0
     print(f"{project}:")
@@ -88,6 +103,8 @@ def remove(values: Mapping[str, str], args: argparse.Namespace) -> int:
     print("  images:     " + (", ".join(sorted(images.values())) or "-"))
     if routes:
         print("  named URLs: " + ", ".join(routes))
+    if data:
+        print(f"  data:       {data}")
     if args.dry_run:
         return 0
     if not args.force and not confirm(project):
@@ -107,6 +124,10 @@ def remove(values: Mapping[str, str], args: argparse.Namespace) -> int:
             kept.append(name)  # still used by a container outside this copy: not ours to stop
     if routes:
         proxy.withdraw(project, port, os.environ)
+    if data:
+        import shutil
+
+        shutil.rmtree(data)
     if kept:
         print(f"kept image(s) {', '.join(kept)}: still in use by a container outside {project}", file=sys.stderr)
     print(

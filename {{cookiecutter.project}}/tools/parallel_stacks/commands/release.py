@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
 
         root = project_root()
         if args.command == "claim":
-            print(derive.load(root, {**os.environ, "PORT_OFFSET": "auto"})["PORT_OFFSET"])
+            print(derive.load(root, {**os.environ, "PORT_OFFSET": "auto"}, claim=True)["PORT_OFFSET"])
             return 0
         freed = registry.release(root, env_name_of(os.environ))
         print(f"released PORT_OFFSET={freed}" if freed is not None else "released this worktree's task and build-number slots, if any")

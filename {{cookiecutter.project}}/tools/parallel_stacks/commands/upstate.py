@@ -69,26 +69,32 @@ def context_digest(directory: str, dockerfile: str | None = None) -> str:
     return digest.hexdigest()
 
 
-def config_key(cmd: list[str], version: str, compose_file: str, env: Mapping[str, str]) -> str | None:
-    """What `compose config` reads, as one digest; None when the compose file names other files it would read."""
+def config_key(cmd: list[str], version: str, compose_files: list[str], env: Mapping[str, str]) -> str | None:
+    """What `compose config` reads, as one digest: the compose files, stack.yml (profiles), .env and the variables
+    the files name; None when a compose file names other files it would read."""
     import re
 
-    try:
-        with open(compose_file, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError:
-        return None
+    texts = []
+    for path in compose_files:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                texts.append(handle.read())
+        except OSError:
+            return None
+    text = "\0".join(texts)
     if re.search(r"^\s*-?\s*(env_file|extends|include|label_file|file)\s*:", text, re.M):
         return None
     names = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text))
     relevant = sorted((k, v) for k, v in env.items() if k in names or k.startswith(("COMPOSE_", "DOCKER_")))
-    digest = hashlib.sha256(json.dumps([FORMAT, cmd, version, compose_file, env.get("STACK_WORKTREE", ""), relevant]).encode())
+    root = env.get("STACK_WORKTREE", "")
+    digest = hashlib.sha256(json.dumps([FORMAT, cmd, version, compose_files, root, relevant]).encode())
     digest.update(b"\0compose\0" + text.encode())
-    try:
-        with open(os.path.join(env.get("STACK_WORKTREE", ""), ".env"), "rb") as handle:
-            digest.update(b"\0.env\0" + handle.read())
-    except OSError:
-        digest.update(b"\0no .env")
+    for name in (".env", "stack.yml"):
+        try:
+            with open(os.path.join(root, name), "rb") as handle:
+                digest.update(f"\0{name}\0".encode() + handle.read())
+        except OSError:
+            digest.update(f"\0no {name}".encode())
     return digest.hexdigest()
 
 

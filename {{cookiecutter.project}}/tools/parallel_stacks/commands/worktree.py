@@ -134,7 +134,7 @@ def setup(source: Path, project_dir: Path, environ: Mapping[str, str], up: bool)
 
     ensure_local_env(project_dir)  # its own secrets, before anything reads them
     env = {**clean_env(environ), "STACK_ROOT": str(project_dir)}
-    values = derive.load(project_dir, {**env, "PORT_OFFSET": "auto"})  # claims the slot; .env.dynamic remembers it
+    values = derive.load(project_dir, {**env, "PORT_OFFSET": "auto"}, claim=True)  # .env.dynamic remembers the slot
     if up:
         proc = subprocess.run(["make", "up"], cwd=project_dir, env=clean_env(environ), stdout=sys.stderr)
         if proc.returncode != 0:

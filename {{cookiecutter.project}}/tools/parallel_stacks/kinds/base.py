@@ -40,6 +40,7 @@ class Run:
     isolated: bool
     schema_files: list[Path] = field(default_factory=list)  # isolation_schema: loaded into a database template
     options: Mapping[str, str] = field(default_factory=dict)
+    workers: frozenset[int] = frozenset()  # the worker numbers this run started (0 for the single process)
 
 
 class Kind:
@@ -83,6 +84,13 @@ class Kind:
         return f"http://{service.host}:{service.port}"
 
     # ------------------------------------------------------------ test isolation
+    @property
+    def prepares_tests(self) -> bool:
+        """True when a test run makes or removes something on this kind's server (its start/end hooks do work):
+        the run then needs the server up before it starts, and checks it before it takes anything."""
+        cls = type(self)
+        return any(getattr(cls, hook) is not getattr(Kind, hook) for hook in ("start_run", "end_run", "start_worker", "end_worker"))
+
     def max_workers(self, options: Mapping[str, str]) -> int | None:
         """How many test workers this kind can isolate from each other (None: no limit)."""
         return None
@@ -99,7 +107,8 @@ class Kind:
         """Before any worker starts: remove what killed runs of this copy left, prepare templates."""
 
     def end_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
-        """After every worker ended (crashed ones included): remove whatever this copy's run left."""
+        """After every worker ended (crashed ones included), holding the run lock: remove what this run's workers
+        (`run.workers`) made and did not remove, and whatever killed runs of this copy left."""
 
     def start_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
         """In each test process, before its first test: create (or clean) its own resources."""

@@ -119,8 +119,8 @@ def broker_url(host: str, port: int, user: str, password: str) -> str:
 class Mqtt(Kind):
     name = "mqtt"
     one_per_stack = True
-    variables = ("MQTT_USER", "MQTT_PASSWORD", "MQTT_URL")
-    secrets = ("MQTT_PASSWORD",)
+    variables = ("MQTT_USER", "MQTT_PASSWORD", "MQTT_USERINFO", "MQTT_URL")
+    secrets = ("MQTT_PASSWORD", "MQTT_USERINFO")
     secrets_stored = False  # the password file is written afresh at every start (compose.yaml)
     client = "mosquitto_sub"
 
@@ -128,7 +128,9 @@ class Mqtt(Kind):
         user = lookup("MQTT_USER") or "app"
         if not user or any(c in user for c in " :@/\n") or len(user) > 64:
             raise StackError(f"MQTT_USER={user[:40]!r}: use up to 64 characters without spaces, ':', '@' or '/'")
-        return {"MQTT_USER": user, "MQTT_PASSWORD": lookup("MQTT_PASSWORD") or ""}
+        password = lookup("MQTT_PASSWORD") or ""
+        # `user:password` percent-encoded, for URLs compose builds (the api's MQTT_URL): a password with @ / : % #
+        return {"MQTT_USER": user, "MQTT_PASSWORD": password, "MQTT_USERINFO": f"{quote(user, safe='')}:{quote(password, safe='')}"}
 
     def url_variable(self, service: Service) -> str:
         return "MQTT_URL"

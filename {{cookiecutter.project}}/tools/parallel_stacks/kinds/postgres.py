@@ -78,7 +78,9 @@ class Postgres(Kind):
         return "DATABASE_URL"
 
     def url(self, service: Service, values: Mapping[str, str]) -> str:
-        user, password, database = values["POSTGRES_USER"], values["POSTGRES_PASSWORD"], values["POSTGRES_DB"]
+        from urllib.parse import quote
+
+        user, password, database = (quote(values[key], safe="") for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))
         return f"postgresql://{user}:{password}@{service.host}:{service.port}/{database}"
 
     def client_command(self, values: Mapping[str, str]) -> list[str]:

@@ -166,6 +166,13 @@ class Redis(Kind):
 
     def end_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
         _clear_stale(values)
+        if run.isolated and run.options.get("redis", "db") == "db":
+            # a worker killed before its end leaves its DB full (keys a test wrote without the prefix included)
+            with Resp(values["REDIS_URL"]) as conn:
+                for index in sorted(run.workers):
+                    if TEST_DB + index < DATABASES:
+                        conn.call("SELECT", TEST_DB + index)
+                        conn.call("FLUSHDB")
 
     def start_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
         self._clean(resources["redis"], worker)

@@ -20,17 +20,24 @@ from typing import Any
 import pytest
 
 from ..basics import StackError
-from .isolation import build_context, mapped_variables, worker_variables
+from .isolation import build_context, mapped_variables, worker_index, worker_variables
 from .state import (
     STATE,
     State,
     _is_worker,
     copy_of,
+    isolation_env_lines,
     isolation_options,
+    make_run_dir,
     project_root,
     reap_containers,
+    release_run_lock,
+    release_worker_lock,
     stack_down_message,
+    sweep_stale_runs,
     take_run_lock,
+    take_worker_lock,
+    unanswered,
 )
 
 # The fixtures live in their own module, registered with this one (pytest's
@@ -186,7 +193,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
         ctx = build_context(derived, worker, not getattr(known, "no_isolation", False), Path("/"), kinds_of, options)
         variables = worker_variables(ctx, media_root=False)
-        variables.update(mapped_variables(list(early_config.getini("isolation_env")), variables))
+        variables.update(mapped_variables(isolation_env_lines(early_config), variables))
     except (StackError, ValueError, KeyError):
         return  # pytest_configure words it
     os.environ.update(variables)
@@ -206,7 +213,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[STATE] = state
     if not _is_worker(config):
         config.pluginmanager.register(WorkTally(config), "parallel_stacks.work")
-    if config.pluginmanager.hasplugin("django"):
+    if not config.pluginmanager.hasplugin("django"):
+        from . import legacy  # `db`, deprecated: only where it cannot shadow pytest-django's
+
+        config.pluginmanager.register(legacy, "parallel_stacks.legacy")
+    else:
         # pytest-django is active: its test databases become this copy's and this worker's. Registered
         # after the entry-point plugins, so this django_db_setup overrides pytest-django's (a conftest's still wins).
         from . import djangodb
@@ -216,26 +227,70 @@ def pytest_configure(config: pytest.Config) -> None:
     # Settings before any test module (and the application code it imports) is collected.
     variables = worker_variables(ctx)
     try:
-        variables.update(mapped_variables(list(config.getini("isolation_env")), variables))
+        variables.update(mapped_variables(isolation_env_lines(config), variables))
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     os.environ.update(variables)
-    if _is_worker(config) or not state.use_stack:
+    if _is_worker(config):
+        return
+    if not state.use_stack:
+        make_run_dir(state.run_dir)  # workers' temp directories live in it; nothing else is taken or removed
         return
     # Controller (or the single process without xdist): once per run.
     try:
         from ..ownership import ensure_owned
 
-        ensure_owned(state.values)  # another worktree's copy: refuse before touching it
-        state.lock_fd = take_run_lock(state.values)
+        ensure_owned(state.values)  # another worktree's copy: refuse before touching anything of it
+    except StackError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    down = unanswered(state)
+    if down is not None:  # refused before the lock: nothing taken, nothing removed
+        raise pytest.UsageError(stack_down_message(state.values, state.kinds_of, down))
+    try:
+        _stop_on_sigterm(config)
+        state.lock_fd = take_run_lock(state.values)  # from here on this run may remove what it makes (and killed runs left)
+        sweep_stale_runs(state.values, state.run_dir)
+        make_run_dir(state.run_dir)
         started = time.perf_counter()
         for service, kind in state.services():
+            state.run_started.append(service.name)  # before: a start interrupted halfway leaves something to remove
             kind.start_run(service, state.values, state.run_for(kind))
         state.template_ms = (time.perf_counter() - started) * 1000
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     except Exception as exc:  # psycopg.OperationalError, redis.ConnectionError and friends: one clear line
         raise pytest.UsageError(stack_down_message(state.values, state.kinds_of, exc)) from None
+
+
+SIGTERM_HANDLER = pytest.StashKey[Any]()
+
+
+def _stop_on_sigterm(config: pytest.Config) -> None:
+    """SIGTERM (a CI job's timeout, `kill`) stops the run as Ctrl-C does, so it removes what it made; Python's
+    default would end the process on the spot. Only where nobody installed a handler of their own."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    config.stash[SIGTERM_HANDLER] = signal.signal(signal.SIGTERM, interrupt)
+
+
+def _left_behind(config: pytest.Config, what: str, exc: BaseException, during_session: bool) -> None:
+    """A teardown that failed: never silent. A PytestWarning in the run's warnings summary (or, after the
+    summary, one line on stderr) naming what was left and what removes it."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = f"parallel-stacks could not remove {what} ({reason}); the next test run of this copy removes it, or `make nuke` with the copy"
+    if during_session:
+        config.issue_config_time_warning(pytest.PytestWarning(text), stacklevel=2)
+    else:
+        import sys
+
+        print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 def _runs_tests(session: pytest.Session) -> bool:
@@ -250,31 +305,67 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     started = time.perf_counter()
     try:
+        # This process's number is ours alone (a killed run's worker of the same number may still be ending).
+        state.worker_lock_fd = take_worker_lock(state.values, worker_index(state.context.worker), state.context.worker)
         for service, kind in state.services():
+            state.worker_started.append(service.name)
             kind.start_worker(service, state.values, state.context.resources, state.worker_for(kind))
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     except Exception as exc:
         raise pytest.UsageError(stack_down_message(state.values, state.kinds_of, exc)) from None
-    state.started = True
     state.wait_ms += (time.perf_counter() - started) * 1000
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """After the session's fixtures (pytest-django's databases among them): each test process removes what it
+    made; then the controller (or the single process) what the run made, while it still holds the run lock."""
     state = session.config.stash.get(STATE, None)
-    if state is None or not state.started:
+    if state is None:
         return
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput["isolation_wait_ms"] = state.wait_ms  # to the controller (pytest_testnodedown)
-    else:
+    elif state.worker_started:
         state.waits.append(state.wait_ms)
+        state.workers.add(worker_index(state.context.worker))  # the single process: worker 0
+    _end_worker(session.config, state, during_session=True)
+    _end_run(session.config, state, during_session=True)
+
+
+def _end_worker(config: pytest.Config, state: State, during_session: bool) -> None:
+    """Remove this process's own resources: only those it started, only while it holds its worker (or run) lock."""
+    if state.worker_lock_fd is None:
+        state.worker_started.clear()  # never held its lock: nothing here is ours to remove
+        return
+    try:
+        for service, kind in state.services():
+            if service.name not in state.worker_started:
+                continue
+            try:
+                kind.end_worker(service, state.values, state.context.resources, state.worker_for(kind))
+            except Exception as exc:
+                _left_behind(config, f"{service.name}'s test data of worker {state.context.worker}", exc, during_session)
+    finally:
+        state.worker_started.clear()
+        release_worker_lock(state.values, worker_index(state.context.worker), state.worker_lock_fd)
+        state.worker_lock_fd = None
+
+
+def _end_run(config: pytest.Config, state: State, during_session: bool) -> None:
+    """The controller outlives its workers: what the run made (and whatever a crashed worker left) goes, under
+    the run lock. A run that never got the lock (refused, interrupted while waiting) removes nothing."""
+    if state.lock_fd is None or _is_worker(config) or state.run_ended:
+        return
+    state.run_ended = True
     for service, kind in state.services():
+        if service.name not in state.run_started:
+            continue
         try:
-            kind.end_worker(service, state.values, state.context.resources, state.worker_for(kind))
-        except Exception:
-            pass  # the run's end (or the next run's start) removes whatever is left
-    state.started = False
+            kind.end_run(service, state.values, state.run_for(kind))
+        except Exception as exc:
+            _left_behind(config, f"{service.name}'s test data of run {state.run_dir.name}", exc, during_session)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -282,6 +373,7 @@ def pytest_configure_node(node: Any) -> None:
     """xdist controller hook: hand every worker the run's temp root, the copy's values and its services' kinds."""
     state = node.config.stash.get(STATE, None)
     if state is not None:
+        state.workers.add(worker_index(str(node.gateway.id)))  # replacements of crashed workers included
         node.workerinput["isolation_run_dir"] = str(state.run_dir)
         node.workerinput["isolation_values"] = dict(state.values)
         node.workerinput["isolation_kinds"] = dict(state.kinds_of)
@@ -316,22 +408,23 @@ def isolation_line(template_ms: float, waits: list[float]) -> str:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    """Whatever sessionfinish did not get to (a run stopped in pytest_configure), then the locks."""
     state = config.stash.get(STATE, None)
     if state is None:
         return
-    if not _is_worker(config) and reap_containers(state.values, state.run_dir):  # a crashed worker's broker, say
-        import shutil
-
-        shutil.rmtree(state.run_dir, ignore_errors=True)
     try:
-        if state.use_stack and not _is_worker(config):
-            # The controller outlives its workers: whatever a crashed worker left goes too.
-            for service, kind in state.services():
-                try:
-                    kind.end_run(service, state.values, state.run_for(kind))
-                except Exception:
-                    pass  # the next run's start removes whatever is left
+        _end_worker(config, state, during_session=False)
+        _end_run(config, state, during_session=False)
+        if not _is_worker(config) and state.run_dir.exists() and reap_containers(state.values, state.run_dir):  # a crashed worker's broker
+            import shutil
+
+            shutil.rmtree(state.run_dir, ignore_errors=True)  # this run's own directory (workers' included)
     finally:
         if state.lock_fd is not None:
-            os.close(state.lock_fd)  # the next run of this copy may start
+            release_run_lock(state.values, state.lock_fd)  # the next run of this copy may start
             state.lock_fd = None
+        handler = config.stash.get(SIGTERM_HANDLER, None)
+        if handler is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, handler)

@@ -177,6 +177,9 @@ def django_db_setup(
             if state.worker_for(kind).isolated:
                 try:
                     kind.drop_test_database(state.values, name)
-                except Exception:
-                    pass  # the run's end (or the next run's start) drops it
+                except Exception as exc:  # never silent; the run's end (or the next run's start) drops it
+                    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    request.node.warn(
+                        pytest.PytestWarning(f"parallel-stacks could not drop test database {name} ({reason}); the next test run drops it")
+                    )
             _point(alias, originals[alias])

@@ -17,7 +17,6 @@ from .state import STATE
 __all__ = [
     "container_name",
     "database_url",
-    "db",
     "isolated_database",
     "mqtt_endpoint",
     "parallel_context",
@@ -25,6 +24,7 @@ __all__ = [
     "stack",
     "topic_namespace",
     "worker_broker",
+    "worker_db",
     "worker_ports",
     "worker_tmp_dir",
 ]
@@ -64,8 +64,8 @@ def database_url(isolated_database: str, parallel_context: ParallelTestContext) 
 
 
 @pytest.fixture
-def db(database_url: str) -> Iterator[Any]:
-    """A psycopg connection to this worker's database (autocommit)."""
+def worker_db(database_url: str) -> Iterator[Any]:
+    """A psycopg connection to this worker's database (autocommit). (Named apart from pytest-django's `db`.)"""
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True, connect_timeout=5) as conn:

@@ -16,7 +16,25 @@ from ..basics import StackError
 from ..kinds import Kind, Run, Service, Worker
 from .isolation import build_context, stack_services, worker_of
 
-__all__ = ["STATE", "State", "copy_of", "isolation_options", "project_root", "reap_containers", "stack_down_message", "take_run_lock"]
+__all__ = [
+    "STATE",
+    "State",
+    "copy_of",
+    "isolation_env_lines",
+    "isolation_options",
+    "make_run_dir",
+    "project_root",
+    "reap_containers",
+    "release_run_lock",
+    "release_worker_lock",
+    "run_lock_path",
+    "stack_down_message",
+    "sweep_stale_runs",
+    "take_run_lock",
+    "take_worker_lock",
+    "unanswered",
+    "worker_lock_path",
+]
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -47,11 +65,33 @@ def project_root(config: pytest.Config) -> Path | None:
 
 
 def copy_of(root: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """(values, {service: kind}) of the copy at `root`, as `make env` derives them (cached)."""
+    """(values, {service: kind}) of the copy at `root`, as `make env` derives them (cached).
+
+    SERVICES="db redis" (as on `make up`): the run isolates, checks and cleans up those services only (a team
+    that runs only its infrastructure in compose); unset, every service of stack.yml."""
     from ..current import values
 
     derived, services = values({**os.environ, "STACK_ROOT": str(root)})
-    return derived, {name: kinds.name_of(svc) for name, svc in services.items()}
+    kinds_of = {name: kinds.name_of(svc) for name, svc in services.items()}
+    wanted = os.environ.get("SERVICES", "").replace(",", " ").split()
+    unknown = [name for name in wanted if name not in kinds_of]
+    if unknown:
+        raise StackError(f"SERVICES names {', '.join(unknown)}, not a service of this copy (services: {', '.join(sorted(kinds_of))})")
+    return derived, {name: kind for name, kind in kinds_of.items() if not wanted or name in wanted}
+
+
+def isolation_env_lines(config: pytest.Config) -> list[str]:
+    """`isolation_env` lines: pytest's ini, then the file STACK_ISOLATION_ENV names (`make adopt` writes
+    parallel-stacks/isolation_env for an adopted repository's suite, so its pytest config stays as it is)."""
+    lines = [str(line) for line in config.getini("isolation_env")]
+    extra = os.environ.get("STACK_ISOLATION_ENV", "")
+    if extra:
+        try:
+            text = Path(extra).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise StackError(f"STACK_ISOLATION_ENV={extra}: cannot read it ({exc.strerror})") from None
+        lines += [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return lines
 
 
 def isolation_options(config: pytest.Config, redis: str | None, shared: list[str] | None = None) -> dict[str, str]:
@@ -80,8 +120,13 @@ class State:
         self.run_dir = _run_dir(config, self.values)
         self.context = build_context(self.values, _worker(config), self.isolated, self.run_dir, self.kinds_of, self.options)
         self.schema_files = [root / p for p in config.getini("isolation_schema")]
-        self.started = False  # this process's own resources exist (start_worker ran)
-        self.lock_fd: int | None = None
+        # What this process made, and the locks under which it may remove it (nothing else is ever removed):
+        self.lock_fd: int | None = None  # the copy's run lock (controller, or the single process)
+        self.worker_lock_fd: int | None = None  # this worker number's lock (each test process)
+        self.run_started: list[str] = []  # services whose start_run began (the controller's end_run: these only)
+        self.worker_started: list[str] = []  # services whose start_worker began (end_worker: these only)
+        self.run_ended = False
+        self.workers: set[int] = set()  # the controller's: numbers of the workers this run started (configure_node)
         # what isolation cost, for the `isolation:` summary line (milliseconds)
         self.template_ms: float | None = None  # the controller's start_run (templates, leftovers)
         self.wait_ms = 0.0  # this process's wait for its own resources (databases cloned, Redis DB emptied)
@@ -95,26 +140,43 @@ class State:
         return worker_of(self.context.worker, self.isolated, kind, self.options)
 
     def run_for(self, kind: Kind) -> Run:
-        return Run(self.worker_for(kind).isolated, self.schema_files, self.options)
+        return Run(self.worker_for(kind).isolated, self.schema_files, self.options, frozenset(self.workers))
 
 
 def _run_dir(config: pytest.Config, values: Mapping[str, str]) -> Path:
-    """The run's temp root, shared by controller and workers.
+    """The run's temp root, shared by controller and workers: `<copy>-testrun-<pid>-<random>` (`sweep_stale_runs`).
 
-    Named `<copy>-testrun-<pid>-*`: those of runs whose process is gone
-    (killed) are removed; a run still going keeps its own.
-    """
+    Only named here; the controller makes it once it holds the run lock (`make_run_dir`), so a run refused
+    or stopped while it waits leaves no directory behind."""
     if _is_worker(config):
         return Path(_workerinput(config)["isolation_run_dir"])
+    import secrets
+
+    return Path(tempfile.gettempdir()) / f"{values['COMPOSE_PROJECT_NAME']}-testrun-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def make_run_dir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StackError(f"cannot create the test run's directory {path}: {exc.strerror}") from None
+
+
+def sweep_stale_runs(values: Mapping[str, str], mine: Path) -> list[str]:
+    """Remove the run directories (and the containers their tests started) of this copy's runs whose process
+    is gone (killed); a run still going keeps its own. Called holding the copy's run lock. Returns their names."""
     import shutil
 
     prefix = f"{values['COMPOSE_PROJECT_NAME']}-testrun-"
-    base = Path(tempfile.gettempdir())
-    for stale in base.glob(prefix + "*"):
+    swept = []
+    for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):
         pid = stale.name[len(prefix) :].split("-", 1)[0]
-        if not (pid.isdigit() and _alive(int(pid))) and reap_containers(values, stale):
+        if stale != mine and not (pid.isdigit() and _alive(int(pid))) and reap_containers(values, stale):
             shutil.rmtree(stale, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=base))
+            swept.append(stale.name)
+    return swept
 
 
 def reap_containers(values: Mapping[str, str], run_dir: Path) -> bool:
@@ -146,29 +208,73 @@ def _alive(pid: int) -> bool:
         return True  # no /proc (macOS): the signal said it exists
 
 
+def run_lock_path(values: Mapping[str, str]) -> Path:
+    """The copy's test-run lock: `$TMPDIR/parallel-stacks-<copy>.testlock`."""
+    return Path(tempfile.gettempdir()) / f"parallel-stacks-{values['COMPOSE_PROJECT_NAME']}.testlock"
+
+
 def take_run_lock(values: Mapping[str, str]) -> int:
     """One test run per copy at a time: the second waits for the first (and says so).
 
     A run drops and rebuilds the copy's test databases, so two at once would
-    destroy each other's. An flock on a file named after the copy: the kernel
-    releases it however the holder ends. Returns the fd to close when done.
+    destroy each other's; and a run cleans up only while it holds this lock
+    (a run that never got it, refused or interrupted while waiting, removes
+    nothing). An flock: the kernel releases it however the holder ends.
+    Returns the fd for `release_run_lock`.
     """
-    from ..oplock import wait_for
+    from ..oplock import hold_file
 
     copy = values["COMPOSE_PROJECT_NAME"]
-    path = Path(tempfile.gettempdir()) / f"parallel-stacks-{copy}.testlock"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StackError(f"cannot open the test-run lock {path}: {exc.strerror}") from None
+    return hold_file(run_lock_path(values), lambda pid: f"waiting for another test run of {copy} (pid {pid}) to finish")
 
-    def holder() -> str:  # the pid the holder wrote
-        return os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
 
-    wait_for(fd, lambda: f"waiting for another test run of {copy} (pid {holder()}) to finish")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return fd
+def release_run_lock(values: Mapping[str, str], fd: int) -> None:
+    from ..oplock import release_file
+
+    release_file(run_lock_path(values), fd)
+
+
+def worker_lock_path(values: Mapping[str, str], index: int) -> Path:
+    """Test process number `index`'s lock (gwN and, for 0, the single process): `...testlock.w<index>`."""
+    return Path(f"{run_lock_path(values)}.w{index}")
+
+
+def take_worker_lock(values: Mapping[str, str], index: int, name: str) -> int:
+    """Worker `index`'s resources (its database, its Redis DB) belong to one process at a time.
+
+    A worker whose controller was killed lives on until its current test ends,
+    then removes its resources: without this lock it could drop those of the
+    same-numbered worker of the next run, which starts as soon as the killed
+    controller's run lock is gone. The next run's worker waits for it instead.
+    """
+    from ..oplock import hold_file
+
+    copy = values["COMPOSE_PROJECT_NAME"]
+    return hold_file(
+        worker_lock_path(values, index),
+        lambda pid: f"{name}: waiting for worker {index} of an earlier test run of {copy} (pid {pid}) to finish",
+    )
+
+
+def release_worker_lock(values: Mapping[str, str], index: int, fd: int) -> None:
+    from ..oplock import release_file
+
+    release_file(worker_lock_path(values, index), fd)
+
+
+def unanswered(state: State) -> BaseException | None:
+    """The first server the run prepares (a kind's `prepares_tests`) whose port refuses a connection (the stack
+    is down), else None. Asked before the run lock: a run refused for a stack that is down takes and removes nothing."""
+    import socket
+
+    for service, kind in state.services():
+        if not kind.prepares_tests:
+            continue
+        try:
+            socket.create_connection((service.host.strip("[]"), service.port), timeout=3).close()
+        except OSError as exc:
+            return ConnectionRefusedError(f"{service.name} on {service.host}:{service.port}: {exc.strerror or exc}")
+    return None
 
 
 def stack_down_message(values: Mapping[str, str], kinds_of: Mapping[str, str], exc: BaseException) -> str:

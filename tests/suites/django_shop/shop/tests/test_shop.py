@@ -49,3 +49,10 @@ def test_django_and_libpq_agree_on_the_database(db):
         with open(os.path.join(report, f"{os.environ.get('PYTEST_XDIST_WORKER', 'master')}-{name}"), "w"):
             pass
     assert name == os.environ["PGDATABASE"]
+
+
+def test_db_is_pytest_djangos_fixture(db):
+    # parallel-stacks' own connection fixture is `worker_db` (its old `db` would be a psycopg connection);
+    # with pytest-django installed, `db` is pytest-django's: it returns None and unblocks the ORM
+    assert db is None
+    assert Category.objects.count() == 3  # and it unblocked the ORM, as pytest-django's does

@@ -1,0 +1,1 @@
+CREATE TABLE template_marker (n int);
