@@ -1,7 +1,7 @@
 """Issues 24 and 28 on a real engine: copies that stop at once, `make up` on an up copy without compose
 only when nothing changed, and health checks for engines older than start_interval.
 
-One baked copy at PORT_OFFSET 16000 (nuked at the end). Speed is not asserted here (that is `make
+One baked copy at PORT_OFFSET 14000 (nuked at the end). Speed is not asserted here (that is `make
 bench`, sections 12 and 13); what is asserted is what makes it fast: every container ends on its stop
 signal (not compose's SIGKILL after 10 s), and the quick `make up` never serves a changed copy stale.
 """
@@ -18,7 +18,7 @@ from conftest import TEMPLATE, Project, bake
 
 pytestmark = pytest.mark.docker
 
-OFFSET = 16000
+OFFSET = 14000
 NOTHING_CHANGED = "is already up and healthy; nothing changed"
 
 
