@@ -35,12 +35,15 @@ def standins(docker_engine) -> dict:
 
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory, standins):
-    project = Project(bake(tmp_path_factory.mktemp("fleet")), {**standins, "PORT_OFFSET": str(OFFSET)})
+    cache = tmp_path_factory.mktemp("cache")  # the quick up's stamps: this suite's own
+    project = Project(bake(tmp_path_factory.mktemp("fleet")), {**standins, "PORT_OFFSET": str(OFFSET), "XDG_CACHE_HOME": str(cache)})
     try:
         project.make("up")
+        assert list((cache / "parallel-stacks" / "up").glob("*.json")), "no stamp after a successful up"
         yield project
     finally:
         project.make("nuke", check=False, FORCE="1")
+        assert not list((cache / "parallel-stacks" / "up").glob("*.json")), "nuke left the copy's stamp"
 
 
 def containers(project: Project) -> dict[str, dict]:

@@ -128,6 +128,9 @@ def remove(values: Mapping[str, str], args: argparse.Namespace) -> int:
         import shutil
 
         shutil.rmtree(data)
+    from .upstate import forget
+
+    forget(values, os.environ)  # the quick `make up`'s stamp of this copy (commands/upstate.py): nothing of it is left
     if kept:
         print(f"kept image(s) {', '.join(kept)}: still in use by a container outside {project}", file=sys.stderr)
     print(
