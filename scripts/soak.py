@@ -20,6 +20,9 @@
    `make up` while they run; then every copy nuked and released, and
    nothing of any of them left (containers, networks, volumes, images,
    claims, named-URL routes).
+5. The fault matrix of tests/test_faults_e2e.py in its long form (issue 24):
+   every phase x SIGINT/SIGTERM/SIGKILL and every refusal, on 4 workers,
+   three rounds each (`make test` runs it once on 2 workers).
 
 Prints the figures; exit status 1 if anything failed. Not part of CI
 (`make soak`, about 15 minutes on two cores).
@@ -289,6 +292,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-fleet", action="store_true", help="only the consecutive runs")
     parser.add_argument("--worktree-cycles", type=int, default=20, help="make worktree / worktree-remove cycles (default 20; 0 skips)")
     parser.add_argument("--fleet-copies", type=int, default=30, help="copies started one after another, idle, then removed (default 30; 0 skips)")
+    parser.add_argument("--skip-faults", action="store_true", help="skip the long fault matrix (tests/test_faults_e2e.py on 4 workers, 3 rounds)")
     args = parser.parse_args(argv)
     shutil.rmtree(OUT, ignore_errors=True)
     failures, times = 0, []
@@ -307,8 +311,20 @@ def main(argv=None) -> int:
     if args.fleet_copies:
         print(f"== {args.fleet_copies} copies, one after another (PORT_OFFSET=auto), idle, listed, one more, removed", flush=True)
         big_problems, big = soak_big_fleet(args.fleet_copies)
+    faults = None
+    if not args.skip_faults:
+        print("== the fault matrix, long form: every phase x SIGINT/SIGTERM/SIGKILL and every refusal, 4 workers, 3 rounds", flush=True)
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TEMPLATE / "tests" / "test_faults_e2e.py")],
+                              cwd=TEMPLATE, env={**os.environ, "FAULT_MATRIX": "long"}, capture_output=True, text=True)
+        summary = (proc.stdout.strip().splitlines() or ["no output"])[-1]
+        faults = (proc.returncode, summary, time.perf_counter() - started)
+        if proc.returncode != 0:
+            print(proc.stdout[-5000:] + proc.stderr[-2000:], flush=True)
     shutil.rmtree(OUT, ignore_errors=True)
     print("\n== soak summary")
+    if faults is not None:
+        print(f"  fault matrix (long): {'passed' if faults[0] == 0 else 'FAILED'}: {faults[1]} ({faults[2]:.0f} s)")
     if not (args.runs or args.wide_runs):
         pass
     elif times:
@@ -339,7 +355,7 @@ def main(argv=None) -> int:
             more = f"{big['one_more']:.1f} s" if big["one_more"] is not None else "FAILED"
             print(f"  one more copy's `make up` while {n} run: {more} (limit 180 s)")
         print(f"  all nuked and released in {big.get('nuke', 0):.0f} s; left afterwards: {big.get('left') or 'nothing'}; problems: {big_problems}")
-    return 1 if failures or fleet[0] or worktree_problems or big_problems else 0
+    return 1 if failures or fleet[0] or worktree_problems or big_problems or (faults is not None and faults[0] != 0) else 0
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ def test_baked_makefile_runs(cookies, answers):
     assert ports.returncode == 0, ports.stderr
     assert "127.0.0.1:18003" in ports.stdout and "127.0.0.1:15432" in ports.stdout
     task = subprocess.run(["make", "env"], cwd=project, env={**env, "TASK_ID": "ci-suite-tests-parallele-zenflow-9947"}, capture_output=True, text=True)
-    assert "PORT_OFFSET=9470" in task.stdout.splitlines() and "PORT_OFFSET_SOURCE=TASK_ID" in task.stdout.splitlines()
+    assert "PORT_OFFSET=9470" in task.stdout.splitlines() and "PORT_OFFSET_SOURCE=TASK_ID (unclaimed)" in task.stdout.splitlines()  # make env claims nothing
     bad = subprocess.run(["make", "up"], cwd=project, env={**env, "TASK_ID": "no-number"}, capture_output=True, text=True)
     assert bad.returncode != 0 and "TASK_ID='no-number' (from environment) has no numeric suffix" in bad.stderr
 
