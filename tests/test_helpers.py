@@ -785,3 +785,24 @@ def test_compose_version_is_remembered_by_the_plugin_binary(monkeypatch, tmp_pat
     assert compose_run.compose_version(["docker", "compose"]) == "2.26.1"
     plugin.write_text("#!/bin/sh\n# upgraded\n")  # another binary: asked again
     assert compose_run.compose_command() == ["docker", "compose"] and len(calls) == 2
+
+
+def test_labels_are_spelled_once_and_compose_files_use_the_same():
+    """labels.py names every label; the baked compose.yaml (parsed) and adopt's conversion write the same worktree label."""
+    import yaml as _yaml
+
+    from conftest import PROJECT_TEMPLATE
+    from parallel_stacks import engine, labels, proxy, registry
+
+    assert (engine.PROJECT_LABEL, engine.WORKTREE_LABEL, registry.SLOT_LABEL, proxy.PROXY_LABEL) == (
+        labels.PROJECT, labels.WORKTREE, labels.SLOT, labels.PROXY)
+    text = (PROJECT_TEMPLATE / "compose.yaml").read_text()
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("{%"))  # template tags, not YAML
+    volumes = _yaml.safe_load(text)["volumes"]
+    assert all(labels.WORKTREE in (conf.get("labels") or {}) for conf in volumes.values()), volumes
+    from adopt import convert
+
+    assert convert.LABEL == labels.WORKTREE
+    package = PROJECT_TEMPLATE / "tools" / "parallel_stacks"
+    spelled = [p.relative_to(package) for p in package.rglob("*.py") if p.name != "labels.py" and '"dev.parallel-stacks.' in p.read_text()]
+    assert spelled == [], f"labels spelled outside labels.py: {spelled}"

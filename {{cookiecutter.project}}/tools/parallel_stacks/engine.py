@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from . import labels
 from .basics import StackError
 
 TYPE_CHECKING = False
@@ -42,13 +43,14 @@ __all__ = [
     "volumes",
 ]
 
-PROJECT_LABEL = "com.docker.compose.project"
-WORKDIR_LABEL = "com.docker.compose.project.working_dir"
-WORKTREE_LABEL = "dev.parallel-stacks.worktree"
+# the labels, spelled in one place (labels.py); these names stay for their many readers
+PROJECT_LABEL = labels.PROJECT
+WORKDIR_LABEL = labels.WORKDIR
+WORKTREE_LABEL = labels.WORKTREE
 # containers and networks a test starts for itself (pytest_plugin/containers.py), outside compose
-TEST_COPY_LABEL = "dev.parallel-stacks.test-copy"
-TEST_RUN_LABEL = "dev.parallel-stacks.test-run"
-TEST_WORKER_LABEL = "dev.parallel-stacks.test-worker"
+TEST_COPY_LABEL = labels.TEST_COPY
+TEST_RUN_LABEL = labels.TEST_RUN
+TEST_WORKER_LABEL = labels.TEST_WORKER
 
 
 def docker(*args: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import sys
 
+from . import labels
 from .basics import PORT_MAX, PORT_MIN, StackError, var_name
 
 TYPE_CHECKING = False  # `make check-ports` pays for every import: types are for mypy only
@@ -228,7 +229,7 @@ def remote_busy_ports(values: Mapping[str, str], ports: list[int], environ: Mapp
         "--network",
         "host",
         "--label",
-        "dev.parallel-stacks.probe=1",
+        f"{labels.PROBE}=1",
         image,
         "python3",
         "-c",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine as docker_state
+from . import labels
 from .basics import StackError, var_name
 from .formula import named_host
 from .registry import state_dir
@@ -36,7 +37,7 @@ __all__ = [
     "withdraw",
 ]
 
-PROXY_LABEL = "dev.parallel-stacks.proxy"
+PROXY_LABEL = labels.PROXY
 DEFAULT_IMAGE = "caddy:2"
 CONF_DIR = "/etc/caddy"
 START_SECONDS = 15

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine as docker_state
+from . import labels
 from . import probe as check_ports
 from .basics import PORT_MAX, PORT_MIN, StackError, is_digits, var_name
 from .config import DEFAULT_TASK_STEP, read_env_file
@@ -263,11 +264,11 @@ def _remembered_test_start(claim: Mapping[str, Any], offset: int) -> int | None:
 
 # ---------------------------------------------------------------- claims on the engine
 SLOT_PREFIX = "parallel-stacks-slot-"
-SLOT_LABEL = "dev.parallel-stacks.slot"
-SLOT_HOST_LABEL = "dev.parallel-stacks.slot-host"  # for people: the claiming machine's host name
-SLOT_MACHINE_LABEL = "dev.parallel-stacks.slot-machine"  # for ownership: its id (host names repeat and change)
-SLOT_TREE_LABEL = "dev.parallel-stacks.slot-worktree"
-SLOT_ENV_LABEL = "dev.parallel-stacks.slot-env"
+SLOT_LABEL = labels.SLOT
+SLOT_HOST_LABEL = labels.SLOT_HOST
+SLOT_MACHINE_LABEL = labels.SLOT_MACHINE
+SLOT_TREE_LABEL = labels.SLOT_TREE
+SLOT_ENV_LABEL = labels.SLOT_ENV
 SLOT_IMAGE = "parallel-stacks/slot-claim:1"
 
 

@@ -26,12 +26,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import derive
+from .. import derive, labels
 from ..basics import StackError, var_name
 from ..formula import named_host
 from ..runner import run
 
-LABEL = "dev.parallel-stacks"
+LABEL = labels.K8S_PREFIX
 
 
 def dns_name(text: str, limit: int = 63) -> str:
