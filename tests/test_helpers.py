@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import stat
 import textwrap
@@ -806,3 +807,27 @@ def test_labels_are_spelled_once_and_compose_files_use_the_same():
     package = PROJECT_TEMPLATE / "tools" / "parallel_stacks"
     spelled = [p.relative_to(package) for p in package.rglob("*.py") if p.name != "labels.py" and '"dev.parallel-stacks.' in p.read_text()]
     assert spelled == [], f"labels spelled outside labels.py: {spelled}"
+
+
+def test_one_docker_runner_words_every_failure_in_one_line(tmp_path, monkeypatch):
+    """engine.run_docker is the only way the package runs the docker CLI: a missing binary, a CLI that does not
+    answer, an engine that is down are each one StackError line; the proxy's table read goes through it too."""
+    from parallel_stacks import engine, proxy
+    from parallel_stacks.basics import StackError
+
+    sleep = shutil.which("sleep")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker at all
+    with pytest.raises(StackError, match="^docker is not installed or not on PATH$"):
+        engine.docker("ps")
+    monkeypatch.setattr(engine, "engine_request", lambda path: None)  # no socket either: the CLI path
+    with pytest.raises(StackError, match="^docker is not installed"):
+        proxy._read("parallel-stacks-proxy-1")  # was a FileNotFoundError traceback
+    stub = tmp_path / "docker"
+    stub.write_text(f"#!/bin/sh\nexec {sleep} 5\n")
+    stub.chmod(0o755)
+    monkeypatch.setattr(engine, "DOCKER_TIMEOUT", 0.3)
+    with pytest.raises(StackError, match="^docker ps did not answer within 0.3 s$"):
+        engine.docker("ps")
+    stub.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?' >&2\nexit 1\n")
+    with pytest.raises(StackError, match="^the Docker engine is not reachable"):
+        engine.missing_images(["x:1"])

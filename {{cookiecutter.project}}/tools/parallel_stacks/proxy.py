@@ -96,7 +96,6 @@ def table(port: str) -> Table:
 def _read(name: str) -> Table:
     """The routing table in the proxy container: from the engine's socket (the archive `docker cp` reads), else the CLI."""
     import io
-    import subprocess
     import tarfile
     from urllib.parse import quote
 
@@ -106,7 +105,7 @@ def _read(name: str) -> Table:
             return {}  # a proxy that never got a table (killed while starting): start from none
         archive = answer[1]
     else:
-        proc = subprocess.run(["docker", "cp", f"{name}:{CONF_DIR}/routes.json", "-"], capture_output=True, timeout=60)
+        proc = docker_state.run_docker("cp", f"{name}:{CONF_DIR}/routes.json", "-", check=False)
         if proc.returncode != 0:
             return {}
         archive = proc.stdout

@@ -284,11 +284,7 @@ def engine_claims_on(environ: Mapping[str, str] | None = None) -> bool:
 def _slot_image() -> None:
     """An image with no files for the claim containers (they are never started): made on the engine once."""
     if docker_state.missing_images([SLOT_IMAGE]):
-        import subprocess
-
-        proc = subprocess.run(
-            ["docker", "import", "-c", f"LABEL {SLOT_LABEL}-image=1", "-", SLOT_IMAGE], input=b"\0" * 10240, capture_output=True, timeout=60
-        )
+        proc = docker_state.run_docker("import", "-c", f"LABEL {SLOT_LABEL}-image=1", "-", SLOT_IMAGE, stdin=b"\0" * 10240, check=False)
         if proc.returncode != 0:
             raise StackError(f"could not create {SLOT_IMAGE} on the engine: {proc.stderr.decode(errors='replace').strip()[-200:]}")
 
