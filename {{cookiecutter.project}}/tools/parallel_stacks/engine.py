@@ -105,11 +105,13 @@ def containers(project: str) -> list[dict[str, Any]]:
 
 
 def volumes(project: str) -> list[dict[str, Any]]:
+    """Inspect records of compose project `project`'s volumes."""
     names = _ids("volume", project)
     return json_list("volume", "inspect", *names) if names else []
 
 
 def networks(project: str) -> list[str]:
+    """Inspect records of compose project `project`'s networks."""
     return _ids("network", project)
 
 
@@ -312,6 +314,7 @@ def location(environ: Mapping[str, str] | None = None) -> tuple[str, str | None]
 
 
 def docker_config_dir(environ: Mapping[str, str]) -> str:
+    """The docker CLI's configuration directory: DOCKER_CONFIG, else ~/.docker."""
     return environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
 
 

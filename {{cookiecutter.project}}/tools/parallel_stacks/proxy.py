@@ -46,6 +46,7 @@ Table = dict[str, dict[str, Any]]  # {compose project: {"worktree": path, "route
 
 
 def container_name(port: str | int) -> str:
+    """The name of the machine's proxy container for named URLs on `port`."""
     return f"parallel-stacks-proxy-{port}"
 
 

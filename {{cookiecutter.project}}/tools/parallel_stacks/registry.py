@@ -40,6 +40,7 @@ VERSION = 1
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the slot registry lives: PARALLEL_STACKS_STATE_DIR, else $XDG_STATE_HOME/parallel-stacks (~/.local/state)."""
     environ = os.environ if environ is None else environ
     if environ.get("PARALLEL_STACKS_STATE_DIR"):
         return Path(environ["PARALLEL_STACKS_STATE_DIR"])
@@ -113,6 +114,7 @@ class Registry:
             )
 
     def write(self) -> None:
+        """Replace the registry file atomically with the claims (only under the exclusive lock)."""
         if not self.writable:
             raise AssertionError("the registry was opened read-only")  # a bug, not a user's mistake
         tmp = self.path.with_suffix(".tmp")
@@ -121,6 +123,7 @@ class Registry:
 
 
 def claim_key(worktree: str, env_name: str) -> str:
+    """A claim's key in the registry: the worktree and its ENV."""
     return f"{worktree}|{env_name}"
 
 

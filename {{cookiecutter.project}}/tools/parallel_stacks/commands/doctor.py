@@ -24,11 +24,13 @@ class Report:
         self.failed = False
 
     def line(self, level: str, topic: str, text: str) -> None:
+        """Print one check's verdict (`ok`, `warn`, `FAIL`) and remember a failure."""
         self.failed |= level == "FAIL"
         print(f"{level:<5} {topic}: {text}")
 
 
 def check_env_files(report: Report, root: Path) -> None:
+    """Every env file (and .env.dynamic) parses; a line that does not is named."""
     files = sorted((root / "env").glob("*.env")) + ([root / ".env.dynamic"] if (root / ".env.dynamic").exists() else [])
     for path in files:
         try:
@@ -95,6 +97,7 @@ def check_compose_files(report: Report, cmd: list[str], environ: Mapping[str, st
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make doctor`: what is wrong with this copy's setup, one line per check; exit 1 if any check failed."""
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks doctor", description=__doc__.splitlines()[0])
     parser.parse_args(sys.argv[1:] if argv is None else argv)
     report = Report()

@@ -234,6 +234,7 @@ def record(
 
 
 def forget(values: Mapping[str, str], environ: Mapping[str, str]) -> None:
+    """Remove the copy's quick-up stamp (after `make nuke`): the next `make up` takes the full path."""
     try:
         os.unlink(stamp_path(values, environ))
     except OSError:

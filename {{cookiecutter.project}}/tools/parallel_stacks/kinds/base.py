@@ -134,4 +134,5 @@ class Kind:
         """Make template `name` one nothing connects to any more (a stray session would block its clones)."""
 
     def drop_test_database(self, values: Mapping[str, str], name: str) -> None:
+        """Drop test database `name` (one this kind's `test_database_name` made)."""
         raise NotImplementedError(self.name)

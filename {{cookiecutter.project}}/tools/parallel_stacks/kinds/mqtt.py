@@ -55,6 +55,7 @@ class TopicNamespace:
         return namespaced[len(head) :]
 
     def owns(self, namespaced: str) -> bool:
+        """True for a topic inside this namespace."""
         return namespaced.startswith(self.prefix + "/")
 
     @property
@@ -75,6 +76,7 @@ class MqttEndpoint:
 
     @property
     def url(self) -> str:
+        """This endpoint as an `mqtt://` URL, credentials percent-encoded."""
         return broker_url(self.host, self.port, self.user, self.password)
 
     def client(self, client_id: str = "") -> Any:
@@ -113,6 +115,7 @@ class MqttEndpoint:
 
 
 def broker_url(host: str, port: int, user: str, password: str) -> str:
+    """`mqtt://user:password@host:port`, user and password percent-encoded (a password with @ / : % #)."""
     return f"mqtt://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}"
 
 
@@ -136,6 +139,7 @@ class Mqtt(Kind):
         return "MQTT_URL"
 
     def url(self, service: Service, values: Mapping[str, str]) -> str:
+        """This endpoint as an `mqtt://` URL, credentials percent-encoded."""
         return broker_url(service.host, service.port, values["MQTT_USER"], values["MQTT_PASSWORD"])
 
     def client_command(self, values: Mapping[str, str]) -> list[str]:

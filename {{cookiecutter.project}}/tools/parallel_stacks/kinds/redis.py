@@ -32,9 +32,11 @@ class RedisNamespace:
 
     @property
     def db_url(self) -> str:
+        """The URL of this namespace's DB."""
         return self.url.rsplit("/", 1)[0] + f"/{self.db}"
 
     def key(self, name: str) -> str:
+        """`name` inside this namespace: the worker's prefix in front."""
         return f"{self.prefix}{name}"
 
     def client(self) -> Any:
@@ -81,6 +83,7 @@ class Resp:
         self._sock.close()
 
     def call(self, *args: object) -> Any:
+        """Send one command, return its reply (StackError for a Redis error reply)."""
         out = [b"*%d\r\n" % len(args)]
         for arg in args:
             data = arg if isinstance(arg, bytes) else str(arg).encode()

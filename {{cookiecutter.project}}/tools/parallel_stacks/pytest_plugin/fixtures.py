@@ -59,6 +59,7 @@ def isolated_database(pytestconfig: pytest.Config, parallel_context: ParallelTes
 
 @pytest.fixture(scope="session")
 def database_url(isolated_database: str, parallel_context: ParallelTestContext) -> str:
+    """The URL of this worker's own database."""
     assert parallel_context.database_url is not None
     return parallel_context.database_url
 
@@ -138,6 +139,7 @@ def worker_tmp_dir(parallel_context: ParallelTestContext) -> Path:
 
 @pytest.fixture(scope="session")
 def topic_namespace(parallel_context: ParallelTestContext) -> TopicNamespace:
+    """This worker's MQTT topic namespace (`topic('a/b')` -> `test/gw0/a/b`)."""
     return parallel_context.topics
 
 
