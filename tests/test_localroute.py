@@ -1,0 +1,205 @@
+"""Localhost routing (issue 27) without Docker: the table the kinds declare, and the socket hook on real sockets
+(blocking, create_connection, connect_ex, asyncio, a Python subprocess through route_site/sitecustomize)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from parallel_stacks import localroute as lr
+
+SITE = Path(lr.__file__).parent / "route_site"
+
+
+class Listener:
+    """A real TCP server on an ephemeral loopback port that answers every connection with its own name."""
+
+    def __init__(self, name: bytes):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.name = name
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(self.name)
+
+    def close(self):
+        self.sock.close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (the 'default port' routed below)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def target():
+    listener = Listener(b"worker's own")
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def routed(target):
+    """A router sending loopback:<default> to the listener; uninstalled afterwards (the test can see the counts)."""
+    default = free_port()
+    router = lr.Router([lr.Route("redis", default, "127.0.0.1", target.port)])
+    lr.install(router)
+    yield default, router
+    lr.uninstall()
+
+
+def read(sock: socket.socket) -> bytes:
+    with sock:
+        return sock.recv(100)
+
+
+def test_encode_decode_round_trip_and_bad_values():
+    routes = [lr.Route("redis", 6379, "127.0.0.1", 20098, "/tmp/run/servers/gw0-redis.json"), lr.Route("pg", 5432, "::1", 21432)]
+    assert lr.decode(lr.encode(routes, "m:f")) == (routes, "m:f")
+    for bad in ("m:f,redis", "m:f,=6379>127.0.0.1|1", "m:f,redis=x>127.0.0.1|1"):
+        with pytest.raises(ValueError):
+            lr.decode(bad)
+
+
+def test_only_loopback_addresses_on_routed_ports_are_rewritten():
+    router = lr.Router([lr.Route("redis", 6379, "127.0.0.1", 20098)])
+    for host in ("localhost", "127.0.0.1", "0.0.0.0"):
+        assert router.rewrite(socket.AF_INET, (host, 6379)) == ("127.0.0.1", 20098)
+    assert router.rewrite(socket.AF_INET6, ("::1", 6379, 0, 0)) == ("::ffff:127.0.0.1", 20098, 0, 0)
+    assert router.rewrite(socket.AF_INET, ("10.0.0.5", 6379)) == ("10.0.0.5", 6379)  # another machine's Redis
+    assert router.rewrite(socket.AF_INET, ("127.0.0.1", 6380)) == ("127.0.0.1", 6380)  # not a default port
+    assert router.rewrite(socket.AF_UNIX, "/tmp/redis.sock") == "/tmp/redis.sock"
+    assert router.counts == {"redis": 4}
+
+
+def test_blocking_connects_reach_the_route_target(routed, target):
+    default, router = routed
+    assert read(socket.create_connection(("localhost", default), timeout=5)) == b"worker's own"
+    sock = socket.socket()
+    sock.connect(("127.0.0.1", default))
+    assert read(sock) == b"worker's own"
+    sock = socket.socket()
+    assert sock.connect_ex(("127.0.0.1", default)) == 0
+    assert read(sock) == b"worker's own"
+    assert router.counts["redis"] >= 3
+
+
+def test_asyncio_connections_reach_the_route_target(routed):
+    default, router = routed
+
+    async def fetch():
+        reader, writer = await asyncio.open_connection("127.0.0.1", default)
+        data = await reader.read(100)
+        writer.close()
+        return data
+
+    assert asyncio.run(fetch()) == b"worker's own"
+    assert router.counts["redis"] == 1
+
+
+def test_without_the_route_the_same_connection_is_refused(target):
+    """The routed tests can fail: the default port itself has nothing listening."""
+    default = free_port()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", default), timeout=5)
+    lr.install(lr.Router([lr.Route("redis", default, "127.0.0.1", target.port)]))
+    lr.uninstall()
+    assert not hasattr(socket.socket.connect, "parallel_stacks_uninstall")  # the unpatched method again
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", default), timeout=5)
+
+
+def run_python(code: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+CLIENT = "import socket,sys; s=socket.create_connection(('127.0.0.1', int(sys.argv[1]) if len(sys.argv)>1 else {port}), timeout=5); print(s.recv(100).decode())"
+
+
+def test_a_python_subprocess_inherits_the_route_through_sitecustomize(target):
+    default = free_port()
+    env = {**os.environ, "PYTHONPATH": str(SITE), lr.ENV: lr.encode([lr.Route("redis", default, "127.0.0.1", target.port)], "x:y")}
+    out = run_python(CLIENT.format(port=default), env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "worker's own"
+    del env[lr.ENV]  # inert without the table: the default port is refused
+    out = run_python(CLIENT.format(port=default), env)
+    assert out.returncode != 0 and "ConnectionRefusedError" in out.stderr
+
+
+def test_the_sitecustomize_it_shadows_still_runs(target, tmp_path):
+    (tmp_path / "sitecustomize.py").write_text("import builtins; builtins.SHADOWED_RAN = True\n")
+    env = {**os.environ, "PYTHONPATH": f"{SITE}{os.pathsep}{tmp_path}", lr.ENV: lr.encode([], "x:y")}
+    out = run_python("import builtins; print(getattr(builtins, 'SHADOWED_RAN', False))", env)
+    assert out.stdout.strip() == "True", out.stderr
+
+
+STARTS: list[str] = []
+
+
+def starter(spec: str) -> None:
+    """A stand-in starter (the plugin's starts a container): records its calls, fails for a spec named `bad`."""
+    STARTS.append(spec)
+    if spec.endswith("bad"):
+        raise RuntimeError("port 20098 is held by container other-copy-redis\nsecond line")
+
+
+def test_a_worker_server_is_started_once_on_the_first_routed_connection(tmp_path, target):
+    STARTS.clear()
+    default, spec = free_port(), str(tmp_path / "gw0-redis.json")
+    router = lr.Router([lr.Route("redis", default, "127.0.0.1", target.port, spec)], f"{__name__}:starter")
+    assert STARTS == []  # nothing started before a connection asks for it
+    for _ in range(3):
+        router.rewrite(socket.AF_INET, ("127.0.0.1", default))
+    assert STARTS == [spec]
+    Path(spec + ".up").touch()  # started by another process of the worker: not started again
+    lr.Router([lr.Route("redis", default, "127.0.0.1", target.port, spec)], f"{__name__}:starter").rewrite(socket.AF_INET, ("localhost", default))
+    assert STARTS == [spec]
+
+
+def test_a_server_that_cannot_start_is_one_connection_error(target):
+    default = free_port()
+    router = lr.Router([lr.Route("redis", default, "127.0.0.1", target.port, "/nowhere/bad")], f"{__name__}:starter")
+    with pytest.raises(ConnectionRefusedError) as err:
+        router.rewrite(socket.AF_INET, ("127.0.0.1", default))
+    assert str(err.value) == "parallel-stacks: the worker's own redis server did not start: port 20098 is held by container other-copy-redis"
+
+
+def test_the_hook_costs_little_per_connect(target):
+    """Measured, not asserted against a time: the cost of a routed connect against an unpatched one (printed with -s)."""
+    rounds = 300
+
+    def connects(port):
+        started = time.perf_counter()
+        for _ in range(rounds):
+            s = socket.socket()
+            s.connect(("127.0.0.1", port))
+            s.close()
+        return (time.perf_counter() - started) / rounds * 1e6
+
+    plain = connects(target.port)
+    lr.install(lr.Router([lr.Route("redis", free_port(), "127.0.0.1", target.port)]))
+    try:
+        unrouted = connects(target.port)  # patched, port not in the table
+        default = next(iter(lr.active().table))
+        rewritten = connects(default)
+    finally:
+        lr.uninstall()
+    print(f"\nconnect: unpatched {plain:.1f} us, patched unrouted {unrouted:.1f} us, routed {rewritten:.1f} us")
+    assert lr.active() is None
