@@ -119,7 +119,11 @@ def test_a_hard_coded_suite_gets_servers_of_each_workers_own(copies, target, wor
     assert re.search(r":5432 -> postgres 127\.0\.0\.1:21432", text)
     routed = re.search(r"isolation: .*routed: (.*)", text)
     assert routed, text[-3000:]
-    counts = dict((name, int(n)) for name, n in re.findall(r"(\w+) (\d+)", routed.group(1)))
+    counts = dict((name, int(n)) for name, n in re.findall(r"(mqtt|redis) (\d+)", routed.group(1)))
+    servers = re.search(r"\((\d+) own servers started: median \d+ ms, max \d+ ms\)", routed.group(1))
+    assert servers, routed.group(0)
+    # one Redis and one broker per process that connected to them: the single process 2, two workers 2 to 4
+    assert int(servers.group(1)) == 2 if not workers else 2 <= int(servers.group(1)) <= 4, routed.group(0)
     assert counts["mqtt"] >= 2 and counts["redis"] >= 5, routed.group(0)  # pooled: connections, not commands; a subprocess's are not counted
     if workers:
         assert "2 workers" in text

@@ -51,6 +51,7 @@ class Routing:
     planned: list[Planned] = field(default_factory=list)
     ambiguous: dict[int, list[str]] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
+    started_ms: list[float] = field(default_factory=list)  # what starting each of the workers' own servers took
     saved_env: dict[str, str | None] = field(default_factory=dict)
     installed: bool = False
 
@@ -124,7 +125,13 @@ def routed_text(config: pytest.Config) -> str:
     routing = config.stash.get(ROUTING, None)
     if routing is None or not routing.counts:
         return ""
-    return ", routed: " + ", ".join(f"{name} {n}" for name, n in sorted(routing.counts.items()))
+    text = ", routed: " + ", ".join(f"{name} {n}" for name, n in sorted(routing.counts.items()))
+    if routing.started_ms:
+        import statistics
+
+        ms = routing.started_ms
+        text += f" ({len(ms)} own server{'s' if len(ms) != 1 else ''} started: median {statistics.median(ms):.0f} ms, max {max(ms):.0f} ms)"
+    return text
 
 
 @pytest.hookimpl(trylast=True)
@@ -193,20 +200,24 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             os.environ[name] = value
     if router is not None:
         routing.counts.update(router.counts)
+    state = config.stash[STATE]
+    if state.worker_lock_fd is not None:
+        routing.started_ms += stop_servers(routing.planned)
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput["isolation_routed"] = dict(routing.counts)
-    state = config.stash[STATE]
-    if state.worker_lock_fd is not None:
-        stop_servers(routing.planned)
+        workeroutput["isolation_started_ms"] = list(routing.started_ms)
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     routing = node.config.stash.get(ROUTING, None)
-    counts = getattr(node, "workeroutput", {}).get("isolation_routed")
+    output = getattr(node, "workeroutput", {})
+    counts, started = output.get("isolation_routed"), output.get("isolation_started_ms")
     if routing is not None and isinstance(counts, dict):
         routing.counts.update(counts)
+    if routing is not None and isinstance(started, list):
+        routing.started_ms += [float(ms) for ms in started]
 
 
 # ---------------------------------------------------------------- the worker's own servers
@@ -247,6 +258,7 @@ def start_server(spec_path: str) -> None:
     """The starter the socket hook calls on a routed connection to a server of the worker's own (in the test
     process or a subprocess of it): start its container once, under a lock in the run directory."""
     import fcntl
+    import time
 
     from . import containers
 
@@ -255,6 +267,7 @@ def start_server(spec_path: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if os.path.exists(spec_path + ".up"):
             return
+        started = time.perf_counter()
         container = containers.start(
             spec["image"],
             spec["name"],
@@ -270,7 +283,7 @@ def start_server(spec_path: str) -> None:
         except BaseException:
             containers.stop(container)
             raise
-        Path(spec_path + ".up").touch()
+        Path(spec_path + ".up").write_text(f"{(time.perf_counter() - started) * 1000:.0f}\n", encoding="ascii")
 
 
 def _wait_ready(spec: dict[str, Any]) -> None:
@@ -294,13 +307,21 @@ def _wait_ready(spec: dict[str, Any]) -> None:
     raise StackError(f"{spec['name']} ({spec['image']}) did not answer on 127.0.0.1:{spec['port']} within {READY_SECONDS:.0f} s ({last})")
 
 
-def stop_servers(planned: list[Planned]) -> None:
-    """Remove the worker's own servers that were started (by this process or its subprocesses)."""
+def stop_servers(planned: list[Planned]) -> list[float]:
+    """Remove the worker's own servers that were started (by this process or its subprocesses); return what
+    starting each took (ms)."""
     from . import containers
 
+    took = []
     for p in planned:
-        if not p.route.server or not os.path.exists(p.route.server + ".up"):
+        up = Path(p.route.server + ".up")
+        if not p.route.server or not up.exists():
             continue
         spec = json.loads(Path(p.route.server).read_text(encoding="utf-8"))
         containers.stop(containers.WorkerContainer(spec["name"], "", spec["port"]))
-        os.unlink(p.route.server + ".up")
+        try:
+            took.append(float(up.read_text(encoding="ascii")))
+        except ValueError:
+            pass
+        up.unlink()
+    return took
