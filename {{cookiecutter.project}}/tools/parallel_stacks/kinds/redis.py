@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..basics import StackError
-from .base import Kind, Run, Service, Worker
+from .base import Kind, LocalRoute, LocalServer, Run, Service, Worker
 
 __all__ = ["DATABASES", "KIND", "RedisNamespace", "Resp", "redis_prefix"]
 
@@ -163,6 +163,14 @@ class Redis(Kind):
             "REDIS_DB": str(namespace.db),
             "REDIS_KEY_PREFIX": namespace.prefix,
         }
+
+    def local_route(self, service: Service, values: Mapping[str, str], worker: Worker) -> LocalRoute | None:
+        """`Redis()`, `redis://127.0.0.1:6379/5`: a server of the worker's own. The copy's server cannot isolate a
+        suite that picks DB numbers itself (or uses DB 0, the app's); not routed when isolation is off."""
+        if not worker.isolated:
+            return None
+        port = int(values[f"{service.key}_CONTAINER_PORT"])
+        return LocalRoute(port, server=LocalServer("redis:7-alpine", "REDIS_IMAGE", 6379, slot=2, hello=b"PING\r\n", answer=b"+PONG"))
 
     def start_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
         _clear_stale(values)

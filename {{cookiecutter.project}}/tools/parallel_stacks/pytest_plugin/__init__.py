@@ -42,7 +42,7 @@ from .state import (
 
 # The fixtures live in their own module, registered with this one (pytest's
 # "requiring plugins"): no list of them to keep in step here.
-pytest_plugins = ["parallel_stacks.pytest_plugin.fixtures"]
+pytest_plugins = ["parallel_stacks.pytest_plugin.fixtures", "parallel_stacks.pytest_plugin.routing"]
 
 __all__ = [
     "isolation_line",
@@ -356,7 +356,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = config.stash.get(STATE, None)
     if state is None or _is_worker(config) or state.template_ms is None:
         return
-    terminalreporter.write_line(isolation_line(state.template_ms, state.waits))
+    from .routing import routed_text
+
+    terminalreporter.write_line(isolation_line(state.template_ms, state.waits) + routed_text(config))
 
 
 def isolation_line(template_ms: float, waits: list[float]) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ..basics import StackError
-from ..kinds.mqtt import MqttEndpoint
+from ..kinds.mqtt import BROKER_COMMAND, BROKER_IMAGE, MqttEndpoint
 from ..kinds.redis import RedisNamespace
 from .isolation import ParallelTestContext, PortBlock, TopicNamespace
 from .state import STATE
@@ -28,10 +28,6 @@ __all__ = [
     "worker_ports",
     "worker_tmp_dir",
 ]
-
-BROKER_IMAGE = "eclipse-mosquitto:2"  # as compose.yaml's default; MOSQUITTO_IMAGE overrides both
-# The official image's config listens on loopback only: a worker's broker listens for its published port, anonymous.
-BROKER_COMMAND = ["sh", "-c", "printf 'listener 1883\\nallow_anonymous true\\n' > /tmp/broker.conf && exec mosquitto -c /tmp/broker.conf"]
 
 
 @pytest.fixture(scope="session")
