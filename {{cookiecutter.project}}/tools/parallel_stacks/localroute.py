@@ -41,6 +41,7 @@ class Route:
     server: str = ""  # a server of the worker's own: its spec file (started on the first connection)
 
     def address(self, family: int, rest: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The target as a socket of `family` connects to it (`rest`: the flow info and scope id of an IPv6 address)."""
         host = self.host
         if family == socket.AF_INET6 and ":" not in host:
             host = "::ffff:" + host  # an IPv6 socket (`::1`, or `localhost` resolved to it) reaches the IPv4 target
@@ -117,6 +118,7 @@ _ORIGINAL: dict[str, Any] = {}
 
 
 def active() -> Router | None:
+    """The router installed in this process, if any."""
     return _ROUTER
 
 

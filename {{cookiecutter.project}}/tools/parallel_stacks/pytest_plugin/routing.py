@@ -105,6 +105,7 @@ def plan(state: State) -> tuple[list[Planned], dict[int, list[str]]]:
 
 
 def header(routing: Routing) -> str:
+    """The run header's line: which endpoints are routed where (or that routing is off)."""
     if not routing.enabled:
         return "localhost routing: off (isolation_localhost = off or --no-isolation-of-localhost): hard-coded localhost endpoints reach whatever listens there"
     parts = []
