@@ -145,7 +145,7 @@ def pristine(tmp_path_factory, image_env):
     base = tmp_path_factory.mktemp("bad-input")
     state = base / "state"
     sibling = Project(bake(base / "sibling"), {**image_env, "PARALLEL_STACKS_STATE_DIR": str(state)})
-    sibling.make("env", PORT_OFFSET="auto")
+    sibling.make("claim")  # an explicit claim (make env claims nothing)
     assert (state / "registry.json").exists()
     project = bake(base / "pristine")
     return project, state, image_env
