@@ -31,6 +31,7 @@ __all__ = [
     "PROXY_LABEL",
     "container_name",
     "publish",
+    "put",
     "routes_of",
     "table",
     "withdraw",
@@ -158,15 +159,22 @@ def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str,
     if not routes:
         withdraw(project, port, environ)
         return {}
+    put(project, {"worktree": values["STACK_WORKTREE"], "routes": routes}, port, environ)
+    return routes
+
+
+def put(project: str, entry: dict[str, Any], port: str, environ: Mapping[str, str]) -> None:
+    """Set `project`'s entry ({"worktree", "routes": {host: upstream}}, optionally "pid" of the process serving
+    them) in the proxy on `port`, starting the proxy if needed. The dashboard routes itself through this."""
+    routes: dict[str, str] = entry["routes"]
     name = container_name(port)
     with _machine_lock(environ):
         rec = docker_state.container(name)
         if rec is not None and not _ours(rec, port):
             raise StackError(f"a container named {name} exists and is not this template's proxy; remove it or set NAMED_URLS_PORT")
         current = _read(name) if rec is not None else {}
-        entry = {"worktree": values["STACK_WORKTREE"], "routes": routes}
         if rec is not None and current.get(project) == entry and rec["State"].get("Running"):
-            return routes  # already routed: nothing to change
+            return  # already routed: nothing to change
         for other, their in current.items():
             clash = sorted(set(routes) & set(their.get("routes", {})))
             if other != project and clash:
@@ -184,7 +192,6 @@ def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str,
             _start(name, port, keep=bool(before))
         else:
             _reload(name, port, before)
-    return routes
 
 
 def _reload(name: str, port: str, before: Table) -> None:

@@ -44,7 +44,7 @@ def docker_copies() -> dict[str, dict[str, Any]]:
             copy = copies.setdefault(project, _new_copy(labels.get(docker_state.WORKTREE_LABEL)))
             copy["volumes"].append(rec["Name"])
             copy["sizes"][rec["Name"]] = sizes.get(rec["Name"])
-            copy["created"].append(_iso(rec.get("CreatedAt")))
+            copy["created"].append(iso_utc(rec.get("CreatedAt")))
     for entry in sorted(listed, key=lambda e: str((e.get("Names") or [""])[0])):
         labels = entry.get("Labels") or {}
         owner = copies.get(labels.get(docker_state.PROJECT_LABEL, ""))
@@ -59,7 +59,7 @@ def docker_copies() -> dict[str, dict[str, Any]]:
                 "health": _health(state, _status_health(str(entry.get("Status") or ""))),
             }
         )
-        owner["created"].append(_iso(entry.get("Created")))
+        owner["created"].append(iso_utc(entry.get("Created")))
         if state == "running":
             owner["ports"] |= {int(p["PublicPort"]) for p in entry.get("Ports") or [] if p.get("PublicPort")}
     for copy in copies.values():
@@ -101,7 +101,7 @@ def _health(state: str, check: str | None) -> str:
     return check or "running"
 
 
-def _iso(value: Any) -> str | None:
+def iso_utc(value: Any) -> str | None:
     """A timestamp (epoch seconds, or the engine's RFC 3339 text) as UTC `YYYY-MM-DDTHH:MM:SSZ`; None when unknown."""
     from datetime import datetime, timezone
 
@@ -130,7 +130,7 @@ def _docker_copies_by_cli() -> dict[str, dict[str, Any]]:
             copy = copies.setdefault(project, _new_copy(labels.get(docker_state.WORKTREE_LABEL)))
             copy["volumes"].append(rec["Name"])
             copy["sizes"][rec["Name"]] = None
-            copy["created"].append(_iso(rec.get("CreatedAt")))
+            copy["created"].append(iso_utc(rec.get("CreatedAt")))
     for project, copy in copies.items():
         for rec in docker_state.containers(project):
             status = rec["State"].get("Status", "?")
@@ -143,7 +143,7 @@ def _docker_copies_by_cli() -> dict[str, dict[str, Any]]:
                     "health": _health(status, check),
                 }
             )
-            copy["created"].append(_iso(rec.get("Created")))
+            copy["created"].append(iso_utc(rec.get("Created")))
             copy["ports"] |= docker_state.published_ports([rec])
     return copies
 
@@ -232,7 +232,7 @@ def _collect(environ: Mapping[str, str], contexts: list[str] | None) -> tuple[li
                 listed.add(project)
                 copy = copies.get(project, {})
                 rows.append((*_row(project, claim["worktree"], str(claim["offset"]), "auto", claim.get("ports") or [], copy), endpoint))
-                extra = {"claimed_at": _iso(claim.get("claimed_at")) if claim.get("claimed_at") else None}
+                extra = {"claimed_at": iso_utc(claim.get("claimed_at")) if claim.get("claimed_at") else None}
                 record = _record(rows[-1][:-1], copy, claim.get("env"), claim.get("label"), named, show)
                 records.append({**record, **extra, "engine": endpoint})
             for project, copy in sorted(copies.items()):
@@ -246,7 +246,7 @@ def _collect(environ: Mapping[str, str], contexts: list[str] | None) -> tuple[li
                     holder = f"{labels.get(registry.SLOT_TREE_LABEL, '?')} on {labels.get(registry.SLOT_HOST_LABEL, '?')}"
                     rows.append(("?", str(slot), "claimed", "-", "-", "-", holder, endpoint))
                     records.append({"compose_project": None, "offset": slot, "how": "claimed", "claimed_by": holder, "engine": endpoint})
-    taken = _iso(time.time())
+    taken = iso_utc(time.time())
     return rows, {"taken_at": taken, "copies": records, "stale": stale, "engine_errors": errors}
 
 
@@ -391,7 +391,7 @@ def run_lock_holder(project: str) -> dict[str, Any] | None:
         return None
     if not _flock_held(path, info.st_dev, info.st_ino):
         return None
-    return {"pid": int(pid) if pid.isdigit() else None, "since": _iso(info.st_mtime)}
+    return {"pid": int(pid) if pid.isdigit() else None, "since": iso_utc(info.st_mtime)}
 
 
 def _flock_held(path: Path, dev: int, ino: int) -> bool:
@@ -497,11 +497,11 @@ def orphaned_routes() -> list[tuple[str, str, str]]:
         (port, project, entry.get("worktree", ""))
         for port, table in sorted(proxy.proxies().items())
         for project, entry in sorted(table.items())
-        if (entry.get("worktree") and not Path(entry["worktree"]).is_dir()) or (entry.get("pid") and not _alive(int(entry["pid"])))
+        if (entry.get("worktree") and not Path(entry["worktree"]).is_dir()) or (entry.get("pid") and not pid_alive(int(entry["pid"])))
     ]
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """A process `pid` exists (a route the dashboard left when it was killed names a dead one)."""
     try:
         os.kill(pid, 0)
