@@ -285,12 +285,13 @@ def _record(
     unless `show_secrets`) when it still exists, its named URLs as the proxy routes them."""
     project, offset, how, state, ports, _volumes, worktree = row
     created = [c for c in copy.get("created", []) if c]
+    derived = _derived(worktree, offset, project, env_name)
     return {
         "compose_project": project,
         "offset": int(offset) if offset.isdigit() else None,
         "how": how,
         "claimed_by": label,
-        "env": env_name,
+        "env": env_name or derived.get("STACK_ENV"),
         "worktree": worktree,
         "worktree_exists": Path(worktree).is_dir(),
         "branch": git_branch(Path(worktree)),
@@ -309,32 +310,39 @@ def _record(
         "volumes": list(copy.get("volumes", [])),
         "volume_sizes": {name: copy.get("sizes", {}).get(name) for name in copy.get("volumes", [])},
         "created_at": min(created) if created else None,
-        "urls": _urls(worktree, offset, project, env_name, show_secrets),
+        "urls": _urls(derived, show_secrets),
         "named_urls": dict(named.get(project, {})),
         "test_run": run_lock_holder(project),
     }
 
 
-def _urls(worktree: str, offset: str, project: str, env_name: str | None, show_secrets: bool = False) -> dict[str, str]:
-    """{VARIABLE: URL} of a copy, as `make env` in its worktree would print them (masked unless `show_secrets`);
-    {} when that cannot be told."""
+def _derived(worktree: str, offset: str, project: str, env_name: str | None) -> dict[str, str]:
+    """The copy's values as `make env` in its worktree derives them (any ENV whose copy has this name); {} when
+    that cannot be told (the worktree gone, another project)."""
     from .. import derive
 
     root = Path(worktree)
     if not offset.isdigit() or not (root / "stack.yml").is_file():
         return {}
     try:
-        values = derive.load(root, {"PORT_OFFSET": offset, "ENV": env_name or "dev"})
-        if values["COMPOSE_PROJECT_NAME"] != project:  # another environment's copy: find it by name
-            for other in ("test", "ci"):
-                candidate = derive.load(root, {"PORT_OFFSET": offset, "ENV": other})
-                if candidate["COMPOSE_PROJECT_NAME"] == project:
-                    values = candidate
-                    break
-            else:
-                return {}
-        if show_secrets:
-            return {key: value for key, value in values.items() if key.endswith("_URL")}
+        for name in dict.fromkeys((env_name or "dev", "dev", "test", "ci")):
+            values = derive.load(root, {"PORT_OFFSET": offset, "ENV": name})
+            if values["COMPOSE_PROJECT_NAME"] == project:
+                return dict(values)
+    except (StackError, OSError):
+        pass
+    return {}
+
+
+def _urls(values: Mapping[str, str], show_secrets: bool = False) -> dict[str, str]:
+    """{VARIABLE: URL} of a copy, as `make env` prints them (masked unless `show_secrets`)."""
+    from .. import derive
+
+    if not values:
+        return {}
+    if show_secrets:
+        return {key: value for key, value in values.items() if key.endswith("_URL")}
+    try:
         return derive.urls(values)
     except (StackError, OSError):
         return {}
