@@ -506,6 +506,9 @@ def start(environ: Mapping[str, str]) -> int:
 
         entry = {"worktree": str(directory), "routes": {NAMED_HOST: f"127.0.0.1:{state['port']}"}, "pid": child.pid}
         try:
+            other = proxy.table(proxy_port).get(ROUTE_KEY) or {}
+            if other.get("pid") and other["pid"] != child.pid and fleet.pid_alive(int(other["pid"])):
+                raise StackError(f"{NAMED_HOST} is routed to another dashboard (pid {other['pid']}, state in {other.get('worktree')})")
             proxy.put(ROUTE_KEY, entry, proxy_port, environ)
         except StackError as exc:
             print(f"warning: no named URL for the dashboard ({exc})", file=sys.stderr)
