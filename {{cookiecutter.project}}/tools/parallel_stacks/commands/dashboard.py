@@ -36,6 +36,7 @@ from ..basics import PORT_MAX, PORT_MIN, StackError, truthy
 from ..runner import run
 from . import fleet
 
+TOOLS = Path(__file__).resolve().parents[2]  # the directory holding this package: the server imports it from there
 DEFAULT_PORT = 7356  # beside the named-URL proxy's 7355
 STATE_FILE = "dashboard.json"
 LOG_FILE = "dashboard.log"
@@ -487,7 +488,7 @@ def start(environ: Mapping[str, str]) -> int:
             stdout=log,
             stderr=log,
             start_new_session=True,  # not stopped by the terminal's Ctrl-C; `make dashboard STOP=1` stops it
-            env={**os.environ, **environ},
+            env={**os.environ, **environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TOOLS), environ.get("PYTHONPATH")]))},
             cwd=directory,  # holds no worktree open
         )
     deadline = time.monotonic() + START_SECONDS

@@ -473,15 +473,41 @@ def orphaned_copies() -> dict[tuple[str, str], dict[str, list[str]]]:
         ("networks", ["network", "ls", "--filter", f"label={d.TEST_COPY_LABEL}"], "Name", d.TEST_COPY_LABEL, d.WORKTREE_LABEL),
     )
     for kind, args, field, copy_label, tree_label in queries:
-        labels = "".join("\t{{.Label " + f'"{label}"' + "}}" for label in (copy_label, tree_label))
-        for line in d.docker(*args, "--format", "{{." + field + "}}" + labels).splitlines():
-            name, project, tree = [*line.split("\t"), "", ""][:3]
+        listed = _labelled(kind, args[-1].removeprefix("label="))
+        if listed is None:  # the socket cannot be asked: the CLI
+            labels = "".join("\t{{.Label " + f'"{label}"' + "}}" for label in (copy_label, tree_label))
+            lines = d.docker(*args, "--format", "{{." + field + "}}" + labels).splitlines()
+            listed = [[*line.split("\t"), "", ""][:3] for line in lines]
+        else:
+            listed = [[name, labels.get(copy_label, ""), labels.get(tree_label, "")] for name, labels in listed]
+        for name, project, tree in listed:
             if project and tree and not Path(tree).is_dir():
                 found.setdefault((project, tree), {"containers": [], "volumes": [], "networks": []})[kind].append(name)
     for (project, _tree), objects in found.items():  # the compose network: by its project (removal fails if a live one uses it)
         if objects["containers"]:
             objects["networks"] += [n for n in d.networks(project) if n not in objects["networks"]]
     return found
+
+
+def _labelled(kind: str, label: str) -> list[Any] | None:
+    """[(name, labels)] of the engine's `kind` (containers, volumes, networks) carrying `label`, asked on its
+    socket (a few ms; the CLI took ~25 ms a kind); None when the socket cannot be asked."""
+    import json
+    from urllib.parse import quote
+
+    if kind == "containers":
+        found = docker_state.labelled_containers(label)
+        return None if found is None else [(str((c.get("Names") or ["?"])[0]).lstrip("/"), c.get("Labels") or {}) for c in found]
+    if kind == "volumes":
+        volumes = docker_state.labelled_volumes(label)
+        return None if volumes is None else [(str(v.get("Name")), v.get("Labels") or {}) for v in volumes]
+    answer = docker_state.engine_request(f"/networks?filters={quote(json.dumps({'label': [label]}))}")
+    if answer is None or answer[0] != 200:
+        return None
+    try:
+        return [(str(n.get("Name")), n.get("Labels") or {}) for n in json.loads(answer[1])]
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 def stale_engine_claims(environ: Mapping[str, str]) -> list[tuple[int, dict[str, str]]]:
