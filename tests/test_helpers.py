@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import stat
 import textwrap
@@ -785,3 +786,48 @@ def test_compose_version_is_remembered_by_the_plugin_binary(monkeypatch, tmp_pat
     assert compose_run.compose_version(["docker", "compose"]) == "2.26.1"
     plugin.write_text("#!/bin/sh\n# upgraded\n")  # another binary: asked again
     assert compose_run.compose_command() == ["docker", "compose"] and len(calls) == 2
+
+
+def test_labels_are_spelled_once_and_compose_files_use_the_same():
+    """labels.py names every label; the baked compose.yaml (parsed) and adopt's conversion write the same worktree label."""
+    import yaml as _yaml
+
+    from conftest import PROJECT_TEMPLATE
+    from parallel_stacks import engine, labels, proxy, registry
+
+    assert (engine.PROJECT_LABEL, engine.WORKTREE_LABEL, registry.SLOT_LABEL, proxy.PROXY_LABEL) == (
+        labels.PROJECT, labels.WORKTREE, labels.SLOT, labels.PROXY)
+    text = (PROJECT_TEMPLATE / "compose.yaml").read_text()
+    text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("{%"))  # template tags, not YAML
+    volumes = _yaml.safe_load(text)["volumes"]
+    assert all(labels.WORKTREE in (conf.get("labels") or {}) for conf in volumes.values()), volumes
+    from adopt import convert
+
+    assert convert.LABEL == labels.WORKTREE
+    package = PROJECT_TEMPLATE / "tools" / "parallel_stacks"
+    spelled = [p.relative_to(package) for p in package.rglob("*.py") if p.name != "labels.py" and '"dev.parallel-stacks.' in p.read_text()]
+    assert spelled == [], f"labels spelled outside labels.py: {spelled}"
+
+
+def test_one_docker_runner_words_every_failure_in_one_line(tmp_path, monkeypatch):
+    """engine.run_docker is the only way the package runs the docker CLI: a missing binary, a CLI that does not
+    answer, an engine that is down are each one StackError line; the proxy's table read goes through it too."""
+    from parallel_stacks import engine, proxy
+    from parallel_stacks.basics import StackError
+
+    sleep = shutil.which("sleep")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker at all
+    with pytest.raises(StackError, match="^docker is not installed or not on PATH$"):
+        engine.docker("ps")
+    monkeypatch.setattr(engine, "engine_request", lambda path: None)  # no socket either: the CLI path
+    with pytest.raises(StackError, match="^docker is not installed"):
+        proxy._read("parallel-stacks-proxy-1")  # was a FileNotFoundError traceback
+    stub = tmp_path / "docker"
+    stub.write_text(f"#!/bin/sh\nexec {sleep} 5\n")
+    stub.chmod(0o755)
+    monkeypatch.setattr(engine, "DOCKER_TIMEOUT", 0.3)
+    with pytest.raises(StackError, match="^docker ps did not answer within 0.3 s$"):
+        engine.docker("ps")
+    stub.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?' >&2\nexit 1\n")
+    with pytest.raises(StackError, match="^the Docker engine is not reachable"):
+        engine.missing_images(["x:1"])

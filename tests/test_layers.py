@@ -14,7 +14,7 @@ from conftest import PACKAGE
 
 # lowest first; a module may import its own layer's modules or lower ones
 LAYERS = {
-    1: {"basics", "root", "runner", "cache"},
+    1: {"basics", "root", "runner", "cache", "labels", "localroute", "route_site"},
     2: {"config", "formula", "kinds"},
     3: {"engine", "probe"},
     4: {"registry", "offsets", "proxy"},
@@ -79,3 +79,25 @@ def test_the_check_can_fail(tmp_path, monkeypatch):
     copy.write_text(text)
     monkeypatch.setattr("test_layers.PACKAGE", tmp_path)
     assert "derive" in imported_members(copy)
+
+
+def test_every_public_function_of_the_package_says_what_it_does():
+    """Docstrings on every public function and method of the package (issue 25), except a kind's methods that
+    only fill in what kinds/base.py's Kind documents, pytest's hooks, and closures."""
+    import ast
+
+    package = PACKAGE
+    documented = set()
+    for node in ast.walk(ast.parse((package / "kinds" / "base.py").read_text())):
+        if isinstance(node, ast.ClassDef) and node.name == "Kind":
+            documented = {n.name for n in node.body if isinstance(n, ast.FunctionDef) and ast.get_docstring(n)}
+    missing = []
+    for path in sorted(package.rglob("*.py")):
+        for top in ast.parse(path.read_text()).body:
+            functions = [top] if isinstance(top, ast.FunctionDef) else []
+            if isinstance(top, ast.ClassDef):
+                kind = any(isinstance(b, ast.Name) and b.id == "Kind" for b in top.bases)
+                functions = [n for n in top.body if isinstance(n, ast.FunctionDef) and not (kind and n.name in documented)]
+            missing += [f"{path.relative_to(package)}:{f.name}" for f in functions
+                        if not f.name.startswith(("_", "pytest_")) and not ast.get_docstring(f)]
+    assert missing == [], missing

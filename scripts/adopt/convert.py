@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from parallel_stacks import labels
+
 from .common import (
     NAME,
     Edit,
@@ -36,7 +38,7 @@ from .common import (
 from .composefiles import ComposeFile, Repository
 from .kinds import is_data_path, kind_of
 
-LABEL = "dev.parallel-stacks.worktree"
+LABEL = labels.WORKTREE  # the package's own spelling (adopt writes it into compose files)
 
 
 @dataclass

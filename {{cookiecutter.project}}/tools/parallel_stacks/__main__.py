@@ -32,6 +32,7 @@ KEEPS_NAME = {"env", "compose", "fleet", "release"}  # modules that take the com
 
 
 def main(argv: list[str]) -> int:
+    """`python -m parallel_stacks <command> [args]`: the command's module's main, imported lazily (a `make` target pays only for its own)."""
     if not argv or argv[0] not in COMMANDS:
         choices = ",".join(COMMANDS)
         print("usage: python -m parallel_stacks {" + choices + "} [args]", file=sys.stderr)

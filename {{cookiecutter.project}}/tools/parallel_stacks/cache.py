@@ -49,6 +49,7 @@ class Recorder(dict):  # type: ignore[type-arg]
         return super().__contains__(key)
 
     def get(self, key: str, default: Any = None) -> Any:
+        """A lookup the derivation made: recorded (the variable and its value key the cache entry), then answered."""
         self.asked[key] = super().get(key)
         return super().get(key, default)
 

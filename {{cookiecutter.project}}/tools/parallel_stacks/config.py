@@ -156,6 +156,7 @@ def compose_files(stack: Mapping[str, Any], root: Path) -> list[Path]:
 
 
 def compose_profiles(stack: Mapping[str, Any]) -> list[str]:
+    """The compose profiles stack.yml records for an adopted project (COMPOSE_PROFILES at adoption); none for a baked one."""
     profiles: list[str] = (stack.get("compose") or {}).get("profiles") or []
     return profiles
 
@@ -296,6 +297,7 @@ def env_name_of(environ: Mapping[str, str]) -> str:
 
 
 def parse_bind_address(raw: str, source: str) -> str:
+    """BIND_ADDRESS as an IP address in its normal form; StackError naming `source` otherwise."""
     try:
         return str(ipaddress.ip_address(raw))
     except ValueError:

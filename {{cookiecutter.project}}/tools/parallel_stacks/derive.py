@@ -241,6 +241,7 @@ def compose_environment(root: Path | None = None, environ: Mapping[str, str] | N
 
 
 def format_env(values: Mapping[str, str]) -> str:
+    """`KEY=VALUE` lines, as `make env` prints them."""
     return "".join(f"{k}={v}\n" for k, v in values.items())
 
 

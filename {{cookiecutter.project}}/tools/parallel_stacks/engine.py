@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from . import labels
 from .basics import StackError
 
 TYPE_CHECKING = False
@@ -42,32 +43,45 @@ __all__ = [
     "volumes",
 ]
 
-PROJECT_LABEL = "com.docker.compose.project"
-WORKDIR_LABEL = "com.docker.compose.project.working_dir"
-WORKTREE_LABEL = "dev.parallel-stacks.worktree"
+# the labels, spelled in one place (labels.py); these names stay for their many readers
+PROJECT_LABEL = labels.PROJECT
+WORKDIR_LABEL = labels.WORKDIR
+WORKTREE_LABEL = labels.WORKTREE
 # containers and networks a test starts for itself (pytest_plugin/containers.py), outside compose
-TEST_COPY_LABEL = "dev.parallel-stacks.test-copy"
-TEST_RUN_LABEL = "dev.parallel-stacks.test-run"
-TEST_WORKER_LABEL = "dev.parallel-stacks.test-worker"
+TEST_COPY_LABEL = labels.TEST_COPY
+TEST_RUN_LABEL = labels.TEST_RUN
+TEST_WORKER_LABEL = labels.TEST_WORKER
 
 
-def docker(*args: str) -> str:
-    """Run `docker ARGS` (no shell) and return stdout; StackError on failure."""
+DOCKER_TIMEOUT = 60  # seconds: one for every docker CLI call the package makes
+
+
+def run_docker(*args: str, stdin: bytes | None = None, check: bool = True) -> Any:
+    """THE way the package runs the docker CLI (no shell, one timeout, one wording of failures): the
+    CompletedProcess, stdout and stderr as bytes. StackError when docker is missing, does not answer, the
+    engine is unreachable, or (`check`) the command fails; `check=False` leaves other failures to the caller."""
     import subprocess
 
     try:
-        proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(["docker", *args], input=stdin, capture_output=True, timeout=DOCKER_TIMEOUT)
     except FileNotFoundError:
         raise StackError("docker is not installed or not on PATH") from None
     except subprocess.TimeoutExpired:
-        raise StackError(f"docker {args[0]} did not answer within 60 s") from None
+        raise StackError(f"docker {args[0]} did not answer within {DOCKER_TIMEOUT} s") from None
     if proc.returncode != 0:
-        err = proc.stderr.strip().splitlines()
+        stderr = proc.stderr.decode(errors="replace")
+        err = stderr.strip().splitlines()
         first = err[-1] if err else f"exit code {proc.returncode}"
-        if "Cannot connect to the Docker daemon" in proc.stderr or "daemon running" in proc.stderr:
+        if "Cannot connect to the Docker daemon" in stderr or "daemon running" in stderr:
             raise StackError("the Docker engine is not reachable (is it running?): " + first)
-        raise StackError(f"docker {' '.join(args[:2])} failed: {first}")
-    return proc.stdout
+        if check:
+            raise StackError(f"docker {' '.join(args[:2])} failed: {first}")
+    return proc
+
+
+def docker(*args: str) -> str:
+    """Run `docker ARGS` and return its stdout as text; StackError on failure (run_docker)."""
+    return str(run_docker(*args).stdout.decode(errors="replace"))
 
 
 def json_list(*args: str) -> list[Any]:
@@ -91,11 +105,13 @@ def containers(project: str) -> list[dict[str, Any]]:
 
 
 def volumes(project: str) -> list[dict[str, Any]]:
+    """Inspect records of compose project `project`'s volumes."""
     names = _ids("volume", project)
     return json_list("volume", "inspect", *names) if names else []
 
 
 def networks(project: str) -> list[str]:
+    """Inspect records of compose project `project`'s networks."""
     return _ids("network", project)
 
 
@@ -247,19 +263,13 @@ def api_version() -> tuple[int, int] | None:
 def missing_images(names: list[str]) -> list[str]:
     """The image references among `names` that are not on this machine."""
     import re
-    import subprocess
 
     if not names:
         return []
-    try:
-        proc = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", *names], capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        raise StackError("docker is not installed or not on PATH") from None
-    except subprocess.TimeoutExpired:
-        raise StackError("docker image inspect did not answer within 60 s") from None
+    proc = run_docker("image", "inspect", "--format", "{{.Id}}", *names, check=False)
     if proc.returncode == 0:
         return []
-    missing = re.findall(r"No such image: (\S+)", proc.stderr)
+    missing = re.findall(r"No such image: (\S+)", proc.stderr.decode(errors="replace"))
     if not missing:
         docker("image", "inspect", *names)  # not a missing image: let docker() word the error
     return [name for name in names if name in missing]
@@ -304,6 +314,7 @@ def location(environ: Mapping[str, str] | None = None) -> tuple[str, str | None]
 
 
 def docker_config_dir(environ: Mapping[str, str]) -> str:
+    """The docker CLI's configuration directory: DOCKER_CONFIG, else ~/.docker."""
     return environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
 
 

@@ -39,6 +39,7 @@ def host_port(base: int, offset: int) -> int:
 
 
 def host_ports(bases: Iterable[int], offset: int) -> list[int]:
+    """`host_port` of each base."""
     return [host_port(base, offset) for base in bases]
 
 
@@ -80,6 +81,7 @@ def offset_bounds(bases: Iterable[int]) -> tuple[int, int]:
 
 
 def parse_offset(raw: str, source: str, stack: Mapping[str, Any]) -> int:
+    """PORT_OFFSET from `raw` (its `source` named in errors): 0, or an offset that keeps every host port of `stack` within 1024-65535."""
     low, high = offset_bounds(svc["host_port"] for svc in stack["services"].values())
     # 0 is always allowed: the ports exactly as stack.yml declares them (an adopted project's `80` stays 80)
     zero = "0 (the ports as declared) or " if low > 0 else ""

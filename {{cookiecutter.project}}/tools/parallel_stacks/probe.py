@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import sys
 
+from . import labels
 from .basics import PORT_MAX, PORT_MIN, StackError, var_name
 
 TYPE_CHECKING = False  # `make check-ports` pays for every import: types are for mypy only
@@ -58,7 +59,7 @@ def _ipv6_available() -> bool:
 
 
 def addresses(bind: str) -> list[str]:
-    """Addresses to test for a copy publishing on `bind` (as stack_config normalised it)."""
+    """Addresses to test for a copy publishing on `bind` (as config.parse_bind_address normalised it)."""
     if bind in ("0.0.0.0", "::"):
         return ["0.0.0.0"] + (["::"] if _ipv6_available() else [])
     if bind.startswith("127.") and ":" not in bind:
@@ -103,6 +104,7 @@ def ephemeral_ports(values: Mapping[str, str], services: Mapping[str, Mapping[st
 
 
 def service_ports(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
+    """(service, host port) of every service of the copy."""
     return [(name, int(values[f"{var_name(name)}_PORT"])) for name in services]
 
 
@@ -145,6 +147,7 @@ def _same_address(a: str, b: str) -> bool:
 
 
 def container_owner(rec: dict[str, Any]) -> str:
+    """Who a container is, in words: its name, compose project and worktree."""
     where = f", worktree {rec['working_dir']}" if rec.get("working_dir") else ""
     project = f"compose project {rec['project']}" if rec.get("project") else "not from compose"
     return f"container {rec['name']} ({project}{where})"
@@ -228,7 +231,7 @@ def remote_busy_ports(values: Mapping[str, str], ports: list[int], environ: Mapp
         "--network",
         "host",
         "--label",
-        "dev.parallel-stacks.probe=1",
+        f"{labels.PROBE}=1",
         image,
         "python3",
         "-c",
@@ -286,6 +289,7 @@ def nearest_free_offset(
 
 
 def describe(values: Mapping[str, str], found: list[Conflict], suggestion: int | None = None) -> str:
+    """The one line for ports that are taken: which service, which port, who holds it, and a free offset to use instead."""
     first = found[0]
     more = ""
     if found[1:]:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine as docker_state
+from . import labels
 from .basics import StackError, var_name
 from .formula import named_host
 from .registry import state_dir
@@ -37,7 +38,7 @@ __all__ = [
     "withdraw",
 ]
 
-PROXY_LABEL = "dev.parallel-stacks.proxy"
+PROXY_LABEL = labels.PROXY
 DEFAULT_IMAGE = "caddy:2"
 CONF_DIR = "/etc/caddy"
 START_SECONDS = 15
@@ -46,6 +47,7 @@ Table = dict[str, dict[str, Any]]  # {compose project: {"worktree": path, "route
 
 
 def container_name(port: str | int) -> str:
+    """The name of the machine's proxy container for named URLs on `port`."""
     return f"parallel-stacks-proxy-{port}"
 
 
@@ -96,7 +98,6 @@ def table(port: str) -> Table:
 def _read(name: str) -> Table:
     """The routing table in the proxy container: from the engine's socket (the archive `docker cp` reads), else the CLI."""
     import io
-    import subprocess
     import tarfile
     from urllib.parse import quote
 
@@ -106,7 +107,7 @@ def _read(name: str) -> Table:
             return {}  # a proxy that never got a table (killed while starting): start from none
         archive = answer[1]
     else:
-        proc = subprocess.run(["docker", "cp", f"{name}:{CONF_DIR}/routes.json", "-"], capture_output=True, timeout=60)
+        proc = docker_state.run_docker("cp", f"{name}:{CONF_DIR}/routes.json", "-", check=False)
         if proc.returncode != 0:
             return {}
         archive = proc.stdout

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import engine as docker_state
+from . import labels
 from . import probe as check_ports
 from .basics import PORT_MAX, PORT_MIN, StackError, is_digits, var_name
 from .config import DEFAULT_TASK_STEP, read_env_file
@@ -39,6 +40,7 @@ VERSION = 1
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the slot registry lives: PARALLEL_STACKS_STATE_DIR, else $XDG_STATE_HOME/parallel-stacks (~/.local/state)."""
     environ = os.environ if environ is None else environ
     if environ.get("PARALLEL_STACKS_STATE_DIR"):
         return Path(environ["PARALLEL_STACKS_STATE_DIR"])
@@ -112,6 +114,7 @@ class Registry:
             )
 
     def write(self) -> None:
+        """Replace the registry file atomically with the claims (only under the exclusive lock)."""
         if not self.writable:
             raise AssertionError("the registry was opened read-only")  # a bug, not a user's mistake
         tmp = self.path.with_suffix(".tmp")
@@ -120,6 +123,7 @@ class Registry:
 
 
 def claim_key(worktree: str, env_name: str) -> str:
+    """A claim's key in the registry: the worktree and its ENV."""
     return f"{worktree}|{env_name}"
 
 
@@ -263,11 +267,11 @@ def _remembered_test_start(claim: Mapping[str, Any], offset: int) -> int | None:
 
 # ---------------------------------------------------------------- claims on the engine
 SLOT_PREFIX = "parallel-stacks-slot-"
-SLOT_LABEL = "dev.parallel-stacks.slot"
-SLOT_HOST_LABEL = "dev.parallel-stacks.slot-host"  # for people: the claiming machine's host name
-SLOT_MACHINE_LABEL = "dev.parallel-stacks.slot-machine"  # for ownership: its id (host names repeat and change)
-SLOT_TREE_LABEL = "dev.parallel-stacks.slot-worktree"
-SLOT_ENV_LABEL = "dev.parallel-stacks.slot-env"
+SLOT_LABEL = labels.SLOT
+SLOT_HOST_LABEL = labels.SLOT_HOST
+SLOT_MACHINE_LABEL = labels.SLOT_MACHINE
+SLOT_TREE_LABEL = labels.SLOT_TREE
+SLOT_ENV_LABEL = labels.SLOT_ENV
 SLOT_IMAGE = "parallel-stacks/slot-claim:1"
 
 
@@ -283,11 +287,7 @@ def engine_claims_on(environ: Mapping[str, str] | None = None) -> bool:
 def _slot_image() -> None:
     """An image with no files for the claim containers (they are never started): made on the engine once."""
     if docker_state.missing_images([SLOT_IMAGE]):
-        import subprocess
-
-        proc = subprocess.run(
-            ["docker", "import", "-c", f"LABEL {SLOT_LABEL}-image=1", "-", SLOT_IMAGE], input=b"\0" * 10240, capture_output=True, timeout=60
-        )
+        proc = docker_state.run_docker("import", "-c", f"LABEL {SLOT_LABEL}-image=1", "-", SLOT_IMAGE, stdin=b"\0" * 10240, check=False)
         if proc.returncode != 0:
             raise StackError(f"could not create {SLOT_IMAGE} on the engine: {proc.stderr.decode(errors='replace').strip()[-200:]}")
 

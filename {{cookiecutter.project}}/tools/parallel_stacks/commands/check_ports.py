@@ -10,6 +10,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make check-ports`: refuse in one line when a host port of this copy is taken by anything but this copy; warn about ports in the ephemeral range."""
     argv = sys.argv[1:] if argv is None else argv
     if set(argv) - {"--quiet"}:  # --help and mistakes: argparse words them
         import argparse

@@ -124,6 +124,7 @@ def compose_version(cmd: list[str]) -> str:
 
 
 def is_v1(cmd: list[str]) -> bool:
+    """True for Compose v1 (`docker-compose` 1.x), whose flags and labels differ."""
     return compose_version(cmd).lstrip("v").startswith("1.")
 
 
@@ -256,10 +257,12 @@ def base_args(cmd: list[str], values: Mapping[str, str]) -> list[str]:
 
 
 def files_text(values: Mapping[str, str]) -> str:
+    """The copy's compose files, relative to its worktree, as `a.yml + b.yml` for messages."""
     return " + ".join(str(p.relative_to(values["STACK_WORKTREE"])) for p in compose_files(values))
 
 
 def run(argv: list[str], env: Mapping[str, str]) -> int:
+    """Run `argv` with `env`, its output to the terminal; its exit code (StackError when the program is missing)."""
     try:
         return subprocess.run(argv, env=env).returncode
     except FileNotFoundError:
@@ -349,6 +352,7 @@ def quiet(argv: list[str], env: Mapping[str, str]) -> tuple[int, str]:
 
 
 def show_tail(output: str, lines: int = 40) -> None:
+    """The last `lines` lines of a command's captured output, on stderr (what a failure needs to be understood)."""
     tail = output.rstrip().splitlines()[-lines:]
     if tail:
         print("\n".join(tail), file=sys.stderr)
@@ -401,6 +405,7 @@ def snapshot(records: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
 
 
 def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, str], cmd: list[str], extra: list[str]) -> int:
+    """`make up`: check ownership, ports, volumes and images, claim what it needs, build, start, wait until healthy, publish the named URLs; nothing created when a check fails."""
     from .. import engine as docker_state
     from .. import ownership
     from .. import probe as check_ports
@@ -526,6 +531,7 @@ def client_args(values: Mapping[str, str], client: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m parallel_stacks {up,down,ps,logs,config,client}`: one compose command for this copy."""
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("command", choices=["up", "down", "ps", "logs", "config", "client"], help="compose command to run for this copy")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="extra arguments passed to compose (client: its name first, e.g. psql)")
@@ -535,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(command: str, extra: list[str], compose: str | None) -> int:
+    """Run compose `command` for this copy (up and down under the worktree's operation lock; never on another worktree's copy)."""
     from .. import ownership
 
     values, env = derive.compose_environment(None, os.environ, claim=command == "up")  # only up claims an auto slot

@@ -11,8 +11,10 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import derive
 from ..basics import StackError
@@ -20,15 +22,32 @@ from ..config import project_root, read_env_file
 
 
 class Report:
+    """The verdicts printed so far, and whether any failed."""
+
     def __init__(self) -> None:
         self.failed = False
 
     def line(self, level: str, topic: str, text: str) -> None:
+        """Print one check's verdict (`ok`, `warn`, `FAIL`) and remember a failure."""
         self.failed |= level == "FAIL"
         print(f"{level:<5} {topic}: {text}")
 
 
-def check_env_files(report: Report, root: Path) -> None:
+@dataclass
+class Checked:
+    """What every check looks at: this copy's values and services, the environment, and what the engine said."""
+
+    root: Path
+    values: dict[str, str]
+    services: dict[str, Any]
+    environ: Mapping[str, str]
+    running: list[dict[str, Any]] | None = None  # the engine's running containers; None: it did not answer
+    compose: list[str] | None = None  # the compose command; None: none found
+
+
+def check_env_files(report: Report, c: Checked) -> None:
+    """Every env file (and .env.dynamic) parses; a line that does not is named."""
+    root = c.root
     files = sorted((root / "env").glob("*.env")) + ([root / ".env.dynamic"] if (root / ".env.dynamic").exists() else [])
     for path in files:
         try:
@@ -42,8 +61,9 @@ def check_env_files(report: Report, root: Path) -> None:
         report.line("warn", "secrets", f"{local.relative_to(root)} is readable by others (chmod 600 it)")
 
 
-def check_inherited(report: Report, values: Mapping[str, str], environ: Mapping[str, str]) -> None:
+def check_inherited(report: Report, c: Checked) -> None:
     """Shell variables that disagree with the computed ones (a stale export from another worktree)."""
+    values, environ = c.values, c.environ
     clashes = [
         f"{key}={environ[key]} (computed {values[key]})"
         for key in values
@@ -55,10 +75,11 @@ def check_inherited(report: Report, values: Mapping[str, str], environ: Mapping[
         report.line("ok", "shell", "no inherited COMPOSE_PROJECT_NAME or *_PORT disagrees")
 
 
-def check_remote_bind(report: Report, values: Mapping[str, str]) -> None:
+def check_remote_bind(report: Report, c: Checked) -> None:
     """A copy on another host bound to that host's loopback is reachable from that host only."""
     import ipaddress
 
+    values = c.values
     if values.get("STACK_ENGINE", "local") == "local":
         return
     if ipaddress.ip_address(values["BIND_ADDRESS"]).is_loopback:
@@ -72,21 +93,54 @@ def check_remote_bind(report: Report, values: Mapping[str, str]) -> None:
         report.line("ok", "bind", f"ports published on {values['BIND_ADDRESS']} of {values.get('STACK_HOST')}")
 
 
-def check_compose_files(report: Report, cmd: list[str], environ: Mapping[str, str]) -> None:
+def check_engine(report: Report, c: Checked) -> None:
+    """The engine answers (which one, and where); its running containers are kept for the checks after it."""
+    from .. import engine as docker_state
+
+    try:
+        version = docker_state.docker("version", "--format", "{{.Server.Version}}").strip()
+        local = c.values.get("STACK_ENGINE", "local") == "local"
+        where = "on this machine" if local else f"at {c.values['STACK_ENGINE']} (host {c.values.get('STACK_HOST')})"
+        report.line("ok", "engine", f"Docker {version} reachable, {where}")
+        c.running = docker_state.running_containers()
+    except StackError as exc:
+        report.line("FAIL", "engine", str(exc))
+
+
+def check_compose(report: Report, c: Checked) -> None:
+    """A compose command exists (v2 plugin, or v1), and which version."""
+    from . import compose as compose_run
+
+    try:
+        cmd = compose_run.compose_command()
+        out = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=30).stdout.strip()
+        report.line("ok", "compose", f"{' '.join(cmd)} {out}")
+        c.compose = cmd
+    except StackError as exc:
+        report.line("FAIL", "compose", str(exc))
+
+
+def check_compose_files(report: Report, c: Checked) -> None:
     """The compose files this copy uses exist and `compose config` accepts them, with this copy's variables."""
     from ..config import compose_variables, load_stack
     from . import compose as compose_run
 
-    values, env = derive.compose_environment(None, environ)
-    root = Path(values["STACK_WORKTREE"])
-    if compose_variables(load_stack(root / "stack.yml")) is None:  # a baked compose file requires secrets `make up` writes first
-        env = {**env, **{key: "unset" for key in derive.secret_keys(derive.services(root)) if not values.get(key)}}
-    files = compose_run.compose_files(values)
-    missing = [p.name for p in files if not p.is_file()]
-    if missing:
-        report.line("FAIL", "compose files", f"{', '.join(missing)} (stack.yml) does not exist")
+    if c.compose is None:
+        return  # check_compose said why
+    try:
+        values, env = derive.compose_environment(None, c.environ)
+        root = Path(values["STACK_WORKTREE"])
+        if compose_variables(load_stack(root / "stack.yml")) is None:  # a baked compose file requires secrets `make up` writes first
+            env = {**env, **{key: "unset" for key in derive.secret_keys(derive.services(root)) if not values.get(key)}}
+        missing = [p.name for p in compose_run.compose_files(values) if not p.is_file()]
+        if missing:
+            report.line("FAIL", "compose files", f"{', '.join(missing)} (stack.yml) does not exist")
+            return
+        args = [*compose_run.base_args(c.compose, values), "config", "--quiet"]
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    except (StackError, OSError, subprocess.TimeoutExpired) as exc:
+        report.line("FAIL", "compose files", str(exc) or type(exc).__name__)
         return
-    proc = subprocess.run([*compose_run.base_args(cmd, values), "config", "--quiet"], env=env, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
         report.line("FAIL", "compose files", f"{compose_run.files_text(values)}: compose refuses them: {lines[-1]}")
@@ -94,61 +148,22 @@ def check_compose_files(report: Report, cmd: list[str], environ: Mapping[str, st
         report.line("ok", "compose files", f"{compose_run.files_text(values)} accepted by compose")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m parallel_stacks doctor", description=__doc__.splitlines()[0])
-    parser.parse_args(sys.argv[1:] if argv is None else argv)
-    report = Report()
-    environ = os.environ
-    try:
-        root = project_root()
-        values = derive.load(root, environ)
-        services = derive.services(root)
-        report.line(
-            "ok",
-            "config",
-            f"stack.yml valid; copy {values['COMPOSE_PROJECT_NAME']}, PORT_OFFSET={values['PORT_OFFSET']} from {values['PORT_OFFSET_SOURCE']}",
-        )
-    except StackError as exc:
-        report.line("FAIL", "config", str(exc))
-        return 1
-    check_env_files(report, root)
-    check_inherited(report, values, environ)
-    check_remote_bind(report, values)
-
-    from .. import engine as docker_state
-    from .. import probe as check_ports
-
-    running = None
-    try:
-        version = docker_state.docker("version", "--format", "{{.Server.Version}}").strip()
-        where = (
-            "on this machine"
-            if values.get("STACK_ENGINE", "local") == "local"
-            else f"at {values['STACK_ENGINE']} (host {values.get('STACK_HOST')})"
-        )
-        report.line("ok", "engine", f"Docker {version} reachable, {where}")
-        running = docker_state.running_containers()
-    except StackError as exc:
-        report.line("FAIL", "engine", str(exc))
-    try:
-        from . import compose as compose_run
-
-        cmd = compose_run.compose_command()
-        out = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=30).stdout.strip()
-        report.line("ok", "compose", f"{' '.join(cmd)} {out}")
-        check_compose_files(report, cmd, environ)
-    except StackError as exc:
-        report.line("FAIL", "compose", str(exc))
+def check_ports(report: Report, c: Checked) -> None:
+    """Every host port of the copy is free, or already this copy's."""
+    from .. import probe
 
     try:
-        check_ports.check(values, services, running)
+        probe.check(c.values, c.services, c.running)
         report.line("ok", "ports", "every port free or already this copy's")
     except StackError as exc:
         report.line("FAIL", "ports", str(exc))
 
-    from .. import registry
 
-    inside, low, high = check_ports.ephemeral_ports(values, services)
+def check_ephemeral(report: Report, c: Checked) -> None:
+    """No port of the copy lies where the kernel picks outgoing connections' ports."""
+    from .. import probe
+
+    inside, low, high = probe.ephemeral_ports(c.values, c.services)
     if inside:
         report.line(
             "warn", "ephemeral", f"ports {inside} lie in the kernel's ephemeral range {low}-{high}: outgoing connections may take them"
@@ -156,12 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report.line("ok", "ephemeral", f"no port in the ephemeral range {low}-{high}")
 
-    try:
-        from . import fleet
 
-        with registry.Registry(registry.state_dir(environ)) as reg:
+def check_registry(report: Report, c: Checked) -> None:
+    """The slot registry reads, and how many of its claims are stale (read-only: doctor changes nothing)."""
+    from .. import registry
+    from . import fleet
+
+    try:
+        with registry.Registry(registry.state_dir(c.environ), write=False) as reg:
             claims = dict(reg.claims)
-        copies = fleet.docker_copies() if running is not None else None
+        copies = fleet.docker_copies() if c.running is not None else None
         stale = fleet.stale_claims(claims, copies, time.time())
         if stale:
             report.line(
@@ -171,6 +190,41 @@ def main(argv: list[str] | None = None) -> int:
             report.line("ok", "registry", f"{len(claims)} claim(s), none stale")
     except StackError as exc:
         report.line("warn", "registry", str(exc))
+
+
+# In this order: the engine's and compose's answers are kept for the checks after them.
+CHECKS: list[Callable[[Report, Checked], None]] = [
+    check_env_files,
+    check_inherited,
+    check_remote_bind,
+    check_engine,
+    check_compose,
+    check_compose_files,
+    check_ports,
+    check_ephemeral,
+    check_registry,
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make doctor`: what is wrong with this copy's setup, one line per check; exit 1 if any check failed."""
+    parser = argparse.ArgumentParser(prog="python -m parallel_stacks doctor", description=__doc__.splitlines()[0])
+    parser.parse_args(sys.argv[1:] if argv is None else argv)
+    report = Report()
+    try:
+        root = project_root()
+        values = derive.load(root, os.environ)
+        checked = Checked(root, values, derive.services(root), os.environ)
+        report.line(
+            "ok",
+            "config",
+            f"stack.yml valid; copy {values['COMPOSE_PROJECT_NAME']}, PORT_OFFSET={values['PORT_OFFSET']} from {values['PORT_OFFSET_SOURCE']}",
+        )
+    except StackError as exc:
+        report.line("FAIL", "config", str(exc))
+        return 1
+    for check in CHECKS:
+        check(report, checked)
     return 1 if report.failed else 0
 
 

@@ -33,6 +33,7 @@ def render(command: str, environ: Mapping[str, str], show_secrets: bool | None =
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make env` / `make ports`: the derived values, served from the cache when every input is unchanged."""
     argv = sys.argv[1:] if argv is None else argv
     root = find()
     if len(argv) != 1 or argv[0] not in COMMANDS or root is None:

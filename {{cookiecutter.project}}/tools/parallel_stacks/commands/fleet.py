@@ -547,6 +547,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_orphans(orphans: Mapping[tuple[str, str], Mapping[str, list[str]]]) -> None:
+    """Remove the copies of vanished worktrees: their containers, the images compose built for them, networks and volumes."""
     for (project, _tree), objects in orphans.items():
         if objects["containers"]:
             docker_state.docker("rm", "-f", "-v", *objects["containers"])
@@ -565,6 +566,7 @@ def remove_orphans(orphans: Mapping[tuple[str, str], Mapping[str, list[str]]]) -
 
 
 def gc(environ: Mapping[str, str], force: bool) -> int:
+    """`make gc`: list stale claims and copies of vanished worktrees; with `force`, free and remove them."""
     try:
         copies = docker_copies()
         orphans = orphaned_copies()
@@ -617,6 +619,7 @@ def gc(environ: Mapping[str, str], force: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make slots` / `make gc`."""
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("command", choices=["slots", "gc"], help="slots: every copy on this machine; gc: stale claims")
     parser.add_argument(

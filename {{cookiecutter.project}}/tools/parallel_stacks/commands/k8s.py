@@ -26,12 +26,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import derive
+from .. import derive, labels
 from ..basics import StackError, var_name
 from ..formula import named_host
 from ..runner import run
 
-LABEL = "dev.parallel-stacks"
+LABEL = labels.K8S_PREFIX
 
 
 def dns_name(text: str, limit: int = 63) -> str:
@@ -44,6 +44,7 @@ def dns_name(text: str, limit: int = 63) -> str:
 
 
 def labels_of(values: Mapping[str, str], service: str | None = None) -> dict[str, str]:
+    """The Kubernetes labels of this copy's objects (and of one service's, given `service`)."""
     out = {
         "app.kubernetes.io/part-of": dns_name(values["STACK_PROJECT"]),
         "app.kubernetes.io/managed-by": "parallel-stacks",
@@ -57,6 +58,7 @@ def labels_of(values: Mapping[str, str], service: str | None = None) -> dict[str
 
 
 def meta(name: str, namespace: str | None, values: Mapping[str, str], service: str | None = None) -> dict[str, Any]:
+    """An object's metadata: name, namespace, labels, and the worktree as an annotation."""
     out: dict[str, Any] = {
         "name": name,
         "labels": labels_of(values, service),
@@ -104,6 +106,7 @@ def ports_of(svc: Mapping[str, Any]) -> list[tuple[int, str]]:
 
 
 def secret_values(values: Mapping[str, str]) -> list[str]:
+    """The values of this copy's secrets (they go into a Secret, never into a manifest's plain text)."""
     return [values[k] for k in derive.secret_keys(derive.services(Path(values["STACK_WORKTREE"]))) if values.get(k)]
 
 
@@ -244,6 +247,7 @@ def render(values: Mapping[str, str], config: Mapping[str, Any], warn: Any = Non
 
 
 def dump(docs: list[dict[str, Any]]) -> str:
+    """The manifests as one YAML stream with a header saying where they came from."""
     import yaml
 
     header = "# Rendered by `make k8s` (parallel-stacks) from stack.yml and the compose files; apply with `kubectl apply -f -`.\n"
@@ -251,6 +255,7 @@ def dump(docs: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make k8s`: this copy as Kubernetes manifests on stdout."""
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks k8s", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.parse_args(sys.argv[1:] if argv is None else argv)
 

@@ -54,6 +54,7 @@ def data_directory(values: Mapping[str, str]) -> Path | None:
 
 
 def confirm(project: str, stdin: TextIO = sys.stdin) -> bool:
+    """Ask on the terminal for the project name before removing; refuse without a terminal (FORCE=1 skips the question)."""
     if not stdin.isatty():
         raise StackError(f"refusing to remove {project} without confirmation: no terminal; run with FORCE=1")
     print(f"Remove these from {project}? Type the project name to confirm: ", end="", flush=True)
@@ -61,6 +62,7 @@ def confirm(project: str, stdin: TextIO = sys.stdin) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make nuke`: remove this copy's containers, networks, volumes and images, and nothing of another copy."""
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks nuke", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--force",

@@ -12,6 +12,7 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make claim` / `make release`: take, or free, this worktree's PORT_OFFSET=auto (and task-id) slots."""
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("command", choices=["claim", "release"], help="claim: print this worktree's auto slot; release: free its slots")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

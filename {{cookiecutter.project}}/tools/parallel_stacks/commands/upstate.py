@@ -29,6 +29,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from .. import labels
+
 __all__ = ["config_key", "context_digest", "inputs_digest", "model_of", "record", "remembered_model", "stamp_path", "unchanged"]
 
 FORMAT = 2
@@ -189,7 +191,7 @@ def unchanged(
     if not all(_healthy(e) for e in entries):
         return False
     wanted = service_images(model, project, separator)
-    services = [str((e.get("Labels") or {}).get("com.docker.compose.service", "")) for e in entries]
+    services = [str((e.get("Labels") or {}).get(labels.SERVICE, "")) for e in entries]
     if sorted(services) != sorted(wanted):
         return False  # a service without its container, or one twice: compose's business
     return all(engine.image_id(wanted[svc]) == e.get("ImageID") for svc, e in zip(services, entries))
@@ -232,6 +234,7 @@ def record(
 
 
 def forget(values: Mapping[str, str], environ: Mapping[str, str]) -> None:
+    """Remove the copy's quick-up stamp (after `make nuke`): the next `make up` takes the full path."""
     try:
         os.unlink(stamp_path(values, environ))
     except OSError:

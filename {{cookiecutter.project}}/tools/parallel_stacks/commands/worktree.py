@@ -42,6 +42,7 @@ SELECTORS = ("PORT_OFFSET", "TASK_ID", "ZENFLOW_TASK_ID", "COMPOSE_PROJECT_NAME"
 
 
 def check_name(name: str) -> str:
+    """`name` if it can be a git worktree and branch name; StackError naming the rule otherwise."""
     if not NAME.fullmatch(name) or ".." in name or name.endswith((".lock", ".")):
         raise StackError(
             f"NAME={name[:60]!r} is not a worktree name: use 1-60 letters, digits, '.', '_' or '-', starting with a letter "
@@ -51,6 +52,7 @@ def check_name(name: str) -> str:
 
 
 def git(*args: str, cwd: Path) -> str:
+    """Run git with `args` in `cwd`; its stdout, or StackError with git's last line."""
     proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
         err = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
@@ -113,6 +115,7 @@ def copy_includes(source: Path, target: Path, secret_keys: list[str]) -> list[st
 
 
 def describe(project_dir: Path, values: Mapping[str, str], name: str, branch: str, worktree: Path) -> dict[str, Any]:
+    """A worktree's copy as the worktree commands report it (name, branch, path, offset, URLs with secrets masked)."""
     return {
         "name": name,
         "branch": branch,
@@ -143,6 +146,7 @@ def setup(source: Path, project_dir: Path, environ: Mapping[str, str], up: bool)
 
 
 def add(project: Path, name: str, environ: Mapping[str, str], up: bool) -> dict[str, Any]:
+    """`make worktree NAME=...`: a git worktree with its own copy (slot claimed, secrets its own; started with UP=1)."""
     check_name(name)
     top, inside = repo_of(project)
     parent = Path(environ["WORKTREE_DIR"]) if environ.get("WORKTREE_DIR") else top.parent
@@ -181,6 +185,7 @@ def teardown(project_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def remove(project: Path, name_or_path: str, environ: Mapping[str, str], force: bool) -> dict[str, Any]:
+    """`make worktree-remove NAME=...`: nuke the worktree's copy, release its slots, remove the worktree."""
     top, inside = repo_of(project)
     if not Path(name_or_path).is_absolute():
         check_name(name_or_path)
@@ -200,6 +205,7 @@ def remove(project: Path, name_or_path: str, environ: Mapping[str, str], force: 
 
 
 def report(result: Mapping[str, Any], as_json: bool) -> None:
+    """Print a worktree command's result, as JSON or as lines for people."""
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -215,6 +221,7 @@ def report(result: Mapping[str, Any], as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m parallel_stacks worktree {add,remove,setup,teardown}`."""
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks worktree", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("action", choices=["add", "remove", "setup", "teardown", "claude-create", "claude-remove"])
     parser.add_argument(

@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..basics import StackError
-from .base import Kind, Run, Service, Worker
+from .base import Kind, LocalRoute, LocalServer, Run, Service, Worker
 
-__all__ = ["DEFAULT", "Kind", "Run", "Service", "Worker", "check_declared", "get", "name_of", "names", "of"]
+__all__ = ["DEFAULT", "Kind", "LocalRoute", "LocalServer", "Run", "Service", "Worker", "check_declared", "get", "name_of", "names", "of"]
 
 DEFAULT = "http"  # a service whose stack.yml entry names no kind
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-__all__ = ["Kind", "Run", "Service", "Worker"]
+__all__ = ["Kind", "LocalRoute", "LocalServer", "Run", "Service", "Worker"]
 
 Lookup = Callable[[str], "str | None"]
 
@@ -41,6 +41,31 @@ class Run:
     schema_files: list[Path] = field(default_factory=list)  # isolation_schema: loaded into a database template
     options: Mapping[str, str] = field(default_factory=dict)
     workers: frozenset[int] = frozenset()  # the worker numbers this run started (0 for the single process)
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """A server of the worker's own (a container, started on the first routed connection): where a routed
+    default endpoint goes when the copy's shared server cannot keep workers apart."""
+
+    image: str  # as compose.yaml's default ...
+    image_variable: str  # ... which this variable overrides (REDIS_IMAGE)
+    container_port: int
+    slot: int  # its host port: the worker's block's `slot`-th port from the end (1, the last, is worker_broker's)
+    command: tuple[str, ...] = ()
+    hello: bytes = b""  # sent once connected; a server is ready when its reply starts with `answer`
+    answer: bytes = b""
+
+
+@dataclass(frozen=True)
+class LocalRoute:
+    """Where a test process's connections to localhost:`port` (the port clients use by default) go instead:
+    this copy's service (`host`:`target`), or a server of the worker's own (`server`)."""
+
+    port: int
+    host: str = ""
+    target: int = 0
+    server: LocalServer | None = None
 
 
 class Kind:
@@ -103,6 +128,11 @@ class Kind:
         """Environment variables the worker's tests (and the code they import) read to reach its resources."""
         return {}
 
+    def local_route(self, service: Service, values: Mapping[str, str], worker: Worker) -> LocalRoute | None:
+        """Where `worker`'s hard-coded connections to localhost on the service's container port go (the pytest
+        plugin's localhost routing; None: not routed). The default: this copy's own service."""
+        return LocalRoute(int(values[f"{service.key}_CONTAINER_PORT"]), service.host.strip("[]"), service.port)
+
     def start_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
         """Before any worker starts: remove what killed runs of this copy left, prepare templates."""
 
@@ -134,4 +164,5 @@ class Kind:
         """Make template `name` one nothing connects to any more (a stray session would block its clones)."""
 
     def drop_test_database(self, values: Mapping[str, str], name: str) -> None:
+        """Drop test database `name` (one this kind's `test_database_name` made)."""
         raise NotImplementedError(self.name)

@@ -18,11 +18,16 @@ from typing import Any
 from urllib.parse import quote
 
 from ..basics import StackError
-from .base import Kind, Lookup, Service, Worker
+from .base import Kind, LocalRoute, LocalServer, Lookup, Service, Worker
 
-__all__ = ["KIND", "MqttEndpoint", "TopicNamespace", "TopicOutsideNamespace"]
+__all__ = ["BROKER_COMMAND", "BROKER_IMAGE", "KIND", "MqttEndpoint", "TopicNamespace", "TopicOutsideNamespace"]
 
 WILDCARDS = ("+", "#")
+BROKER_IMAGE = "eclipse-mosquitto:2"  # as compose.yaml's default; MOSQUITTO_IMAGE overrides both
+# The official image's config listens on loopback only: a worker's broker listens for its published port, anonymous.
+BROKER_COMMAND = ("sh", "-c", "printf 'listener 1883\\nallow_anonymous true\\n' > /tmp/broker.conf && exec mosquitto -c /tmp/broker.conf")
+# CONNECT, MQTT 3.1.1, clean session, keepalive 5 s, client id "ready"; a broker that is up answers CONNACK (0x20)
+READY_CONNECT = bytes([0x10, 17, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 5, 0, 5]) + b"ready"
 
 
 class TopicOutsideNamespace(StackError, ValueError):
@@ -55,6 +60,7 @@ class TopicNamespace:
         return namespaced[len(head) :]
 
     def owns(self, namespaced: str) -> bool:
+        """True for a topic inside this namespace."""
         return namespaced.startswith(self.prefix + "/")
 
     @property
@@ -75,6 +81,7 @@ class MqttEndpoint:
 
     @property
     def url(self) -> str:
+        """This endpoint as an `mqtt://` URL, credentials percent-encoded."""
         return broker_url(self.host, self.port, self.user, self.password)
 
     def client(self, client_id: str = "") -> Any:
@@ -101,8 +108,7 @@ class MqttEndpoint:
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection((self.host.strip("[]"), self.port), timeout=1) as sock:
-                    # CONNECT, MQTT 3.1.1, clean session, keepalive 5 s, client id "ready"
-                    sock.sendall(bytes([0x10, 17, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 5, 0, 5]) + b"ready")
+                    sock.sendall(READY_CONNECT)
                     if sock.recv(4)[:1] == b"\x20":  # CONNACK
                         return
                     last = "no CONNACK"
@@ -113,6 +119,7 @@ class MqttEndpoint:
 
 
 def broker_url(host: str, port: int, user: str, password: str) -> str:
+    """`mqtt://user:password@host:port`, user and password percent-encoded (a password with @ / : % #)."""
     return f"mqtt://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}"
 
 
@@ -136,6 +143,7 @@ class Mqtt(Kind):
         return "MQTT_URL"
 
     def url(self, service: Service, values: Mapping[str, str]) -> str:
+        """This endpoint as an `mqtt://` URL, credentials percent-encoded."""
         return broker_url(service.host, service.port, values["MQTT_USER"], values["MQTT_PASSWORD"])
 
     def client_command(self, values: Mapping[str, str]) -> list[str]:
@@ -147,6 +155,15 @@ class Mqtt(Kind):
         topics = TopicNamespace.for_worker(worker.who)
         endpoint = MqttEndpoint(service.host, service.port, values["MQTT_USER"], values["MQTT_PASSWORD"], topics)
         return {"mqtt": endpoint, "topics": topics}  # `topics`: the context's topic_namespace is the broker's
+
+    def local_route(self, service: Service, values: Mapping[str, str], worker: Worker) -> LocalRoute | None:
+        """`localhost:1883`: a broker of the worker's own (anonymous, as a hard-coded client expects), since a fixed
+        topic on the copy's broker is every worker's; not routed when isolation is off."""
+        if not worker.isolated:
+            return None
+        port = int(values[f"{service.key}_CONTAINER_PORT"])
+        server = LocalServer(BROKER_IMAGE, "MOSQUITTO_IMAGE", 1883, slot=3, command=BROKER_COMMAND, hello=READY_CONNECT, answer=b"\x20")
+        return LocalRoute(port, server=server)
 
     def worker_env(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any]) -> dict[str, str]:
         endpoint: MqttEndpoint = resources["mqtt"]

@@ -141,6 +141,7 @@ class Postgres(Kind):
             seal(conn, name)
 
     def drop_test_database(self, values: Mapping[str, str], name: str) -> None:
+        """Drop test database `name`, connections and all."""
         with admin_connect(values) as conn:
             drop_database(conn, name)
 
@@ -155,6 +156,7 @@ def copy_slug(values: Mapping[str, str]) -> str:
 
 
 def database_name(values: Mapping[str, str], suffix: str) -> str:
+    """`test_<copy>_<suffix>`: this copy's test database for a worker, the template or `shared`; StackError past 63 characters."""
     name = f"test_{copy_slug(values)}_{suffix}"
     if len(name) > 63:
         raise StackError(f"test database name {name!r} exceeds PostgreSQL's 63 characters; shorten the project slug")
@@ -260,4 +262,5 @@ def clone_database(conn: Any, values: Mapping[str, str], name: str, attempts: in
 
 
 def drop_database(conn: Any, name: str) -> None:
+    """DROP DATABASE IF EXISTS `name` WITH (FORCE): its sessions are ended first."""
     conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..basics import StackError
-from .base import Kind, Run, Service, Worker
+from .base import Kind, LocalRoute, LocalServer, Run, Service, Worker
 
 __all__ = ["DATABASES", "KIND", "RedisNamespace", "Resp", "redis_prefix"]
 
@@ -32,9 +32,11 @@ class RedisNamespace:
 
     @property
     def db_url(self) -> str:
+        """The URL of this namespace's DB."""
         return self.url.rsplit("/", 1)[0] + f"/{self.db}"
 
     def key(self, name: str) -> str:
+        """`name` inside this namespace: the worker's prefix in front."""
         return f"{self.prefix}{name}"
 
     def client(self) -> Any:
@@ -81,6 +83,7 @@ class Resp:
         self._sock.close()
 
     def call(self, *args: object) -> Any:
+        """Send one command, return its reply (StackError for a Redis error reply)."""
         out = [b"*%d\r\n" % len(args)]
         for arg in args:
             data = arg if isinstance(arg, bytes) else str(arg).encode()
@@ -160,6 +163,14 @@ class Redis(Kind):
             "REDIS_DB": str(namespace.db),
             "REDIS_KEY_PREFIX": namespace.prefix,
         }
+
+    def local_route(self, service: Service, values: Mapping[str, str], worker: Worker) -> LocalRoute | None:
+        """`Redis()`, `redis://127.0.0.1:6379/5`: a server of the worker's own. The copy's server cannot isolate a
+        suite that picks DB numbers itself (or uses DB 0, the app's); not routed when isolation is off."""
+        if not worker.isolated:
+            return None
+        port = int(values[f"{service.key}_CONTAINER_PORT"])
+        return LocalRoute(port, server=LocalServer("redis:7-alpine", "REDIS_IMAGE", 6379, slot=2, hello=b"PING\r\n", answer=b"+PONG"))
 
     def start_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
         _clear_stale(values)

@@ -4,7 +4,7 @@ Registered by the helper package's entry point, so a suite needs no
 conftest line. Inert outside a parallel-stacks project (no stack.yml at or
 above the rootdir). Hooks here; fixtures in ``fixtures``; what a worker owns
 in ``isolation`` (each kind's part in ``parallel_stacks.kinds``); pytest-django's
-databases in ``djangodb``.
+databases in ``djangodb``; the record of what runs cost (for ``-n auto``) in ``workcache``.
 
 ``--no-isolation`` gives every worker the same database, ports, directory,
 prefix and namespace: the example tests then collide, which proves they can.
@@ -42,7 +42,7 @@ from .state import (
 
 # The fixtures live in their own module, registered with this one (pytest's
 # "requiring plugins"): no list of them to keep in step here.
-pytest_plugins = ["parallel_stacks.pytest_plugin.fixtures"]
+pytest_plugins = ["parallel_stacks.pytest_plugin.fixtures", "parallel_stacks.pytest_plugin.routing"]
 
 __all__ = [
     "isolation_line",
@@ -111,6 +111,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto`: the CPUs this process may use (affinity, cgroup quota), capped by what the copy can isolate
     and by the work: the last run of the same tests says how much there is (0: one process, no workers)."""
     from .. import kinds
+    from .workcache import work_records
     from .workers import auto_workers, selection_key, usable_cpus, work_workers
 
     root = project_root(config)
@@ -122,7 +123,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     except StackError:
         return None  # pytest_configure words it
     limit = auto_workers({kinds.get(kind) for kind in kinds_of.values()}, options, usable_cpus())
-    workers, why = work_workers(_work_records(config).get(selection_key(config.invocation_params.args)), limit)
+    workers, why = work_workers(work_records(config).get(selection_key(config.invocation_params.args)), limit)
     if why:
         config.stash[AUTO_WHY] = why
     return workers
@@ -131,48 +132,8 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 AUTO_WHY = pytest.StashKey[str]()
 
 
-def _work_records(config: pytest.Config) -> dict[str, Any]:
-    """What earlier runs' tests cost ({selection: {"seconds", "tests"}}), from pytest's cache (read before the
-    cache plugin is configured: xdist asks for the worker count first)."""
-    import json
-
-    from .workers import WORK_KEY
-
-    try:
-        path = config.rootpath / str(config.getini("cache_dir")) / "v" / WORK_KEY
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
 def pytest_report_header(config: pytest.Config) -> str | None:
     return config.stash.get(AUTO_WHY, None)
-
-
-class WorkTally:
-    """The controller's (or the single process's) tally of what this run's tests cost, every phase included
-    (xdist hands the controller its workers' reports), kept in pytest's cache for the next `-n auto`."""
-
-    def __init__(self, config: pytest.Config):
-        self.config = config
-        self.seconds = 0.0
-        self.tests = 0
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.seconds += report.duration
-        self.tests += report.when == "call"
-
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        cache = getattr(self.config, "cache", None)
-        if cache is None or self.tests == 0 or exitstatus not in (0, 1) or self.config.option.collectonly:
-            return  # no cache plugin, nothing ran, or an interrupted run (its figures would mislead)
-        from .workers import WORK_KEY, selection_key
-
-        records = _work_records(self.config)
-        records.pop(key := selection_key(self.config.invocation_params.args), None)
-        records[key] = {"seconds": round(self.seconds, 3), "tests": self.tests}
-        cache.set(WORK_KEY, dict(list(records.items())[-20:]))  # the latest 20 selections
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -212,6 +173,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[STATE] = state
     if not _is_worker(config):
+        from .workcache import WorkTally
+
         config.pluginmanager.register(WorkTally(config), "parallel_stacks.work")
     if not config.pluginmanager.hasplugin("django"):
         from . import legacy  # `db`, deprecated: only where it cannot shadow pytest-django's
@@ -393,7 +356,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     state = config.stash.get(STATE, None)
     if state is None or _is_worker(config) or state.template_ms is None:
         return
-    terminalreporter.write_line(isolation_line(state.template_ms, state.waits))
+    from .routing import routed_text
+
+    terminalreporter.write_line(isolation_line(state.template_ms, state.waits) + routed_text(config))
 
 
 def isolation_line(template_ms: float, waits: list[float]) -> str:

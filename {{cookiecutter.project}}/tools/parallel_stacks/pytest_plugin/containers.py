@@ -42,21 +42,26 @@ def start(
     labels: dict[str, str],
     run_dir: Path,
     command: Sequence[str] = (),
+    own_network: bool = True,
 ) -> WorkerContainer:
     """Start container `name` on a network of its own (`<name>-net`), published on 127.0.0.1:`port`.
 
     `labels`: COPY_LABEL, WORKER_LABEL and WORKTREE_LABEL; RUN_LABEL is the run directory's name.
     A leftover of the same name is removed first if it is this copy's (another's: StackError).
+    `own_network=False`: on the engine's default bridge (a server reached only through its published
+    port needs no network, and each network takes one of the engine's few address pools).
     """
     (run_dir / MARKER).touch()  # before anything exists: a kill from here on leaves a trace the next run follows
     labels = {**labels, RUN_LABEL: run_dir.name}
     flags = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
-    network = f"{name}-net"
+    network = f"{name}-net" if own_network else ""
     _clear_leftovers(name, network, labels)
-    docker("network", "create", *flags, network)
+    if network:
+        docker("network", "create", *flags, network)
     container = WorkerContainer(name, network, port)
     try:
-        docker("run", "-d", "--name", name, "--network", network, "-p", f"127.0.0.1:{port}:{container_port}", *flags, image, *command)
+        on = ["--network", network] if network else []
+        docker("run", "-d", "--name", name, *on, "-p", f"127.0.0.1:{port}:{container_port}", *flags, image, *command)
     except StackError:
         stop(container)
         raise
@@ -66,6 +71,8 @@ def start(
 def stop(container: WorkerContainer) -> None:
     """Remove the container and its network (what is already gone is no error)."""
     for args in (("rm", "-f", "-v", container.name), ("network", "rm", container.network)):
+        if not args[-1]:
+            continue
         try:
             docker(*args)
         except StackError:
@@ -74,6 +81,8 @@ def stop(container: WorkerContainer) -> None:
 
 def _clear_leftovers(name: str, network: str, labels: dict[str, str]) -> None:
     for kind, obj in (("container", name), ("network", network)):
+        if not obj:
+            continue
         try:
             found = json.loads(
                 docker(kind, "inspect", "--format", "{{json .Config.Labels}}" if kind == "container" else "{{json .Labels}}", obj)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from ..basics import StackError
-from ..kinds.mqtt import MqttEndpoint
+from ..kinds.mqtt import BROKER_COMMAND, BROKER_IMAGE, MqttEndpoint
 from ..kinds.redis import RedisNamespace
 from .isolation import ParallelTestContext, PortBlock, TopicNamespace
 from .state import STATE
@@ -28,10 +28,6 @@ __all__ = [
     "worker_ports",
     "worker_tmp_dir",
 ]
-
-BROKER_IMAGE = "eclipse-mosquitto:2"  # as compose.yaml's default; MOSQUITTO_IMAGE overrides both
-# The official image's config listens on loopback only: a worker's broker listens for its published port, anonymous.
-BROKER_COMMAND = ["sh", "-c", "printf 'listener 1883\\nallow_anonymous true\\n' > /tmp/broker.conf && exec mosquitto -c /tmp/broker.conf"]
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +55,7 @@ def isolated_database(pytestconfig: pytest.Config, parallel_context: ParallelTes
 
 @pytest.fixture(scope="session")
 def database_url(isolated_database: str, parallel_context: ParallelTestContext) -> str:
+    """The URL of this worker's own database."""
     assert parallel_context.database_url is not None
     return parallel_context.database_url
 
@@ -138,6 +135,7 @@ def worker_tmp_dir(parallel_context: ParallelTestContext) -> Path:
 
 @pytest.fixture(scope="session")
 def topic_namespace(parallel_context: ParallelTestContext) -> TopicNamespace:
+    """This worker's MQTT topic namespace (`topic('a/b')` -> `test/gw0/a/b`)."""
     return parallel_context.topics
 
 

@@ -52,12 +52,14 @@ class PortBlock:
     size: int = TEST_PORT_BLOCK
 
     def port(self, i: int = 0) -> int:
+        """Port `i` of the block; StackError outside it."""
         if not 0 <= i < self.size:
             raise StackError(f"port index {i} is outside this worker's block of {self.size} ({self.start}-{self.stop - 1})")
         return self.start + i
 
     @property
     def stop(self) -> int:
+        """The first port after the block."""
         return self.start + self.size
 
     def __contains__(self, port: object) -> bool:
@@ -111,10 +113,12 @@ class ParallelTestContext:
 
     @property
     def database_name(self) -> str | None:
+        """This worker's database, if the stack has a Postgres."""
         return self.resources.get("database_name")
 
     @property
     def database_url(self) -> str | None:
+        """The URL of this worker's database, if the stack has a Postgres."""
         return self.resources.get("database_url")
 
     @property

@@ -133,6 +133,7 @@ class State:
         self.waits: list[float] = []  # the controller's: every worker's wait_ms
 
     def services(self) -> list[tuple[Service, Kind]]:
+        """(service, kind) of every service this run isolates (SERVICES narrows them)."""
         return stack_services(self.values, self.kinds_of)
 
     def worker_for(self, kind: Kind) -> Worker:
@@ -140,6 +141,7 @@ class State:
         return worker_of(self.context.worker, self.isolated, kind, self.options)
 
     def run_for(self, kind: Kind) -> Run:
+        """This run as `kind` sees it: isolated or not, its schema files, its options and the workers it started."""
         return Run(self.worker_for(kind).isolated, self.schema_files, self.options, frozenset(self.workers))
 
 
@@ -156,6 +158,7 @@ def _run_dir(config: pytest.Config, values: Mapping[str, str]) -> Path:
 
 
 def make_run_dir(path: Path) -> None:
+    """Create the run's directory (once the run holds its lock); StackError when it cannot be made."""
     try:
         path.mkdir(mode=0o700)
     except FileExistsError:
@@ -229,6 +232,7 @@ def take_run_lock(values: Mapping[str, str]) -> int:
 
 
 def release_run_lock(values: Mapping[str, str], fd: int) -> None:
+    """Release the copy's run lock and remove its file."""
     from ..oplock import release_file
 
     release_file(run_lock_path(values), fd)
@@ -257,6 +261,7 @@ def take_worker_lock(values: Mapping[str, str], index: int, name: str) -> int:
 
 
 def release_worker_lock(values: Mapping[str, str], index: int, fd: int) -> None:
+    """Release worker `index`'s lock and remove its file."""
     from ..oplock import release_file
 
     release_file(worker_lock_path(values, index), fd)
