@@ -63,6 +63,7 @@ class Snapshots:
         self.taken = 0
 
     def get(self) -> tuple[dict[str, Any], int]:
+        """(the snapshot, how many have been taken): the shared one, or a new one when it is a second old."""
         with self.lock:
             if time.monotonic() - self.at >= self.interval:
                 try:
@@ -201,6 +202,7 @@ def fragment(snap: Mapping[str, Any]) -> str:
 
 
 def page(snap: Mapping[str, Any]) -> str:
+    """The whole HTML page around `fragment(snap)`: readable without script, refreshed by /app.js with it."""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -284,6 +286,7 @@ def origin_allowed(value: str | None) -> bool:
 
 
 def make_handler(snapshots: Snapshots) -> type:
+    """The request handler class serving `snapshots`: GET/HEAD only, Host and Origin checked first."""
     from http.server import BaseHTTPRequestHandler
 
     class Handler(BaseHTTPRequestHandler):
@@ -465,6 +468,7 @@ def _port(environ: Mapping[str, str]) -> int:
 
 
 def start(environ: Mapping[str, str]) -> int:
+    """`make dashboard`: name the running dashboard, or start one in the background, route it, print its URLs."""
     import subprocess
 
     from ..probe import port_free, process_owner
@@ -528,6 +532,7 @@ def _is_dashboard(pid: int) -> bool:
 
 
 def stop(environ: Mapping[str, str]) -> int:
+    """`make dashboard STOP=1`: stop the running dashboard (SIGTERM, checked to be one), withdraw its route."""
     import signal
 
     state = _read_state(environ)
@@ -555,6 +560,7 @@ def stop(environ: Mapping[str, str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m parallel_stacks dashboard [--stop]`; `--serve` is the background process itself."""
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks dashboard", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--stop", action="store_true", default=truthy(os.environ.get("STOP")), help="stop the running dashboard (STOP=1)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the background process itself
