@@ -123,8 +123,9 @@ def _link(label: str, url: str) -> str:
 def _services(copy: Mapping[str, Any]) -> str:
     items = []
     for svc in copy.get("services") or []:
-        ok = "ok" if svc.get("ok") else "bad"
-        mark = "\u2714" if svc.get("ok") else "\u2716"
+        waiting = svc.get("health") in ("starting", "restarting")
+        ok = "ok" if svc.get("ok") else ("wait" if waiting else "bad")
+        mark = {"ok": "\u2714", "wait": "\u2026", "bad": "\u2716"}[ok]
         items.append(
             f'<li class="health {ok}" data-service="{_e(svc["service"])}" data-health="{_e(svc["health"])}">'
             f'<span aria-hidden="true">{mark}</span> {_e(svc["service"])}: <strong>{_e(svc["health"])}</strong></li>'
@@ -228,7 +229,7 @@ thead th { border-bottom: 2px solid #888; }
 code, .url { font-family: ui-monospace, monospace; font-size: .85em; overflow-wrap: anywhere; }
 .sub { color: #777; font-size: .85em; margin: 0; }
 .plain { list-style: none; margin: 0; padding: 0; }
-.health.ok { color: var(--ok); } .health.bad, .bad { color: var(--bad); } .busy { color: var(--busy); }
+.health.ok { color: var(--ok); } .health.bad, .bad { color: var(--bad); } .busy, .health.wait { color: var(--busy); }
 .alert { border: 2px solid var(--bad); padding: .5rem; color: var(--bad); }
 a { overflow-wrap: anywhere; }
 @media (max-width: 760px) {
