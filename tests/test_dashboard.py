@@ -353,10 +353,30 @@ def test_stop_withdraws_the_route_and_the_process(fleet):
     pid = json.loads((fleet["base"] / "state" / "dashboard.json").read_text())["pid"]
     out = fleet["main"].make("dashboard-stop")
     assert out.stdout.strip() == f"dashboard stopped (pid {pid})"
-    assert not Path(f"/proc/{pid}").exists() and not (fleet["base"] / "state" / "dashboard.json").exists()
+    from parallel_stacks.commands.fleet import pid_alive
+
+    assert not pid_alive(pid) and not (fleet["base"] / "state" / "dashboard.json").exists()
     routes = subprocess.run(["docker", "exec", f"parallel-stacks-proxy-{PROXY_PORT}", "cat", "/etc/caddy/routes.json"],
                             capture_output=True, text=True, check=True).stdout
     assert "dashboard" not in json.loads(routes)
     status, _, _ = get(int(PROXY_PORT), "/", host=f"dashboard.localhost:{PROXY_PORT}")
     assert status == 404
     assert fleet["main"].make("dashboard", STOP="1").stdout.strip() == "no dashboard running"
+
+
+def test_a_killed_dashboard_leaves_a_route_gc_lists_and_the_next_start_replaces(fleet):
+    main = fleet["main"]
+    main.make("dashboard")
+    state = fleet["base"] / "state" / "dashboard.json"
+    pid = json.loads(state.read_text())["pid"]
+    os.kill(pid, 9)
+    from parallel_stacks.commands.fleet import pid_alive
+
+    wait_for(lambda: not pid_alive(pid), 5, "the kill")
+    listed = main.make("gc").stdout  # listing only: FORCE=1 would judge other people's copies on this engine too
+    assert f"would remove the named URLs of dashboard (its server, pid {pid}, is gone) from the proxy on port {PROXY_PORT}" in listed
+    again = main.make("dashboard").stdout
+    assert again.startswith("dashboard (pid ") and f"(pid {pid})" not in again
+    assert get(int(PROXY_PORT), "/api/ping", host=f"dashboard.localhost:{PROXY_PORT}")[0] == 200
+    assert "the named URLs of dashboard" not in main.make("gc").stdout
+    assert main.make("dashboard", STOP="1").stdout.startswith("dashboard stopped (pid ")

@@ -450,8 +450,8 @@ def would_remove(environ: Mapping[str, str], claims: Mapping[str, dict[str, Any]
                 "why": "worktree is gone",
             }
         )
-    for port, project, gone in orphaned_routes():
-        found.append({"kind": "route", "name": f"{project} on proxy port {port}", "worktree": gone, "why": "worktree is gone"})
+    for port, project, tree, why in orphaned_routes():
+        found.append({"kind": "route", "name": f"{project} on proxy port {port}", "worktree": tree, "why": why})
     for _key, claim, why in stale_claims(claims, copies, time.time()):
         found.append({"kind": "claim", "name": f"PORT_OFFSET={claim['offset']}", "worktree": claim["worktree"], "why": why})
     return found
@@ -522,28 +522,35 @@ def stale_engine_claims(environ: Mapping[str, str]) -> list[tuple[int, dict[str,
     ]
 
 
-def orphaned_routes() -> list[tuple[str, str, str]]:
-    """(proxy port, compose project, worktree) of named-URL routes whose worktree directory is gone, or whose
-    serving process (the dashboard's) is."""
+def orphaned_routes() -> list[tuple[str, str, str, str]]:
+    """(proxy port, compose project, worktree, why) of named-URL routes whose worktree directory is gone, or whose
+    serving process (a dashboard's, `make dashboard`) is."""
     from .. import proxy
 
-    return [
-        (port, project, entry.get("worktree", ""))
-        for port, table in sorted(proxy.proxies().items())
-        for project, entry in sorted(table.items())
-        if (entry.get("worktree") and not Path(entry["worktree"]).is_dir()) or (entry.get("pid") and not pid_alive(int(entry["pid"])))
-    ]
+    found = []
+    for port, table in sorted(proxy.proxies().items()):
+        for project, entry in sorted(table.items()):
+            tree = str(entry.get("worktree", ""))
+            if tree and not Path(tree).is_dir():
+                found.append((port, project, tree, f"vanished worktree {tree}"))
+            elif entry.get("pid") and not pid_alive(int(entry["pid"])):
+                found.append((port, project, tree, f"its server, pid {entry['pid']}, is gone"))
+    return found
 
 
 def pid_alive(pid: int) -> bool:
-    """A process `pid` exists (a route the dashboard left when it was killed names a dead one)."""
+    """A process `pid` runs (a route the dashboard left when it was killed names a dead one; a zombie is dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[:1] != ["Z"]
+    except OSError:
+        return True  # no /proc (macOS): kill's answer stands
 
 
 def remove_orphans(orphans: Mapping[tuple[str, str], Mapping[str, list[str]]]) -> None:
@@ -588,10 +595,8 @@ def gc(environ: Mapping[str, str], force: bool) -> int:
         if force:
             docker_state.docker("rm", f"{registry.SLOT_PREFIX}{slot}")
     routes = [] if copies is None else orphaned_routes()
-    for port, project, gone in routes:
-        print(
-            f"{'removing' if force else 'would remove'} the named URLs of {project} (vanished worktree {gone}) from the proxy on port {port}"
-        )
+    for port, project, _tree, why in routes:
+        print(f"{'removing' if force else 'would remove'} the named URLs of {project} ({why}) from the proxy on port {port}")
         if force:
             from .. import proxy
 
