@@ -256,6 +256,30 @@ def test_foreign_host_or_origin_is_refused(fleet):
     assert get(DASH_PORT, "/api/copies", host=f"localhost:{DASH_PORT}", origin=named_url().rstrip("/"))[0] == 200
 
 
+def test_show_secrets_unmasks_for_that_dashboard_only(fleet, tmp_path):
+    env = {"DASHBOARD_PORT": "27467", "NAMED_URLS_PORT": "off", "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state"), "SHOW_SECRETS": "1"}
+    fleet["main"].make("dashboard", **env)
+    try:
+        password = fleet["values"][0]["POSTGRES_PASSWORD"]
+        assert password in mine(api(27467), fleet)[fleet["values"][0]["COMPOSE_PROJECT_NAME"]]["urls"]["DATABASE_URL"]
+        assert password not in get(DASH_PORT, "/api/copies")[2].decode()  # the other dashboard still masks
+    finally:
+        fleet["main"].make("dashboard", STOP="1", **env)
+
+
+@pytest.mark.parametrize("host, origin, allowed", [
+    ("127.0.0.1:7356", None, True), ("localhost", None, True), ("dashboard.localhost:7355", "http://dashboard.localhost:7355", True),
+    ("[::1]:7356", None, True), ("DASHBOARD.LOCALHOST:7355", None, True),
+    (None, None, False), ("", None, False), ("dashboard.localhost.evil.example", None, False), ("evil.localhost:7355", None, False),
+    ("127.0.0.1.nip.io", None, False), ("127.0.0.1:7356", "https://dashboard.localhost", False), ("127.0.0.1:7356", "null", False),
+    ("127.0.0.1:7356", "http://127.0.0.1.evil.example", False),
+])
+def test_host_and_origin_rules(host, origin, allowed):
+    from parallel_stacks.commands.dashboard import host_allowed, origin_allowed
+
+    assert (host_allowed(host) and origin_allowed(origin)) is allowed
+
+
 def test_a_second_make_dashboard_reuses_the_running_one(fleet):
     pid = json.loads((fleet["base"] / "state" / "dashboard.json").read_text())["pid"]
     again = fleet["main"].make("dashboard")
