@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -404,3 +405,22 @@ def test_a_killed_dashboard_leaves_a_route_gc_lists_and_the_next_start_replaces(
     assert get(int(PROXY_PORT), "/api/ping", host=f"dashboard.localhost:{PROXY_PORT}")[0] == 200
     assert "the named URLs of dashboard" not in main.make("gc").stdout
     assert main.make("dashboard", STOP="1").stdout.startswith("dashboard stopped (pid ")
+
+
+def test_an_adopted_repository_gets_stack_dashboard(tmp_path, docker_engine):
+    """The static parallel-stacks.mk's `stack-dashboard` (and its short alias where the Makefile leaves it free)."""
+    from test_adopt import adopt, make, repository
+
+    repo = repository(tmp_path, "postgresql-pgadmin")
+    assert adopt(repo).returncode == 0
+    env = {"STACK_PYTHON": sys.executable, "DASHBOARD_PORT": "27468", "NAMED_URLS_PORT": "off",
+           "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state")}
+    assert "stack-dashboard" in make(repo, "stack-help").stdout
+    out = make(repo, "stack-dashboard", **env)
+    try:
+        assert "http://127.0.0.1:27468" in out.stdout
+        assert get(27468, "/api/copies")[0] == 200
+        assert make(repo, "dashboard", **env).stdout.startswith("the dashboard is already running")  # the alias
+    finally:
+        stopped = make(repo, "stack-dashboard-stop", **env)
+    assert stopped.stdout.startswith("dashboard stopped (pid ")
