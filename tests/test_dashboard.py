@@ -197,6 +197,9 @@ def test_the_page_lists_my_three_copies_with_worktrees_offsets_and_healthy_servi
 def test_api_copies_is_make_slots_format_json(fleet):
     served = api()
     printed = json.loads(fleet["main"].make("slots", FORMAT="json").stdout)
+    table = fleet["main"].make("slots").stdout  # the table comes from the same function
+    row = next(line for line in table.splitlines() if line.startswith(f"demo-stack-{FEATURE} "))
+    assert "running 5/5" in row and str(fleet["feature"].path) in row and f"demo-stack_db_data_{FEATURE}" in row
     assert set(served) == set(printed) == {"taken_at", "copies", "stale", "engine_errors"}
     assert mine(served, fleet) == mine(printed, fleet) and len(mine(served, fleet)) == 3
     record = mine(served, fleet)[f"demo-stack-{FEATURE}"]
