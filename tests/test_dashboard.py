@@ -261,14 +261,20 @@ def test_foreign_host_or_origin_is_refused(fleet):
 
 
 def test_show_secrets_unmasks_for_that_dashboard_only(fleet, tmp_path):
-    env = {"DASHBOARD_PORT": "27467", "NAMED_URLS_PORT": "off", "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state"), "SHOW_SECRETS": "1"}
-    fleet["main"].make("dashboard", **env)
+    """A second dashboard (another state directory, SHOW_SECRETS=1) beside the first: its own numbered URL, the
+    first keeps dashboard.localhost, and stopping the second leaves the first's route alone."""
+    env = {"DASHBOARD_PORT": "27467", "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state"), "SHOW_SECRETS": "1"}
+    first = json.loads((fleet["base"] / "state" / "dashboard.json").read_text())["pid"]
+    out = fleet["main"].make("dashboard", **env)
     try:
+        assert f"warning: no named URL for the dashboard (dashboard.localhost is routed to another dashboard (pid {first}," in out.stderr
+        assert "http://127.0.0.1:27467" in out.stdout and "dashboard.localhost" not in out.stdout
         password = fleet["values"][0]["POSTGRES_PASSWORD"]
         assert password in mine(api(27467), fleet)[fleet["values"][0]["COMPOSE_PROJECT_NAME"]]["urls"]["DATABASE_URL"]
         assert password not in get(DASH_PORT, "/api/copies")[2].decode()  # the other dashboard still masks
     finally:
         fleet["main"].make("dashboard", STOP="1", **env)
+    assert json.loads(get(int(PROXY_PORT), "/api/ping", host=f"dashboard.localhost:{PROXY_PORT}")[2])["pid"] == first
 
 
 @pytest.mark.parametrize("host, origin, allowed", [

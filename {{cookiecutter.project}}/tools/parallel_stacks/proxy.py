@@ -268,8 +268,9 @@ def _start(name: str, port: str, keep: bool = False) -> None:
     raise StackError(f"the named-URL proxy {name} did not start: {logs[-1] if logs else 'no output'}")
 
 
-def withdraw(project: str, port: str, environ: Mapping[str, str]) -> bool:
-    """Remove `project`'s routes; the proxy goes with the last copy's. True if it had routes."""
+def withdraw(project: str, port: str, environ: Mapping[str, str], pid: int | None = None) -> bool:
+    """Remove `project`'s routes; the proxy goes with the last copy's. True if it had routes.
+    `pid`: only if its entry names that serving process (a dashboard never withdraws another's route)."""
     if port == "off":
         return False
     name = container_name(port)
@@ -278,7 +279,7 @@ def withdraw(project: str, port: str, environ: Mapping[str, str]) -> bool:
         if rec is None or not _ours(rec, port):
             return False
         current = _read(name)
-        if project not in current:
+        if project not in current or (pid is not None and current[project].get("pid") != pid):
             return False
         del current[project]
         if not current:

@@ -385,9 +385,10 @@ def serve(environ: Mapping[str, str], port: int) -> int:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
-        _withdraw(environ)
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(state.read_text()).get("pid") == os.getpid():
+        mine = _read_state(environ)
+        if mine is not None and mine["pid"] == os.getpid():
+            _withdraw(environ, mine)
+            with contextlib.suppress(OSError):
                 state.unlink()
     return 0
 
@@ -448,12 +449,14 @@ def _proxy_port(environ: Mapping[str, str]) -> str:
     return parse_proxy_port(environ.get("NAMED_URLS_PORT"), "environment")
 
 
-def _withdraw(environ: Mapping[str, str]) -> None:
+def _withdraw(environ: Mapping[str, str], state: Mapping[str, Any]) -> None:
+    """Take the route of the dashboard `state` describes out of the proxy it was put in (another's stays)."""
     from .. import proxy
 
-    with contextlib.suppress(StackError, OSError):
-        port = _proxy_port(environ)
-        proxy.withdraw(ROUTE_KEY, port, environ)
+    port = state.get("named_urls_port")
+    if isinstance(port, str) and port != "off":
+        with contextlib.suppress(StackError, OSError):
+            proxy.withdraw(ROUTE_KEY, port, environ, pid=int(state["pid"]))
 
 
 def _urls(state: Mapping[str, Any], proxy_port: str) -> str:
@@ -516,6 +519,8 @@ def start(environ: Mapping[str, str]) -> int:
             if other.get("pid") and other["pid"] != child.pid and fleet.pid_alive(int(other["pid"])):
                 raise StackError(f"{NAMED_HOST} is routed to another dashboard (pid {other['pid']}, state in {other.get('worktree')})")
             proxy.put(ROUTE_KEY, entry, proxy_port, environ)
+            state = {**state, "named_urls_port": proxy_port}
+            _write_state(_state_path(environ), state)  # where its route is, for whoever stops it
         except StackError as exc:
             print(f"warning: no named URL for the dashboard ({exc})", file=sys.stderr)
             proxy_port = "off"
@@ -541,7 +546,8 @@ def stop(environ: Mapping[str, str]) -> int:
     if state is not None and (_ping(int(state["port"])) == state["pid"] or _is_dashboard(int(state["pid"]))):
         pid = int(state["pid"])
     if pid is None:
-        _withdraw(environ)
+        if state is not None:
+            _withdraw(environ, state)  # a dead dashboard's route
         with contextlib.suppress(OSError):
             _state_path(environ).unlink()
         print("no dashboard running")
@@ -553,7 +559,7 @@ def stop(environ: Mapping[str, str]) -> int:
         time.sleep(0.05)
     if fleet.pid_alive(pid):
         raise StackError(f"the dashboard (pid {pid}) did not stop within {STOP_SECONDS:.0f} s; kill {pid}")
-    _withdraw(environ)  # it withdraws its route itself; this covers one that could not
+    _withdraw(environ, state or {})  # it withdraws its route itself; this covers one that could not
     with contextlib.suppress(OSError):
         _state_path(environ).unlink()
     print(f"dashboard stopped (pid {pid})")
