@@ -116,8 +116,8 @@ def _age(created: str | None, now: str | None) -> str:
 
 def _link(label: str, url: str) -> str:
     if url.startswith(("http://", "https://")) and "********" not in url:
-        return f'<li><a href="{_e(url)}">{_e(label)}</a> <span class="url">{_e(url)}</span></li>'
-    return f'<li>{_e(label)} <span class="url">{_e(url)}</span></li>'
+        return f'<li><span class="sub">{_e(label)}</span> <a class="url" href="{_e(url)}">{_e(url)}</a></li>'
+    return f'<li><span class="sub">{_e(label)}</span> <span class="url">{_e(url)}</span></li>'
 
 
 def _services(copy: Mapping[str, Any]) -> str:
@@ -227,9 +227,10 @@ caption { text-align: left; padding: .25rem 0; }
 th, td { border-bottom: 1px solid #8886; padding: .4rem .5rem; text-align: left; vertical-align: top; }
 thead th { border-bottom: 2px solid #888; }
 code, .url { font-family: ui-monospace, monospace; font-size: .85em; overflow-wrap: anywhere; }
-.sub { color: #777; font-size: .85em; margin: 0; }
+.sub { color: #6b6b6b; font-size: .85em; margin: 0; }
+.url { display: block; }
 .plain { list-style: none; margin: 0; padding: 0; }
-.health.ok { color: var(--ok); } .health.bad, .bad { color: var(--bad); } .busy, .health.wait { color: var(--busy); }
+.health { white-space: nowrap; } .health.ok { color: var(--ok); } .health.bad, .bad { color: var(--bad); } .busy, .health.wait { color: var(--busy); }
 .alert { border: 2px solid var(--bad); padding: .5rem; color: var(--bad); }
 a { overflow-wrap: anywhere; }
 @media (max-width: 760px) {
@@ -238,7 +239,6 @@ a { overflow-wrap: anywhere; }
   tr { border: 1px solid #888; margin: 0 0 1rem; }
   th[scope=row], td { border: none; padding: .25rem .5rem; }
   td::before { content: attr(data-label); display: block; font-weight: bold; }
-  .url { display: block; }
 }
 """
 
