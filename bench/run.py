@@ -27,6 +27,9 @@ prints medians and ratios against a baseline measured in the same run:
     compose down` and `docker compose up -d --wait` on the same copy
 14. what an idle copy costs: CPU over 30 s against an idle bare Postgres
     container, and `make up` with the health checks before and after issue 28
+15. `make dashboard` with three copies up: time to first byte of its page
+    and of `/api/copies`, a fresh snapshot and a shared one, against `make
+    slots FORMAT=json` (the same snapshot, printed) in the same run
 
 Writes the table into docs/PERFORMANCE.md (between the bench markers) and a
 plot to docs/performance.png. Not part of CI: absolute times on a shared
@@ -54,6 +57,8 @@ TEST_MODE_OFFSET = "22400"  # a copy with POSTGRES_DURABILITY=off (section 10)
 FREE_OFFSET = "41000"  # nothing runs there
 FLEET_BASE = 23000  # fleet copies at 23000, 24000, ...
 STOP_OFFSET = 43000  # sections 13 and 14 (--offset): this copy, and the one 1000 above it with the old health checks
+DASH_OFFSET = 17000  # section 15 (--dashboard-offset): three copies at this offset, 1000 and 2000 above
+DASH_PORT, DASH_PROXY = "27464", "27465"  # section 15: its dashboard, and a named-URL proxy of its own
 STARTED = []  # (project, offset) of fleet copies, nuked at the end whatever happens
 
 
@@ -427,6 +432,58 @@ def fleet(table: Table, sizes: list[int]) -> dict:
     return results
 
 
+# ---------------------------------------------------------------- 15: the dashboard
+def first_byte(port: str, path: str) -> float:
+    """Seconds from sending GET `path` to the first byte of the answer's body."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
+    try:
+        start = time.perf_counter()
+        conn.request("GET", path, headers={"Host": f"127.0.0.1:{port}"})
+        answer = conn.getresponse()
+        answer.read(1)
+        elapsed = time.perf_counter() - start
+        answer.read()
+        assert answer.status == 200, answer.status
+        return elapsed
+    finally:
+        conn.close()
+
+
+def dashboard(table: Table, repeat: int, offset: int) -> None:
+    section = "15. `make dashboard` (issue 26): time to first byte with three copies up"
+    print(f"\n{section}")
+    state = OUT / "dashboard-state"
+    extra = {"PARALLEL_STACKS_STATE_DIR": str(state), "NAMED_URLS_PORT": DASH_PROXY, "DASHBOARD_PORT": DASH_PORT}
+    members = [bake_project(OUT / "dashboard" / f"w{i}") for i in range(3)]
+    offsets = [str(offset + 1000 * i) for i in range(3)]
+    for member in members:
+        member.base_env = {**member.base_env, **extra}
+    STARTED.extend(zip(members, offsets))
+    try:
+        for member, copy in zip(members, offsets):
+            member.make("up", PORT_OFFSET=copy)
+        members[0].make("dashboard")
+        slots = timed(lambda: members[0].make("slots", FORMAT="json"), repeat)
+        table.add(section, "`make slots FORMAT=json` (the same snapshot, printed)", slots)
+
+        def fresh(path):
+            time.sleep(1.1)  # the shared snapshot is older than a second: this request takes a new one (not timed)
+            return first_byte(DASH_PORT, path)
+
+        for path, label in (("/", "the page"), ("/api/copies", "`/api/copies`")):
+            times = [fresh(path) for _ in range(repeat)]
+            table.add(section, f"{label}, a new snapshot taken", times, slots, "<= 1x")
+            first_byte(DASH_PORT, path)
+            shared = [first_byte(DASH_PORT, path) for _ in range(repeat)]  # within the second: the snapshot is shared
+            table.add(section, f"{label}, the snapshot another tab took (< 1 s old)", shared, slots, "", "what every other open tab costs")
+    finally:
+        members[0].make("dashboard", check=False, STOP="1")
+        for member, copy in zip(members, offsets):
+            member.make("nuke", check=False, PORT_OFFSET=copy, FORCE="1")
+
+
 # ---------------------------------------------------------------- 9: adopted suites
 ADOPT_OFFSET = "23000"
 
@@ -798,13 +855,15 @@ def main(argv=None) -> int:
     parser.add_argument("--containers", type=int, default=3, help="testcontainers starts to time (default 3)")
     parser.add_argument("--claims", type=int, default=50, help="concurrent PORT_OFFSET=auto claims (default 50)")
     parser.add_argument("--fleet", default="1,5,10", help="fleet sizes, comma-separated (default 1,5,10)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13,14", help="which measurements to run, e.g. 1,2,10 (default all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,11,12,13,14,15", help="which measurements to run, e.g. 1,2,10 (default all)")
     parser.add_argument("--offset", default=str(STOP_OFFSET),
                         help=f"PORT_OFFSET of sections 13 and 14 (default {STOP_OFFSET}; 14 also uses the one 1000 above)")
+    parser.add_argument("--dashboard-offset", type=int, default=DASH_OFFSET,
+                        help=f"PORT_OFFSET of section 15's first copy (default {DASH_OFFSET}; also 1000 and 2000 above)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args(argv)
     only = set(args.only.replace(" ", "").split(","))
-    full = only == set(map(str, range(1, 15)))
+    full = only == set(map(str, range(1, 16)))
 
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -848,6 +907,8 @@ def main(argv=None) -> int:
             stop_and_restart(table, project, args.repeat, args.offset)
         if "14" in only:
             idle_cost(table, project, max(3, args.repeat // 2 + 1), args.offset)
+        if "15" in only:
+            dashboard(table, args.repeat, args.dashboard_offset)
     finally:
         project.make("nuke", check=False, PORT_OFFSET=OFFSET, FORCE="1")
         for member, offset in set(STARTED):

@@ -196,7 +196,7 @@ def test_baked_makefile_runs(cookies, answers):
     env.pop("PORT_OFFSET", None)
     out = subprocess.run(["make"], cwd=project, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    for target in ("up", "down", "ps", "logs", "ports", "env", "check-ports", "nuke", "psql", "release", "slots", "gc", "doctor", "lint",
+    for target in ("up", "down", "ps", "logs", "ports", "env", "check-ports", "nuke", "psql", "release", "slots", "dashboard", "dashboard-stop", "gc", "doctor", "lint",
                    "test", "test-parallel", "test-unit", "test-integration", "test-processing"):
         assert re.search(rf"^\s+{target}\s+\S", out.stdout, re.M), f"`make help` lacks {target}"
     assert_help_aligned(out.stdout)

@@ -52,6 +52,12 @@ stack-release: $(STACK_DEPS) ## Free this worktree's PORT_OFFSET=auto slot
 stack-slots: $(STACK_DEPS) ## List every copy on this machine (FORMAT=json)
 	@$(STACK_PYTHON) $(STACK_HELPERS) slots
 
+stack-dashboard: $(STACK_DEPS) ## Live read-only page of every copy on this machine (STOP=1 stops it; DASHBOARD_PORT=7356)
+	@$(STACK_PYTHON) $(STACK_HELPERS) dashboard
+
+stack-dashboard-stop: $(STACK_DEPS) ## Stop the dashboard
+	@$(STACK_PYTHON) $(STACK_HELPERS) dashboard --stop
+
 stack-gc: $(STACK_DEPS) ## List stale claims and copies of vanished worktrees; FORCE=1 removes them
 	@$(STACK_PYTHON) $(STACK_HELPERS) gc
 
@@ -114,5 +120,5 @@ stack-help: ## This file's targets
 $(foreach target,$(STACK_ALIASES),$(eval $(target): stack-$(target)))
 
 .PHONY: stack-up stack-down stack-ps stack-logs stack-nuke stack-env stack-ports stack-check-ports stack-release \
-	stack-slots stack-gc stack-doctor stack-k8s stack-worktree stack-worktree-remove stack-psql stack-setup stack-help \
+	stack-slots stack-dashboard stack-dashboard-stop stack-gc stack-doctor stack-k8s stack-worktree stack-worktree-remove stack-psql stack-setup stack-help \
 	stack-test stack-test-parallel stack-test-setup $(STACK_ALIASES)

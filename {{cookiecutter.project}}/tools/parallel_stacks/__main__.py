@@ -26,6 +26,7 @@ COMMANDS = {
     "release": "release",
     "worktree": "worktree",
     "k8s": "k8s",
+    "dashboard": "dashboard",
 }
 KEEPS_NAME = {"env", "compose", "fleet", "release"}  # modules that take the command name as their first argument
 

@@ -32,6 +32,7 @@ __all__ = [
     "PROXY_LABEL",
     "container_name",
     "publish",
+    "put",
     "routes_of",
     "table",
     "withdraw",
@@ -159,15 +160,22 @@ def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str,
     if not routes:
         withdraw(project, port, environ)
         return {}
+    put(project, {"worktree": values["STACK_WORKTREE"], "routes": routes}, port, environ)
+    return routes
+
+
+def put(project: str, entry: dict[str, Any], port: str, environ: Mapping[str, str]) -> None:
+    """Set `project`'s entry ({"worktree", "routes": {host: upstream}}, optionally "pid" of the process serving
+    them) in the proxy on `port`, starting the proxy if needed. The dashboard routes itself through this."""
+    routes: dict[str, str] = entry["routes"]
     name = container_name(port)
     with _machine_lock(environ):
         rec = docker_state.container(name)
         if rec is not None and not _ours(rec, port):
             raise StackError(f"a container named {name} exists and is not this template's proxy; remove it or set NAMED_URLS_PORT")
         current = _read(name) if rec is not None else {}
-        entry = {"worktree": values["STACK_WORKTREE"], "routes": routes}
         if rec is not None and current.get(project) == entry and rec["State"].get("Running"):
-            return routes  # already routed: nothing to change
+            return  # already routed: nothing to change
         for other, their in current.items():
             clash = sorted(set(routes) & set(their.get("routes", {})))
             if other != project and clash:
@@ -185,7 +193,6 @@ def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str,
             _start(name, port, keep=bool(before))
         else:
             _reload(name, port, before)
-    return routes
 
 
 def _reload(name: str, port: str, before: Table) -> None:
@@ -261,8 +268,9 @@ def _start(name: str, port: str, keep: bool = False) -> None:
     raise StackError(f"the named-URL proxy {name} did not start: {logs[-1] if logs else 'no output'}")
 
 
-def withdraw(project: str, port: str, environ: Mapping[str, str]) -> bool:
-    """Remove `project`'s routes; the proxy goes with the last copy's. True if it had routes."""
+def withdraw(project: str, port: str, environ: Mapping[str, str], pid: int | None = None) -> bool:
+    """Remove `project`'s routes; the proxy goes with the last copy's. True if it had routes.
+    `pid`: only if its entry names that serving process (a dashboard never withdraws another's route)."""
     if port == "off":
         return False
     name = container_name(port)
@@ -271,7 +279,7 @@ def withdraw(project: str, port: str, environ: Mapping[str, str]) -> bool:
         if rec is None or not _ours(rec, port):
             return False
         current = _read(name)
-        if project not in current:
+        if project not in current or (pid is not None and current[project].get("pid") != pid):
             return False
         del current[project]
         if not current:
@@ -286,6 +294,12 @@ def withdraw(project: str, port: str, environ: Mapping[str, str]) -> bool:
 def proxies() -> dict[str, Table]:
     """{proxy port: routing table} of every named-URL proxy on the engine."""
     found = {}
+    listed = docker_state.labelled_containers(PROXY_LABEL)  # the socket first (a few ms), else the CLI
+    if listed is not None:
+        for listing in listed:
+            name = str((listing.get("Names") or ["?"])[0]).lstrip("/")
+            found[(listing.get("Labels") or {}).get(PROXY_LABEL, "")] = _read(name)
+        return found
     for line in docker_state.docker("ps", "-a", "--filter", f"label={PROXY_LABEL}", "--format", "{{.Names}}").split():
         rec = docker_state.container(line)
         if rec is not None:
