@@ -1,14 +1,11 @@
 """Hard-coded localhost isolated too (issue 27), on a real engine with real xdist workers.
 
-Two copies of one baked project: OTHER plays the copy that owns the default ports on a developer's machine
-(offset 0: `Redis()` and `localhost:1883` reach it), COPY is the one under test. The default ports of this
-shared machine belong to other people's copies, so OTHER takes their place through the routing hook itself,
-installed from outside in every process of the run (PYTHONPATH + PARALLEL_STACKS_ROUTES, as the plugin hands it
-to subprocesses): with the plugin's routing on, the plugin's table replaces it; off, the suite reaches OTHER.
+Two copies of one baked project: OTHER at offset 0 owns the default ports (`Redis()` and `localhost:1883`
+reach it, as they reach a developer's dev copy), COPY at offset 10000 is the one under test.
 
 OTHER has a dev key in its Redis DB 0 and a retained message on its broker, COPY a dev key in its DB 0: all
 untouched by the routed runs (sequential and 2 workers), and nothing of the runs' servers is left. With
-`isolation_localhost = off` the same suite fails (and wipes OTHER's DB 0, which is why OTHER is ours).
+`isolation_localhost = off` the same suite fails (it reaches OTHER: its DB 0 is put back afterwards).
 """
 from __future__ import annotations
 
@@ -32,7 +29,7 @@ from parallel_stacks import localroute
 from parallel_stacks.engine import TEST_COPY_LABEL
 
 pytestmark = pytest.mark.docker
-OTHER, COPY = 13000, 16000
+OTHER, COPY = 0, 10000  # the issue's: the dev copy at 0, the copy under test at 10000
 SUITE = TEMPLATE / "tests" / "suites" / "hardcoded"
 TESTS = 10  # in SUITE (test_hold.py's is skipped but when held)
 DEV_KEY, TOPIC, RETAINED = "dev:precious", "sensors/temperature", b"21.5 from the dev copy"
@@ -84,7 +81,11 @@ def retained(values) -> list[bytes]:
 
 
 def as_offset_zero(values) -> dict:
-    """The environment that makes OTHER answer the default ports in every Python process of the run."""
+    """The environment that makes OTHER answer the default ports in every Python process of the run: nothing,
+    OTHER is the copy at offset 0. (Were it elsewhere, the routing hook installed from outside would stand in:
+    PYTHONPATH=route_site and localroute.ENV, as the plugin hands them to subprocesses.)"""
+    if int(values["PORT_OFFSET"]) == 0:
+        return {}
     routes = [
         localroute.Route("redis", 6379, "127.0.0.1", int(values["REDIS_PORT"])),
         localroute.Route("mqtt", 1883, "127.0.0.1", int(values["MQTT_PORT"])),
@@ -115,8 +116,8 @@ def test_a_hard_coded_suite_gets_servers_of_each_workers_own(copies, target, wor
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-5000:]
     assert f"{TESTS} passed" in text
-    assert re.search(r"localhost routing: :1883 -> a mqtt server of each worker's own, started on first use \(gw0 127\.0\.0\.1:36007, \+10 per worker\)", text), text[:3000]
-    assert re.search(r":5432 -> postgres 127\.0\.0\.1:21432", text)
+    assert re.search(r"localhost routing: :1883 -> a mqtt server of each worker's own, started on first use \(gw0 127\.0\.0\.1:30007, \+10 per worker\)", text), text[:3000]
+    assert re.search(r":5432 -> postgres 127\.0\.0\.1:15432", text)
     routed = re.search(r"isolation: .*routed: (.*)", text)
     assert routed, text[-3000:]
     counts = dict((name, int(n)) for name, n in re.findall(r"(mqtt|redis) (\d+)", routed.group(1)))
@@ -183,14 +184,14 @@ def test_a_held_port_for_a_workers_own_server_stops_the_run_before_any_test(copi
     project, values = copies
     import socket
 
-    holder = socket.create_server(("127.0.0.1", 36008))  # master's (gw0's) own Redis: 2nd-to-last port of block 0
+    holder = socket.create_server(("127.0.0.1", 30008))  # master's (gw0's) own Redis: 2nd-to-last port of block 0
     try:
         out = project.make("test", check=False, PORT_OFFSET=COPY, ARGS="hardcoded -p no:cacheprovider", **as_offset_zero(values[OTHER]))
     finally:
         holder.close()
     text = out.stdout + out.stderr
     assert out.returncode != 0
-    lines = [line for line in text.splitlines() if "localhost routing: port 36008" in line]
+    lines = [line for line in text.splitlines() if "localhost routing: port 30008" in line]
     assert len(lines) == 1 and f"pid {os.getpid()}" in lines[0], text[-3000:]
     assert "passed" not in text and "failed" not in text
     assert test_containers(values[COPY]) == []
