@@ -390,7 +390,7 @@ def test_stop_withdraws_the_route_and_the_process(fleet):
     pid = json.loads((fleet["base"] / "state" / "dashboard.json").read_text())["pid"]
     out = fleet["main"].make("dashboard-stop")
     assert out.stdout.strip() == f"dashboard stopped (pid {pid})"
-    from parallel_stacks.commands.fleet import pid_alive
+    from parallel_stacks.basics import pid_alive
 
     assert not pid_alive(pid) and not (fleet["base"] / "state" / "dashboard.json").exists()
     routes = subprocess.run(["docker", "exec", f"parallel-stacks-proxy-{PROXY_PORT}", "cat", "/etc/caddy/routes.json"],
@@ -407,7 +407,7 @@ def test_a_killed_dashboard_leaves_a_route_gc_lists_and_the_next_start_replaces(
     state = fleet["base"] / "state" / "dashboard.json"
     pid = json.loads(state.read_text())["pid"]
     os.kill(pid, 9)
-    from parallel_stacks.commands.fleet import pid_alive
+    from parallel_stacks.basics import pid_alive
 
     wait_for(lambda: not pid_alive(pid), 5, "the kill")
     listed = main.make("gc").stdout  # listing only: FORCE=1 would judge other people's copies on this engine too

@@ -281,7 +281,7 @@ def test_a_killed_run_whose_process_is_a_zombie_counts_as_gone():
     import subprocess
     import time
 
-    from parallel_stacks.pytest_plugin.state import _alive
+    from parallel_stacks.basics import pid_alive as _alive
 
     child = subprocess.Popen(["sleep", "30"])
     assert _alive(child.pid)

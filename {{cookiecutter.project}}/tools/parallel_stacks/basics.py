@@ -9,6 +9,7 @@ __all__ = [
     "PORT_MIN",
     "StackError",
     "is_digits",
+    "pid_alive",
     "short",
     "truthy",
     "var_name",
@@ -40,3 +41,21 @@ def short(raw: str, limit: int = 40) -> str:
 def truthy(value: str | None) -> bool:
     """FORCE=1, CI=true, DRY_RUN=yes ...: anything but empty, 0, false, no."""
     return (value or "").strip().lower() not in ("", "0", "false", "no")
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` runs; a zombie (killed, not yet reaped by its parent) is not alive. Without /proc
+    (macOS) the signal's answer stands."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[:1] != [b"Z"]
+    except OSError:
+        return True

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import registry
-from ..basics import PORT_MAX, PORT_MIN, StackError, truthy
+from ..basics import PORT_MAX, PORT_MIN, StackError, pid_alive, truthy
 from ..runner import run
 from . import fleet
 
@@ -516,7 +516,7 @@ def start(environ: Mapping[str, str]) -> int:
         entry = {"worktree": str(directory), "routes": {NAMED_HOST: f"127.0.0.1:{state['port']}"}, "pid": child.pid}
         try:
             other = proxy.table(proxy_port).get(ROUTE_KEY) or {}
-            if other.get("pid") and other["pid"] != child.pid and fleet.pid_alive(int(other["pid"])):
+            if other.get("pid") and other["pid"] != child.pid and pid_alive(int(other["pid"])):
                 raise StackError(f"{NAMED_HOST} is routed to another dashboard (pid {other['pid']}, state in {other.get('worktree')})")
             proxy.put(ROUTE_KEY, entry, proxy_port, environ)
             state = {**state, "named_urls_port": proxy_port}
@@ -555,9 +555,9 @@ def stop(environ: Mapping[str, str]) -> int:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_SECONDS
-    while fleet.pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if fleet.pid_alive(pid):
+    if pid_alive(pid):
         raise StackError(f"the dashboard (pid {pid}) did not stop within {STOP_SECONDS:.0f} s; kill {pid}")
     _withdraw(environ, state or {})  # it withdraws its route itself; this covers one that could not
     with contextlib.suppress(OSError):

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import engine as docker_state
 from .. import registry
-from ..basics import StackError, truthy
+from ..basics import StackError, pid_alive, truthy
 from ..runner import run
 
 GRACE_SECONDS = 600  # a fresh claim may not have started its stack yet
@@ -536,21 +536,6 @@ def orphaned_routes() -> list[tuple[str, str, str, str]]:
             elif entry.get("pid") and not pid_alive(int(entry["pid"])):
                 found.append((port, project, tree, f"its server, pid {entry['pid']}, is gone"))
     return found
-
-
-def pid_alive(pid: int) -> bool:
-    """A process `pid` runs (a route the dashboard left when it was killed names a dead one; a zombie is dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rpartition(")")[2].split()[:1] != ["Z"]
-    except OSError:
-        return True  # no /proc (macOS): kill's answer stands
 
 
 def remove_orphans(orphans: Mapping[tuple[str, str], Mapping[str, list[str]]]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from .. import kinds
-from ..basics import StackError
+from ..basics import StackError, pid_alive
 from ..kinds import Kind, Run, Service, Worker
 from .isolation import build_context, stack_services, worker_of
 
@@ -176,7 +176,7 @@ def sweep_stale_runs(values: Mapping[str, str], mine: Path) -> list[str]:
     swept = []
     for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):
         pid = stale.name[len(prefix) :].split("-", 1)[0]
-        if stale != mine and not (pid.isdigit() and _alive(int(pid))) and reap_containers(values, stale):
+        if stale != mine and not (pid.isdigit() and pid_alive(int(pid))) and reap_containers(values, stale):
             shutil.rmtree(stale, ignore_errors=True)
             swept.append(stale.name)
     return swept
@@ -194,21 +194,6 @@ def reap_containers(values: Mapping[str, str], run_dir: Path) -> bool:
     except StackError:
         return False
     return True
-
-
-def _alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (killed, not yet reaped by its parent) is not alive."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True  # no /proc (macOS): the signal said it exists
 
 
 def run_lock_path(values: Mapping[str, str]) -> Path:
