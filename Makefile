@@ -25,7 +25,7 @@ lint: $(VENV)/.installed ## ruff and mypy (strict on the helper package), ruff o
 ##@ Existing repositories
 adopt: $(VENV)/.installed ## Give an existing compose project parallel copies (TARGET=path/to/repo; DRY_RUN=1 shows the diff only)
 	@test -n "$(TARGET)" || { echo "error: TARGET=path/to/repo is required" >&2; exit 2; }
-	@$(PY) scripts/adopt $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run) '$(TARGET)'
+	@PYTHONPATH=scripts $(PY) -m adopt $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run) '$(TARGET)'
 
 ##@ Measure
 bench: $(VENV)/.bench-installed ## Measure isolation's costs against the alternatives; writes docs/PERFORMANCE.md (~15 min)

@@ -57,7 +57,8 @@ def repository(tmp_path: Path, example: str) -> Path:
 
 
 def adopt(repo: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ADOPT), *args, str(repo)], capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "PYTHONPATH": str(ADOPT.parent)}  # scripts/, as `make adopt` runs it
+    return subprocess.run([sys.executable, "-m", "adopt", *args, str(repo)], capture_output=True, text=True, timeout=120, env=env)
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -1,10 +1,7 @@
-"""`python scripts/adopt TARGET`: the package run as a directory (scripts/ onto the path first)."""
+"""`python -m adopt TARGET` with scripts/ on PYTHONPATH (`make adopt` sets it, as pytest.ini's pythonpath does for the tests)."""
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from adopt.cli import main  # noqa: E402
+from .cli import main
 
 sys.exit(main())
