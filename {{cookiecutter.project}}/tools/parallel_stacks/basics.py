@@ -8,6 +8,7 @@ __all__ = [
     "PORT_MAX",
     "PORT_MIN",
     "StackError",
+    "await_answer",
     "is_digits",
     "pid_alive",
     "short",
@@ -59,3 +60,25 @@ def pid_alive(pid: int) -> bool:
             return stat.read().rpartition(b")")[2].split()[:1] != [b"Z"]
     except OSError:
         return True
+
+
+def await_answer(host: str, port: int, hello: bytes, answer: bytes, timeout: float, unexpected: str = "an unexpected answer") -> str | None:
+    """Until a server on host:port answers `hello` (sent if not empty) with a reply starting with `answer`, at most
+    `timeout` seconds (a new container needs a moment): None once it did, else why not the last time it was asked."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = "no attempt"
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=1) as sock:
+                if hello:
+                    sock.sendall(hello)
+                if sock.recv(len(answer) or 1).startswith(answer):
+                    return None
+                last = unexpected
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.1)
+    return last

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from ..basics import StackError
+from ..basics import StackError, await_answer
 from .base import Kind, LocalRoute, LocalServer, Lookup, Service, Worker
 
 __all__ = ["BROKER_COMMAND", "BROKER_IMAGE", "KIND", "MqttEndpoint", "TopicNamespace", "TopicOutsideNamespace"]
@@ -100,22 +100,9 @@ class MqttEndpoint:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until the broker accepts an MQTT connection (a new container needs a moment); StackError after `timeout`."""
-        import socket
-        import time
-
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((self.host.strip("[]"), self.port), timeout=1) as sock:
-                    sock.sendall(READY_CONNECT)
-                    if sock.recv(4)[:1] == b"\x20":  # CONNACK
-                        return
-                    last = "no CONNACK"
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.1)
-        raise StackError(f"the MQTT broker on {self.host}:{self.port} did not accept a connection within {timeout:.0f} s ({last})")
+        last = await_answer(self.host.strip("[]"), self.port, READY_CONNECT, b"\x20", timeout, unexpected="no CONNACK")  # CONNACK
+        if last is not None:
+            raise StackError(f"the MQTT broker on {self.host}:{self.port} did not accept a connection within {timeout:.0f} s ({last})")
 
 
 def broker_url(host: str, port: int, user: str, password: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from .. import localroute
-from ..basics import StackError
+from ..basics import StackError, await_answer
 from ..formula import TEST_PORT_BLOCK
 from ..kinds import LocalRoute, LocalServer
 from .state import STATE, State, _is_worker
@@ -288,24 +288,11 @@ def start_server(spec_path: str) -> None:
 
 
 def _wait_ready(spec: dict[str, Any]) -> None:
-    import socket
-    import time
-
-    hello, answer = bytes.fromhex(spec["hello"]), bytes.fromhex(spec["answer"])
-    deadline = time.monotonic() + READY_SECONDS
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", spec["port"]), timeout=1) as sock:
-                if hello:
-                    sock.sendall(hello)
-                if sock.recv(len(answer) or 1).startswith(answer):
-                    return
-                last = "an unexpected answer"
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.1)
-    raise StackError(f"{spec['name']} ({spec['image']}) did not answer on 127.0.0.1:{spec['port']} within {READY_SECONDS:.0f} s ({last})")
+    last = await_answer("127.0.0.1", spec["port"], bytes.fromhex(spec["hello"]), bytes.fromhex(spec["answer"]), READY_SECONDS)
+    if last is not None:
+        raise StackError(
+            f"{spec['name']} ({spec['image']}) did not answer on 127.0.0.1:{spec['port']} within {READY_SECONDS:.0f} s ({last})"
+        )
 
 
 def stop_servers(planned: list[Planned]) -> list[float]:
