@@ -14,7 +14,7 @@ from conftest import PACKAGE
 
 # lowest first; a module may import its own layer's modules or lower ones
 LAYERS = {
-    1: {"basics", "root", "runner", "cache", "labels", "localroute", "route_site"},
+    1: {"basics", "root", "runner", "cache", "labels", "localroute", "route_site", "settings"},
     2: {"config", "formula", "kinds"},
     3: {"engine", "probe"},
     4: {"registry", "offsets", "proxy"},
