@@ -337,7 +337,7 @@ def test_snapshots_are_shared_at_most_one_a_second(monkeypatch):
     from parallel_stacks.commands import dashboard, fleet as fleet_module
 
     calls = []
-    monkeypatch.setattr(fleet_module, "snapshot", lambda environ, contexts: calls.append(1) or {"copies": [len(calls)]})
+    monkeypatch.setattr(fleet_module, "snapshot", lambda settings, contexts: calls.append(1) or {"copies": [len(calls)]})
     now = [1000.0]
     monkeypatch.setattr(dashboard.time, "monotonic", lambda: now[0])
     shared = dashboard.Snapshots({}, None)

@@ -32,6 +32,7 @@ from .basics import PORT_MAX, PORT_MIN, StackError, is_digits, var_name
 from .config import DEFAULT_TASK_STEP, read_env_file
 from .formula import compose_project_name, host_ports, worker_port_range
 from .probe import ephemeral_range
+from .settings import Settings
 
 AUTO_STEP = 100  # default base ports differ by non-multiples of 100: copies never cross services
 MAX_TRIES = 400
@@ -39,19 +40,20 @@ DYNAMIC = ".env.dynamic"
 VERSION = 1
 
 
-def state_dir(environ: Mapping[str, str] | None = None) -> Path:
+def state_dir(settings: Settings) -> Path:
     """Where the slot registry lives: PARALLEL_STACKS_STATE_DIR, else $XDG_STATE_HOME/parallel-stacks (~/.local/state)."""
-    environ = os.environ if environ is None else environ
-    if environ.get("PARALLEL_STACKS_STATE_DIR"):
-        return Path(environ["PARALLEL_STACKS_STATE_DIR"])
-    base = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    if settings.get("PARALLEL_STACKS_STATE_DIR"):
+        return Path(settings.get("PARALLEL_STACKS_STATE_DIR"))
+    base = settings.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "parallel-stacks"
 
 
 class Registry:
-    """The registry file, open under an exclusive lock (use as a context manager)."""
+    """The registry file in the state directory of `settings`, open under an exclusive lock (use as a context manager)."""
 
-    def __init__(self, directory: Path, write: bool = True):
+    def __init__(self, settings: Settings, write: bool = True):
+        self.settings = settings
+        directory = state_dir(settings)
         self.dir = directory
         self.path = directory / "registry.json"
         self.claims: dict[str, dict[str, Any]] = {}
@@ -100,11 +102,11 @@ class Registry:
             self.claims = claims
         except (ValueError, KeyError, TypeError, AttributeError):
             if not self.writable:  # a reader makes do with what the worktrees and Docker say; the next claim repairs it
-                self.claims = rebuild_claims()
+                self.claims = rebuild_claims(self.settings)
                 return
             backup = self.path.with_name(f"registry.json.corrupt-{int(time.time())}")
             os.replace(self.path, backup)
-            self.claims = rebuild_claims()
+            self.claims = rebuild_claims(self.settings)
             self.recovered_from = str(backup)
             self.write()
             print(
@@ -173,16 +175,16 @@ def write_dynamic(root: Path, env_name: str, offset: int | None, test_start: int
     os.replace(tmp, path)
 
 
-def rebuild_claims() -> dict[str, Any]:
+def rebuild_claims(settings: Settings) -> dict[str, Any]:
     """Claims that are still true: worktrees named by Docker labels that hold a .env.dynamic."""
 
     trees = set()
     try:
-        for rec in docker_state.running_containers():
+        for rec in docker_state.running_containers(settings):
             if rec.get("working_dir"):
                 trees.add(rec["working_dir"])
-        for name in docker_state.docker("volume", "ls", "-q", "--filter", f"label={docker_state.WORKTREE_LABEL}").split():
-            rec = docker_state.volume(name) or {}
+        for name in docker_state.docker(settings, "volume", "ls", "-q", "--filter", f"label={docker_state.WORKTREE_LABEL}").split():
+            rec = docker_state.volume(settings, name) or {}
             tree = (rec.get("Labels") or {}).get(docker_state.WORKTREE_LABEL)
             if tree:
                 trees.add(tree)
@@ -275,19 +277,20 @@ SLOT_ENV_LABEL = labels.SLOT_ENV
 SLOT_IMAGE = "parallel-stacks/slot-claim:1"
 
 
-def engine_claims_on(environ: Mapping[str, str] | None = None) -> bool:
+def engine_claims_on(settings: Settings) -> bool:
     """Claims go to the engine too: it is on another host, or SLOT_CLAIMS=engine."""
-    environ = os.environ if environ is None else environ
-    mode = (environ.get("SLOT_CLAIMS") or "").strip().lower()
+    mode = (settings.get("SLOT_CLAIMS") or "").strip().lower()
     if mode not in ("", "engine", "local"):
         raise StackError(f"SLOT_CLAIMS={mode[:40]!r}: use engine (claims on the Docker engine too) or local (this machine's registry only)")
-    return mode == "engine" or (mode == "" and docker_state.location(environ)[1] is not None)
+    return mode == "engine" or (mode == "" and docker_state.location(settings)[1] is not None)
 
 
-def _slot_image() -> None:
+def _slot_image(settings: Settings) -> None:
     """An image with no files for the claim containers (they are never started): made on the engine once."""
-    if docker_state.missing_images([SLOT_IMAGE]):
-        proc = docker_state.run_docker("import", "-c", f"LABEL {SLOT_LABEL}-image=1", "-", SLOT_IMAGE, stdin=b"\0" * 10240, check=False)
+    if docker_state.missing_images(settings, [SLOT_IMAGE]):
+        proc = docker_state.run_docker(
+            settings, "import", "-c", f"LABEL {SLOT_LABEL}-image=1", "-", SLOT_IMAGE, stdin=b"\0" * 10240, check=False
+        )
         if proc.returncode != 0:
             raise StackError(f"could not create {SLOT_IMAGE} on the engine: {proc.stderr.decode(errors='replace').strip()[-200:]}")
 
@@ -298,11 +301,11 @@ def _this_host() -> str:
     return socket.gethostname()
 
 
-def machine_id(environ: Mapping[str, str] | None = None) -> str:
+def machine_id(settings: Settings) -> str:
     """This machine's (this state directory's) id for claims on a shared engine: random, made once."""
     import secrets
 
-    path = state_dir(environ) / "machine-id"
+    path = state_dir(settings) / "machine-id"
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError:
@@ -317,39 +320,41 @@ def machine_id(environ: Mapping[str, str] | None = None) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-def _is_mine(labels: Mapping[str, str], worktree: str, environ: Mapping[str, str] | None) -> bool:
-    return labels.get(SLOT_MACHINE_LABEL) == machine_id(environ) and labels.get(SLOT_TREE_LABEL) == worktree
+def _is_mine(labels: Mapping[str, str], worktree: str, settings: Settings) -> bool:
+    return labels.get(SLOT_MACHINE_LABEL) == machine_id(settings) and labels.get(SLOT_TREE_LABEL) == worktree
 
 
-def reserve_on_engine(offset: int, worktree: str, env_name: str, environ: Mapping[str, str] | None = None) -> dict[str, str] | None:
+def reserve_on_engine(offset: int, worktree: str, env_name: str, settings: Settings) -> dict[str, str] | None:
     """Claim slot `offset` on the engine for this machine's `worktree`: None when it is ours (now or before),
     else the labels of the claim that holds it."""
     name = f"{SLOT_PREFIX}{offset}"
     labels = {
         SLOT_LABEL: str(offset),
         SLOT_HOST_LABEL: _this_host(),
-        SLOT_MACHINE_LABEL: machine_id(environ),
+        SLOT_MACHINE_LABEL: machine_id(settings),
         SLOT_TREE_LABEL: worktree,
         SLOT_ENV_LABEL: env_name,
     }
-    _slot_image()
+    _slot_image(settings)
     try:
-        docker_state.docker("create", "--name", name, *[a for k, v in labels.items() for a in ("--label", f"{k}={v}")], SLOT_IMAGE, "claim")
+        docker_state.docker(
+            settings, "create", "--name", name, *[a for k, v in labels.items() for a in ("--label", f"{k}={v}")], SLOT_IMAGE, "claim"
+        )
         return None
     except StackError as exc:
         if "already in use" not in str(exc) and "Conflict" not in str(exc):
             raise
-    held = engine_claim(offset)
+    held = engine_claim(settings, offset)
     if held is None:  # released between our attempt and the look: try once more
-        return reserve_on_engine(offset, worktree, env_name, environ)
-    if _is_mine(held, worktree, environ) and held.get(SLOT_ENV_LABEL) == env_name:
+        return reserve_on_engine(offset, worktree, env_name, settings)
+    if _is_mine(held, worktree, settings) and held.get(SLOT_ENV_LABEL) == env_name:
         return None
     return held
 
 
-def engine_claim(offset: int) -> dict[str, str] | None:
+def engine_claim(settings: Settings, offset: int) -> dict[str, str] | None:
     """The labels of the engine's claim of slot `offset`, or None."""
-    rec = docker_state.container(f"{SLOT_PREFIX}{offset}")
+    rec = docker_state.container(settings, f"{SLOT_PREFIX}{offset}")
     return None if rec is None else _labels(rec)
 
 
@@ -357,24 +362,24 @@ def _labels(rec: Mapping[str, Any]) -> dict[str, str]:
     return dict((rec.get("Config") or {}).get("Labels") or {})
 
 
-def engine_claims() -> dict[int, dict[str, str]]:
+def engine_claims(settings: Settings) -> dict[int, dict[str, str]]:
     """{offset: labels} of every slot claimed on the engine."""
     found = {}
-    for name in docker_state.docker("ps", "-a", "--filter", f"label={SLOT_LABEL}", "--format", "{{.Names}}").split():
+    for name in docker_state.docker(settings, "ps", "-a", "--filter", f"label={SLOT_LABEL}", "--format", "{{.Names}}").split():
         slot = name[len(SLOT_PREFIX) :]
         if name.startswith(SLOT_PREFIX) and slot.isdigit():
-            labels = engine_claim(int(slot))  # one by one: a claim released meanwhile is just not listed
+            labels = engine_claim(settings, int(slot))  # one by one: a claim released meanwhile is just not listed
             if labels is not None:
                 found[int(slot)] = labels
     return found
 
 
-def release_on_engine(offset: int, worktree: str, environ: Mapping[str, str] | None = None) -> bool:
+def release_on_engine(offset: int, worktree: str, settings: Settings) -> bool:
     """Remove the engine's claim of `offset` if this machine's `worktree` holds it."""
-    held = engine_claim(offset)
-    if held is None or not _is_mine(held, worktree, environ):
+    held = engine_claim(settings, offset)
+    if held is None or not _is_mine(held, worktree, settings):
         return False
-    docker_state.docker("rm", f"{SLOT_PREFIX}{offset}")
+    docker_state.docker(settings, "rm", f"{SLOT_PREFIX}{offset}")
     return True
 
 
@@ -382,9 +387,7 @@ def _holder(labels: Mapping[str, str]) -> str:
     return f"{labels.get(SLOT_TREE_LABEL, '?')} on {labels.get(SLOT_HOST_LABEL, '?')}"
 
 
-def claim(
-    root: Path, env_name: str, stack: dict[str, Any], bind: str, environ: Mapping[str, str] | None = None, write: bool = True
-) -> tuple[int, int, bool]:
+def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, settings: Settings, write: bool = True) -> tuple[int, int, bool]:
     """This worktree's slot: its remembered one if still valid, else the first free one; (offset, test-port range
     start, whether it is claimed). `write=False` (deriving, `make env`): the same answer, nothing recorded."""
 
@@ -392,14 +395,14 @@ def claim(
     key = claim_key(worktree, env_name)
     bases = {name: svc["host_port"] for name, svc in stack["services"].items()}
     eph = ephemeral_range()
-    on_engine = engine_claims_on(environ)
+    on_engine = engine_claims_on(settings)
     # this machine's sockets say nothing of a remote engine's host: its containers' ports (and the engine's claims) do
-    hosts = [] if docker_state.location(environ)[1] else check_ports.addresses(bind)
+    hosts = [] if docker_state.location(settings)[1] else check_ports.addresses(bind)
     try:
-        published = check_ports.published_by(docker_state.running_containers())
+        published = check_ports.published_by(docker_state.running_containers(settings))
     except StackError:
         published = {}
-    with Registry(state_dir(environ), write) as reg:
+    with Registry(settings, write) as reg:
         others = {k: c for k, c in reg.claims.items() if k != key}
         taken = {p for c in others.values() for p in c.get("ports") or _ports(bases, c["offset"])}
         footprints = _footprints(others, bases)
@@ -407,7 +410,7 @@ def claim(
         if remembered is None and key in reg.claims:
             remembered = reg.claims[key]["offset"]
         if remembered is not None:
-            held = engine_hold(remembered, worktree, env_name, environ, write) if on_engine else None
+            held = engine_hold(remembered, worktree, env_name, settings, write) if on_engine else None
             if held is not None:
                 raise StackError(
                     f"this worktree's remembered slot PORT_OFFSET={remembered} is claimed on the engine by {_holder(held)}; "
@@ -427,7 +430,7 @@ def claim(
                 cand = k * AUTO_STEP
                 why = check_ports.unusable(_ports(bases, cand), published, hosts, footprints, eph)
                 if why is None and on_engine:
-                    held = engine_hold(cand, worktree, env_name, environ, write)
+                    held = engine_hold(cand, worktree, env_name, settings, write)
                     why = None if held is None else "claimed by another copy"
                 if why is None:
                     found = cand
@@ -454,13 +457,13 @@ def claim(
     return offset, test_start, True
 
 
-def engine_hold(offset: int, worktree: str, env_name: str, environ: Mapping[str, str] | None, write: bool) -> dict[str, str] | None:
+def engine_hold(offset: int, worktree: str, env_name: str, settings: Settings, write: bool) -> dict[str, str] | None:
     """Who holds slot `offset` on the engine, if not this worktree: `write` claims it for this worktree when free
     (reserve_on_engine); without, only looks (a free slot: None)."""
     if write:
-        return reserve_on_engine(offset, worktree, env_name, environ)
-    held = engine_claim(offset)
-    return None if held is None or (_is_mine(held, worktree, environ) and held.get(SLOT_ENV_LABEL) == env_name) else held
+        return reserve_on_engine(offset, worktree, env_name, settings)
+    held = engine_claim(settings, offset)
+    return None if held is None or (_is_mine(held, worktree, settings) and held.get(SLOT_ENV_LABEL) == env_name) else held
 
 
 def claim_derived(
@@ -468,7 +471,7 @@ def claim_derived(
     env_name: str,
     stack: dict[str, Any],
     bind: str,
-    environ: Mapping[str, str],
+    settings: Settings,
     preferred: int,
     label: str,
     write: bool = True,
@@ -488,12 +491,12 @@ def claim_derived(
     high = PORT_MAX - max(bases.values())
     hosts = check_ports.addresses(bind)
     try:
-        running = docker_state.running_containers()
+        running = docker_state.running_containers(settings)
     except StackError:
         running = []
     ours = {rec.get("project") for rec in running if rec.get("working_dir") and os.path.realpath(rec["working_dir"]) == worktree}
     published = check_ports.published_by([rec for rec in running if rec.get("project") not in ours])
-    with Registry(state_dir(environ), write) as reg:
+    with Registry(settings, write) as reg:
         others = {k: c for k, c in reg.claims.items() if k != key}
         taken = {p for c in others.values() for p in c.get("ports") or _ports(bases, c["offset"])}
         footprints = _footprints(others, bases)
@@ -529,20 +532,20 @@ def claim_derived(
     return offset, test_start, True
 
 
-def release(root: Path, env_name: str, environ: Mapping[str, str] | None = None) -> int | None:
+def release(root: Path, env_name: str, settings: Settings) -> int | None:
     """Free this worktree's claims for `env_name` (auto, task ids, build numbers) and forget its auto slot; return the auto offset."""
     worktree = str(root.resolve())
     key = claim_key(worktree, env_name)
-    with Registry(state_dir(environ)) as reg:
+    with Registry(settings) as reg:
         for derived in [k for k in reg.claims if k.startswith(key + "|")]:
             del reg.claims[derived]  # task id and build number slots of this worktree and ENV
         freed = reg.claims.pop(key, None)
         reg.write()
     remembered = read_dynamic(root, env_name)
     write_dynamic(root, env_name, None)
-    if engine_claims_on(environ):
+    if engine_claims_on(settings):
         for offset in {int(freed["offset"]) if freed else None, remembered} - {None}:
-            release_on_engine(int(offset), worktree, environ)  # type: ignore[arg-type]
+            release_on_engine(int(offset), worktree, settings)  # type: ignore[arg-type]
     if freed:
         return int(freed["offset"])
     return remembered

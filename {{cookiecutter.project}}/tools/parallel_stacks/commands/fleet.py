@@ -8,34 +8,34 @@ so copies with a fixed PORT_OFFSET show up too.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .. import engine as docker_state
 from .. import registry
-from ..basics import StackError, pid_alive, truthy
+from ..basics import StackError, pid_alive
 from ..runner import run
+from ..settings import Settings
 
 GRACE_SECONDS = 600  # a fresh claim may not have started its stack yet
 
 
-def docker_copies() -> dict[str, dict[str, Any]]:
+def docker_copies(settings: Settings) -> dict[str, dict[str, Any]]:
     """{compose project: {worktree, volumes, containers: [{name, state, health, service}], ports, created, sizes}}
     from Docker labels.
 
     Three requests on the engine's socket whatever the number of copies (the CLI path below asked
     twice per copy: 30 copies took seconds).
     """
-    volumes = docker_state.labelled_volumes(docker_state.WORKTREE_LABEL)
-    listed = docker_state.labelled_containers(docker_state.PROJECT_LABEL) if volumes is not None else None
+    volumes = docker_state.labelled_volumes(settings, docker_state.WORKTREE_LABEL)
+    listed = docker_state.labelled_containers(settings, docker_state.PROJECT_LABEL) if volumes is not None else None
     if volumes is None or listed is None:
-        return _docker_copies_by_cli()
-    sizes = _volume_sizes()
+        return _docker_copies_by_cli(settings)
+    sizes = _volume_sizes(settings)
     copies: dict[str, dict[str, Any]] = {}
     for rec in volumes:
         labels = rec.get("Labels") or {}
@@ -74,11 +74,11 @@ def _new_copy(worktree: str | None) -> dict[str, Any]:
     return {"worktree": worktree, "volumes": [], "containers": [], "ports": set(), "created": [], "sizes": {}}
 
 
-def _volume_sizes() -> dict[str, int | None]:
+def _volume_sizes(settings: Settings) -> dict[str, int | None]:
     """{volume: bytes} as `docker system df -v` counts them (the engine's own figure); {} when it cannot tell."""
     import json
 
-    body = docker_state.engine_get("/system/df?type=volume")
+    body = docker_state.engine_get(settings, "/system/df?type=volume")
     try:
         found = json.loads(body or b"{}").get("Volumes") or []
         return {str(v["Name"]): (v.get("UsageData") or {}).get("Size") for v in found}
@@ -120,10 +120,10 @@ def iso_utc(value: Any) -> str | None:
         return None
 
 
-def _docker_copies_by_cli() -> dict[str, dict[str, Any]]:
+def _docker_copies_by_cli(settings: Settings) -> dict[str, dict[str, Any]]:
     copies: dict[str, dict[str, Any]] = {}
-    names = docker_state.docker("volume", "ls", "-q", "--filter", f"label={docker_state.WORKTREE_LABEL}").split()
-    for rec in docker_state.json_list("volume", "inspect", *names) if names else []:
+    names = docker_state.docker(settings, "volume", "ls", "-q", "--filter", f"label={docker_state.WORKTREE_LABEL}").split()
+    for rec in docker_state.json_list(settings, "volume", "inspect", *names) if names else []:
         labels = rec.get("Labels") or {}
         project = labels.get(docker_state.PROJECT_LABEL)
         if project:
@@ -132,7 +132,7 @@ def _docker_copies_by_cli() -> dict[str, dict[str, Any]]:
             copy["sizes"][rec["Name"]] = None
             copy["created"].append(iso_utc(rec.get("CreatedAt")))
     for project, copy in copies.items():
-        for rec in docker_state.containers(project):
+        for rec in docker_state.containers(settings, project):
             status = rec["State"].get("Status", "?")
             check = (rec["State"].get("Health") or {}).get("Status")
             copy["containers"].append(
@@ -149,7 +149,7 @@ def _docker_copies_by_cli() -> dict[str, dict[str, Any]]:
 
 
 def stale_claims(
-    claims: Mapping[str, dict[str, Any]], copies: Mapping[str, Any] | None, now: float
+    settings: Settings, claims: Mapping[str, dict[str, Any]], copies: Mapping[str, Any] | None, now: float
 ) -> list[tuple[str, dict[str, Any], str]]:
     """[(key, claim, why)] for claims whose worktree is gone, or whose copy left nothing in Docker."""
     stale = []
@@ -162,7 +162,7 @@ def stale_claims(
             continue  # engine down: cannot tell, keep it
         project = claim.get("compose_project")
         young = now - float(claim.get("claimed_at") or 0) < GRACE_SECONDS
-        if project and project not in copies and not docker_state.containers(project) and not young:
+        if project and project not in copies and not docker_state.containers(settings, project) and not young:
             stale.append((key, claim, "no containers or volumes left"))
     return stale
 
@@ -170,91 +170,78 @@ def stale_claims(
 FORMATS = ("table", "json")
 
 
-@contextlib.contextmanager
-def engine_context(context: str | None) -> Iterator[None]:
-    """Point the docker CLI (and this process's engine questions) at `context` for the block; None: as it is."""
-    if context is None:
-        yield
-        return
-    saved = {k: os.environ.get(k) for k in ("DOCKER_CONTEXT", "DOCKER_HOST")}
-    os.environ.pop("DOCKER_HOST", None)
-    os.environ["DOCKER_CONTEXT"] = context
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def engine_context(settings: Settings, context: str | None) -> Settings:
+    """`settings` pointed at the docker CLI context `context` (None: as they are); nothing else changes."""
+    return settings if context is None else settings.replace(DOCKER_HOST=None, DOCKER_CONTEXT=context)
 
 
-def snapshot(environ: Mapping[str, str], contexts: list[str] | None = None) -> dict[str, Any]:
+def snapshot(settings: Settings, contexts: list[str] | None = None) -> dict[str, Any]:
     """The fleet: what `make slots FORMAT=json` prints and the dashboard serves (one function for both).
 
     {"taken_at", "copies": [...], "stale": [what `make gc` would remove], "engine_errors": [{engine, error}]}.
     """
-    return _collect(environ, contexts)[1]
+    return _collect(settings, contexts)[1]
 
 
-def _collect(environ: Mapping[str, str], contexts: list[str] | None) -> tuple[list[tuple[str, ...]], dict[str, Any]]:
+def _collect(base: Settings, contexts: list[str] | None) -> tuple[list[tuple[str, ...]], dict[str, Any]]:
     """(the table's rows, the snapshot): every copy on the engine (or each docker context of `contexts`), with this
     machine's claims."""
-    with registry.Registry(registry.state_dir(environ)) as reg:
+    settings = base
+    with registry.Registry(settings) as reg:
         claims = dict(reg.claims)
     rows: list[tuple[str, ...]] = []
     records: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
     stale: list[dict[str, Any]] = []
     seen: set[str] = set()
-    show = truthy(environ.get("SHOW_SECRETS"))
+    show = settings.flag("SHOW_SECRETS")
     targets: list[str | None] = list(contexts) if contexts else [None]
     for index, context in enumerate(targets):
-        with engine_context(context):
-            endpoint = docker_state.location()[0]
-            reachable = True
-            try:
-                copies = docker_copies()
-                on_engine = registry.engine_claims() if registry.engine_claims_on() else {}
-            except StackError as exc:
-                errors.append({"engine": endpoint, "error": str(exc)})
-                copies, on_engine, reachable = {}, {}, False
-            named = _named_urls() if reachable else {}
-            if reachable and context is None:
-                stale = would_remove(environ, claims, copies)
-            last = index == len(targets) - 1
-            listed: set[str] = set()  # this engine's copies already shown (with their claim)
-            for key, claim in claims.items():
-                project = claim.get("compose_project") or "?"
-                if key in seen or (project not in copies and not last):
-                    continue  # a claim belongs to the engine its copy is on; unplaced ones go with the last engine
-                seen.add(key)
-                listed.add(project)
-                copy = copies.get(project, {})
-                rows.append((*_row(project, claim["worktree"], str(claim["offset"]), "auto", claim.get("ports") or [], copy), endpoint))
-                extra = {"claimed_at": iso_utc(claim.get("claimed_at")) if claim.get("claimed_at") else None}
-                record = _record(rows[-1][:-1], copy, claim.get("env"), claim.get("label"), named, show)
-                records.append({**record, **extra, "engine": endpoint})
-            for project, copy in sorted(copies.items()):
-                if project not in listed:
-                    offset = project.rsplit("-", 1)[-1]
-                    rows.append((*_row(project, copy.get("worktree") or "?", offset, "fixed", sorted(copy["ports"]), copy), endpoint))
-                    records.append({**_record(rows[-1][:-1], copy, None, None, named, show), "claimed_at": None, "engine": endpoint})
-            me = registry.machine_id(environ)
-            for slot, labels in sorted(on_engine.items()):
-                if labels.get(registry.SLOT_MACHINE_LABEL) != me:  # another machine's claim on this engine
-                    holder = f"{labels.get(registry.SLOT_TREE_LABEL, '?')} on {labels.get(registry.SLOT_HOST_LABEL, '?')}"
-                    rows.append(("?", str(slot), "claimed", "-", "-", "-", holder, endpoint))
-                    records.append({"compose_project": None, "offset": slot, "how": "claimed", "claimed_by": holder, "engine": endpoint})
+        settings = engine_context(base, context)
+        endpoint = docker_state.location(settings)[0]
+        reachable = True
+        try:
+            copies = docker_copies(settings)
+            on_engine = registry.engine_claims(settings) if registry.engine_claims_on(settings) else {}
+        except StackError as exc:
+            errors.append({"engine": endpoint, "error": str(exc)})
+            copies, on_engine, reachable = {}, {}, False
+        named = _named_urls(settings) if reachable else {}
+        if reachable and context is None:
+            stale = would_remove(settings, claims, copies)
+        last = index == len(targets) - 1
+        listed: set[str] = set()  # this engine's copies already shown (with their claim)
+        for key, claim in claims.items():
+            project = claim.get("compose_project") or "?"
+            if key in seen or (project not in copies and not last):
+                continue  # a claim belongs to the engine its copy is on; unplaced ones go with the last engine
+            seen.add(key)
+            listed.add(project)
+            copy = copies.get(project, {})
+            rows.append((*_row(project, claim["worktree"], str(claim["offset"]), "auto", claim.get("ports") or [], copy), endpoint))
+            extra = {"claimed_at": iso_utc(claim.get("claimed_at")) if claim.get("claimed_at") else None}
+            record = _record(rows[-1][:-1], copy, claim.get("env"), claim.get("label"), named, show)
+            records.append({**record, **extra, "engine": endpoint})
+        for project, copy in sorted(copies.items()):
+            if project not in listed:
+                offset = project.rsplit("-", 1)[-1]
+                rows.append((*_row(project, copy.get("worktree") or "?", offset, "fixed", sorted(copy["ports"]), copy), endpoint))
+                records.append({**_record(rows[-1][:-1], copy, None, None, named, show), "claimed_at": None, "engine": endpoint})
+        me = registry.machine_id(settings)
+        for slot, labels in sorted(on_engine.items()):
+            if labels.get(registry.SLOT_MACHINE_LABEL) != me:  # another machine's claim on this engine
+                holder = f"{labels.get(registry.SLOT_TREE_LABEL, '?')} on {labels.get(registry.SLOT_HOST_LABEL, '?')}"
+                rows.append(("?", str(slot), "claimed", "-", "-", "-", holder, endpoint))
+                records.append({"compose_project": None, "offset": slot, "how": "claimed", "claimed_by": holder, "engine": endpoint})
     taken = iso_utc(time.time())
     return rows, {"taken_at": taken, "copies": records, "stale": stale, "engine_errors": errors}
 
 
-def slots(environ: Mapping[str, str], fmt: str = "table", contexts: list[str] | None = None) -> int:
+def slots(settings: Settings, fmt: str = "table", contexts: list[str] | None = None) -> int:
     """Every copy on the engine (or on each docker context of `contexts`), with this machine's claims."""
     if fmt not in FORMATS:
         raise StackError(f"FORMAT={fmt[:40]!r}: use table (the default) or json")
-    rows, snap = _collect(environ, contexts)
+    rows, snap = _collect(settings, contexts)
     for problem in snap["engine_errors"]:
         print(f"warning: {problem['error']}; showing the registry only for engine {problem['engine']}", file=sys.stderr)
     if fmt == "json":
@@ -326,7 +313,7 @@ def _derived(worktree: str, offset: str, project: str, env_name: str | None) -> 
         return {}
     try:
         for name in dict.fromkeys((env_name or "dev", "dev", "test", "ci")):
-            values = derive.load(root, {"PORT_OFFSET": offset, "ENV": name})
+            values = derive.load(root, Settings({"PORT_OFFSET": offset, "ENV": name}))  # that copy's own values, not this shell's
             if values["COMPOSE_PROJECT_NAME"] == project:
                 return dict(values)
     except (StackError, OSError):
@@ -348,13 +335,13 @@ def _urls(values: Mapping[str, str], show_secrets: bool = False) -> dict[str, st
         return {}
 
 
-def _named_urls() -> dict[str, dict[str, str]]:
+def _named_urls(settings: Settings) -> dict[str, dict[str, str]]:
     """{compose project: {service: named URL}} as the machine's named-URL proxies route them now."""
     from .. import proxy
 
     found: dict[str, dict[str, str]] = {}
     try:
-        tables = proxy.proxies()
+        tables = proxy.proxies(settings)
     except StackError:
         return found
     for port, table in sorted(tables.items()):
@@ -435,13 +422,13 @@ def _row(project: str, worktree: str, offset: str, how: str, ports: Iterable[int
     return (project, offset, how, state, ",".join(map(str, sorted(ports))) or "-", ",".join(copy.get("volumes", [])) or "-", worktree)
 
 
-def would_remove(environ: Mapping[str, str], claims: Mapping[str, dict[str, Any]], copies: Mapping[str, Any]) -> list[dict[str, Any]]:
+def would_remove(settings: Settings, claims: Mapping[str, dict[str, Any]], copies: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What `make gc FORCE=1` would remove now: [{kind, name, worktree, why}] (claims, copies, engine claims, routes)."""
     found: list[dict[str, Any]] = []
-    for (project, gone), objects in sorted(orphaned_copies().items()):
+    for (project, gone), objects in sorted(orphaned_copies(settings).items()):
         listed = "; ".join(f"{kind} {', '.join(names)}" for kind, names in objects.items() if names)
         found.append({"kind": "copy", "name": project, "worktree": gone, "why": f"worktree is gone ({listed})"})
-    for slot, labels in stale_engine_claims(environ):
+    for slot, labels in stale_engine_claims(settings):
         found.append(
             {
                 "kind": "engine claim",
@@ -450,14 +437,14 @@ def would_remove(environ: Mapping[str, str], claims: Mapping[str, dict[str, Any]
                 "why": "worktree is gone",
             }
         )
-    for port, project, tree, why in orphaned_routes():
+    for port, project, tree, why in orphaned_routes(settings):
         found.append({"kind": "route", "name": f"{project} on proxy port {port}", "worktree": tree, "why": why})
-    for _key, claim, why in stale_claims(claims, copies, time.time()):
+    for _key, claim, why in stale_claims(settings, claims, copies, time.time()):
         found.append({"kind": "claim", "name": f"PORT_OFFSET={claim['offset']}", "worktree": claim["worktree"], "why": why})
     return found
 
 
-def orphaned_copies() -> dict[tuple[str, str], dict[str, list[str]]]:
+def orphaned_copies(settings: Settings) -> dict[tuple[str, str], dict[str, list[str]]]:
     """{(compose project, worktree): {containers, volumes, networks}} of copies whose worktree directory is gone.
 
     Only objects labelled with that vanished path count (compose's working-dir label on containers,
@@ -473,10 +460,10 @@ def orphaned_copies() -> dict[tuple[str, str], dict[str, list[str]]]:
         ("networks", ["network", "ls", "--filter", f"label={d.TEST_COPY_LABEL}"], "Name", d.TEST_COPY_LABEL, d.WORKTREE_LABEL),
     )
     for kind, args, field, copy_label, tree_label in queries:
-        listed = _labelled(kind, args[-1].removeprefix("label="))
+        listed = _labelled(settings, kind, args[-1].removeprefix("label="))
         if listed is None:  # the socket cannot be asked: the CLI
             labels = "".join("\t{{.Label " + f'"{label}"' + "}}" for label in (copy_label, tree_label))
-            lines = d.docker(*args, "--format", "{{." + field + "}}" + labels).splitlines()
+            lines = d.docker(settings, *args, "--format", "{{." + field + "}}" + labels).splitlines()
             listed = [[*line.split("\t"), "", ""][:3] for line in lines]
         else:
             listed = [[name, labels.get(copy_label, ""), labels.get(tree_label, "")] for name, labels in listed]
@@ -485,23 +472,23 @@ def orphaned_copies() -> dict[tuple[str, str], dict[str, list[str]]]:
                 found.setdefault((project, tree), {"containers": [], "volumes": [], "networks": []})[kind].append(name)
     for (project, _tree), objects in found.items():  # the compose network: by its project (removal fails if a live one uses it)
         if objects["containers"]:
-            objects["networks"] += [n for n in d.networks(project) if n not in objects["networks"]]
+            objects["networks"] += [n for n in d.networks(settings, project) if n not in objects["networks"]]
     return found
 
 
-def _labelled(kind: str, label: str) -> list[Any] | None:
+def _labelled(settings: Settings, kind: str, label: str) -> list[Any] | None:
     """[(name, labels)] of the engine's `kind` (containers, volumes, networks) carrying `label`, asked on its
     socket (a few ms; the CLI took ~25 ms a kind); None when the socket cannot be asked."""
     import json
     from urllib.parse import quote
 
     if kind == "containers":
-        found = docker_state.labelled_containers(label)
+        found = docker_state.labelled_containers(settings, label)
         return None if found is None else [(str((c.get("Names") or ["?"])[0]).lstrip("/"), c.get("Labels") or {}) for c in found]
     if kind == "volumes":
-        volumes = docker_state.labelled_volumes(label)
+        volumes = docker_state.labelled_volumes(settings, label)
         return None if volumes is None else [(str(v.get("Name")), v.get("Labels") or {}) for v in volumes]
-    answer = docker_state.engine_request(f"/networks?filters={quote(json.dumps({'label': [label]}))}")
+    answer = docker_state.engine_request(settings, f"/networks?filters={quote(json.dumps({'label': [label]}))}")
     if answer is None or answer[0] != 200:
         return None
     try:
@@ -510,25 +497,25 @@ def _labelled(kind: str, label: str) -> list[Any] | None:
         return None
 
 
-def stale_engine_claims(environ: Mapping[str, str]) -> list[tuple[int, dict[str, str]]]:
+def stale_engine_claims(settings: Settings) -> list[tuple[int, dict[str, str]]]:
     """The engine's slot claims this machine made for worktrees that are gone (other machines' claims are theirs to judge)."""
-    if not registry.engine_claims_on(environ):
+    if not registry.engine_claims_on(settings):
         return []
-    mine = registry.machine_id(environ)
+    mine = registry.machine_id(settings)
     return [
         (slot, labels)
-        for slot, labels in sorted(registry.engine_claims().items())
+        for slot, labels in sorted(registry.engine_claims(settings).items())
         if labels.get(registry.SLOT_MACHINE_LABEL) == mine and not Path(labels.get(registry.SLOT_TREE_LABEL) or "/nonexistent").is_dir()
     ]
 
 
-def orphaned_routes() -> list[tuple[str, str, str, str]]:
+def orphaned_routes(settings: Settings) -> list[tuple[str, str, str, str]]:
     """(proxy port, compose project, worktree, why) of named-URL routes whose worktree directory is gone, or whose
     serving process (a dashboard's, `make dashboard`) is."""
     from .. import proxy
 
     found = []
-    for port, table in sorted(proxy.proxies().items()):
+    for port, table in sorted(proxy.proxies(settings).items()):
         for project, entry in sorted(table.items()):
             tree = str(entry.get("worktree", ""))
             if tree and not Path(tree).is_dir():
@@ -538,30 +525,30 @@ def orphaned_routes() -> list[tuple[str, str, str, str]]:
     return found
 
 
-def remove_orphans(orphans: Mapping[tuple[str, str], Mapping[str, list[str]]]) -> None:
+def remove_orphans(settings: Settings, orphans: Mapping[tuple[str, str], Mapping[str, list[str]]]) -> None:
     """Remove the copies of vanished worktrees: their containers, the images compose built for them, networks and volumes."""
     for (project, _tree), objects in orphans.items():
         if objects["containers"]:
-            docker_state.docker("rm", "-f", "-v", *objects["containers"])
-            for ref in docker_state.images(project):  # the images compose built for it (labelled with its project)
+            docker_state.docker(settings, "rm", "-f", "-v", *objects["containers"])
+            for ref in docker_state.images(settings, project):  # the images compose built for it (labelled with its project)
                 try:
-                    docker_state.docker("image", "rm", ref)
+                    docker_state.docker(settings, "image", "rm", ref)
                 except StackError:
                     pass  # used by a container outside that copy: not the orphan's to remove
         for network in objects["networks"]:
             try:
-                docker_state.docker("network", "rm", network)
+                docker_state.docker(settings, "network", "rm", network)
             except StackError:
                 pass  # still used by a live container: not an orphan's to remove
         if objects["volumes"]:
-            docker_state.docker("volume", "rm", *objects["volumes"])
+            docker_state.docker(settings, "volume", "rm", *objects["volumes"])
 
 
-def gc(environ: Mapping[str, str], force: bool) -> int:
+def gc(settings: Settings, force: bool) -> int:
     """`make gc`: list stale claims and copies of vanished worktrees; with `force`, free and remove them."""
     try:
-        copies = docker_copies()
-        orphans = orphaned_copies()
+        copies = docker_copies(settings)
+        orphans = orphaned_copies(settings)
     except StackError as exc:
         print(f"warning: {exc}; only claims whose worktree is gone count as stale", file=sys.stderr)
         copies, orphans = None, {}
@@ -569,25 +556,25 @@ def gc(environ: Mapping[str, str], force: bool) -> int:
         listed = "; ".join(f"{kind} {', '.join(names)}" for kind, names in objects.items() if names)
         print(f"{'removing' if force else 'would remove'} copy {project} of vanished worktree {gone}: {listed}")
     if orphans and force:
-        remove_orphans(orphans)
+        remove_orphans(settings, orphans)
         print(
             f"removed {len(orphans)} cop{'y' if len(orphans) == 1 else 'ies'} of vanished worktrees (their test databases with their volumes)"
         )
-    for slot, labels in [] if copies is None else stale_engine_claims(environ):
+    for slot, labels in [] if copies is None else stale_engine_claims(settings):
         print(
             f"{'removing' if force else 'would remove'} the engine's claim of PORT_OFFSET={slot} (vanished worktree {labels.get(registry.SLOT_TREE_LABEL)})"
         )
         if force:
-            docker_state.docker("rm", f"{registry.SLOT_PREFIX}{slot}")
-    routes = [] if copies is None else orphaned_routes()
+            docker_state.docker(settings, "rm", f"{registry.SLOT_PREFIX}{slot}")
+    routes = [] if copies is None else orphaned_routes(settings)
     for port, project, _tree, why in routes:
         print(f"{'removing' if force else 'would remove'} the named URLs of {project} ({why}) from the proxy on port {port}")
         if force:
             from .. import proxy
 
-            proxy.withdraw(project, port, environ)
-    with registry.Registry(registry.state_dir(environ)) as reg:
-        stale = stale_claims(reg.claims, copies, time.time())
+            proxy.withdraw(project, port, settings)
+    with registry.Registry(settings) as reg:
+        stale = stale_claims(settings, reg.claims, copies, time.time())
         if not stale:
             print("no stale claims")
             if (orphans or routes) and not force:
@@ -610,20 +597,21 @@ def gc(environ: Mapping[str, str], force: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`make slots` / `make gc`."""
+    settings = Settings.read()
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("command", choices=["slots", "gc"], help="slots: every copy on this machine; gc: stale claims")
     parser.add_argument(
         "--force",
         action="store_true",
-        default=truthy(os.environ.get("FORCE")),
+        default=settings.flag("FORCE"),
         help="gc: free the stale claims (default: only list them; FORCE=1)",
     )
-    parser.add_argument("--format", default=os.environ.get("FORMAT") or "table", help="slots: table (default) or json (FORMAT=json)")
+    parser.add_argument("--format", default=settings.get("FORMAT") or "table", help="slots: table (default) or json (FORMAT=json)")
     parser.add_argument(
         "--contexts",
-        default=os.environ.get("CONTEXTS") or "",
+        default=settings.get("CONTEXTS") or "",
         help="slots: docker contexts to list, comma-separated (CONTEXTS=default,build-box); default: the current engine",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     contexts = [c.strip() for c in args.contexts.split(",") if c.strip()] or None
-    return run(lambda: slots(os.environ, args.format, contexts) if args.command == "slots" else gc(os.environ, args.force))
+    return run(lambda: slots(settings, args.format, contexts) if args.command == "slots" else gc(settings, args.force))

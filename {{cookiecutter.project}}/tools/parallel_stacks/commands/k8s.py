@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import re
 import sys
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from .. import derive, labels
 from ..basics import StackError, var_name
 from ..formula import named_host
 from ..runner import run
+from ..settings import Settings
 
 LABEL = labels.K8S_PREFIX
 
@@ -256,17 +256,18 @@ def dump(docs: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`make k8s`: this copy as Kubernetes manifests on stdout."""
+    settings = Settings.read()
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks k8s", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     def command() -> int:
         from .compose import compose_command, compose_config
 
-        values, env = derive.compose_environment(None, os.environ)
+        values, env = derive.compose_environment(None, settings)
         missing = [k for k in derive.secret_keys(derive.services(Path(values["STACK_WORKTREE"]))) if not values.get(k)]
         if missing:
             raise StackError(f"{', '.join(missing)} not set for this worktree (env/local.env); `make up` once writes them")
-        config = compose_config(compose_command(), values, env)
+        config = compose_config(settings, compose_command(settings), values, env)
         sys.stdout.write(dump(render(values, config)))
         return 0
 
