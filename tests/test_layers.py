@@ -19,7 +19,7 @@ LAYERS = {
     3: {"engine", "probe"},
     4: {"registry", "offsets", "proxy"},
     5: {"derive", "current", "localenv"},
-    6: {"ownership", "oplock"},
+    6: {"ownership", "oplock", "fleet"},
     7: {"commands", "pytest_plugin", "__main__"},
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}

@@ -31,11 +31,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import registry
+from .. import fleet, registry
 from ..basics import PORT_MAX, PORT_MIN, StackError, pid_alive
 from ..runner import run
 from ..settings import Settings
-from . import fleet
 
 TOOLS = Path(__file__).resolve().parents[2]  # the directory holding this package: the server imports it from there
 DEFAULT_PORT = 7356  # beside the named-URL proxy's 7355

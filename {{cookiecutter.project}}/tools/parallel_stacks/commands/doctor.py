@@ -174,8 +174,7 @@ def check_ephemeral(report: Report, c: Checked) -> None:
 
 def check_registry(report: Report, c: Checked) -> None:
     """The slot registry reads, and how many of its claims are stale (read-only: doctor changes nothing)."""
-    from .. import registry
-    from . import fleet
+    from .. import fleet, registry
 
     try:
         with registry.Registry(c.settings, write=False) as reg:
