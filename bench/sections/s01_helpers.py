@@ -22,6 +22,10 @@ class Copy:
         self.dev_env = project.path / "env" / "dev.env"
         self.original = self.dev_env.read_text()
         self.edits = itertools.count(1)
+        code = "import parallel_stacks; print(parallel_stacks.__file__)"
+        imported = Path(run([self.env["PYTHON"], "-c", code], env=self.env).stdout.strip()).resolve()
+        if not imported.is_relative_to((self.path / "tools").resolve()):
+            raise RuntimeError(f"{self.path}'s helpers would import {imported}, not the package baked with it")
 
     def make(self, target: str) -> None:
         run(["make", target], cwd=self.path, env=self.env)
