@@ -14,7 +14,8 @@ if sys.argv[3] == "registry":
 
     from parallel_stacks import derive
 
-    out = derive.load(Path(sys.argv[1]), {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": sys.argv[4]})["PORT_OFFSET"]
+    environ = {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": sys.argv[4]}
+    out = derive.load(Path(sys.argv[1]), environ, claim=True)["PORT_OFFSET"]  # deriving alone claims nothing (491dfcf)
 elif sys.argv[3] == "port-for":
     import port_for
 
