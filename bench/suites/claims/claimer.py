@@ -13,9 +13,10 @@ if sys.argv[3] == "registry":
     from pathlib import Path
 
     from parallel_stacks import derive
+    from parallel_stacks.settings import Settings
 
-    environ = {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": sys.argv[4]}
-    out = derive.load(Path(sys.argv[1]), environ, claim=True)["PORT_OFFSET"]  # deriving alone claims nothing (491dfcf)
+    settings = Settings({"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": sys.argv[4]})
+    out = derive.load(Path(sys.argv[1]), settings, claim=True)["PORT_OFFSET"]  # deriving alone claims nothing (491dfcf)
 elif sys.argv[3] == "port-for":
     import port_for
 
