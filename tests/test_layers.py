@@ -15,7 +15,7 @@ from conftest import PACKAGE
 # lowest first; a module may import its own layer's modules or lower ones
 LAYERS = {
     1: {"basics", "root", "runner", "cache", "labels", "localroute", "route_site", "settings"},
-    2: {"config", "formula", "kinds"},
+    2: {"config", "formula", "kinds", "model"},
     3: {"engine", "probe"},
     4: {"registry", "offsets", "proxy"},
     5: {"derive", "current", "localenv"},
@@ -162,7 +162,7 @@ def settings_names_used() -> dict[str, list[str]]:
                 if node.func.attr == "replace":
                     names = [k.arg for k in node.keywords if k.arg]
                 receiver = ast.unparse(node.func.value)
-                if receiver.split(".")[-1] in ("settings", "env") and receiver != "env" or receiver.startswith("settings_of("):
+                if receiver.split(".")[-1] == "settings" or receiver.startswith("settings_of("):
                     for name in names:
                         found.setdefault(name, []).append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     return found
@@ -206,3 +206,16 @@ def test_the_variables_that_select_a_copy_are_one_list():
     assert cache.REGISTRY_SOURCES == ("auto", *settings.SLOT_SOURCES)
     assert set(settings.SLOT_SOURCES) <= set(settings.NAMES) and "PORT_OFFSET" in settings.COPY_SELECTORS
     assert set(settings.COPY_SELECTORS) <= set(worktree.SELECTORS)
+
+
+def test_no_copy_travels_as_a_string_mapping_named_values():
+    """A copy is a model.Copy (typed ports, services, names), not a dict[str, str] called `values` (issue 25):
+    no function of the package takes a parameter named `values`."""
+    found = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}"
+        for path in MODULES
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and any(a.arg == "values" for a in node.args.args + node.args.kwonlyargs + node.args.posonlyargs)
+    ]
+    assert found == [], found

@@ -28,6 +28,7 @@ from .config import (
     project_root,
 )
 from .formula import compose_project_name, host_port, named_host, volume_name, worker_ports_text
+from .model import Copy
 from .offsets import resolve_offset
 from .settings import Settings
 
@@ -35,6 +36,7 @@ __all__ = [
     "DATA_DIR",
     "compose_environment",
     "copy_data_dir",
+    "copy_of",
     "format_env",
     "format_ports",
     "load",
@@ -146,12 +148,12 @@ def _kinds_of(stack: Mapping[str, Any]) -> list[kinds.Kind]:
     return found
 
 
-def _services_of(stack: Mapping[str, Any], values: Mapping[str, str]) -> list[tuple[kinds.Service, kinds.Kind]]:
-    host = values.get("STACK_HOST") or client_host(values["BIND_ADDRESS"])
+def _services_of(stack: Mapping[str, Any], derived: Mapping[str, str]) -> list[tuple[kinds.Service, kinds.Kind]]:
+    host = derived.get("STACK_HOST") or client_host(derived["BIND_ADDRESS"])
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 STACK_HOST, in URL form
     return [
-        (kinds.Service(name, var_name(name), host, int(values[f"{var_name(name)}_PORT"])), kinds.of(svc))
+        (kinds.Service(name, var_name(name), host, int(derived[f"{var_name(name)}_PORT"])), kinds.of(svc))
         for name, svc in stack["services"].items()
     ]
 
@@ -174,17 +176,17 @@ def secret_keys(stack_services: Mapping[str, Mapping[str, Any]], stored: bool = 
     return keys
 
 
-def urls(values: Mapping[str, str]) -> dict[str, str]:
+def urls(env: Mapping[str, str]) -> dict[str, str]:
     """{VARIABLE: URL} of a copy as `make env` shows them (secrets masked)."""
-    return {key: value for key, value in redact(values).items() if key.endswith("_URL")}
+    return {key: value for key, value in redact(env).items() if key.endswith("_URL")}
 
 
-def redact(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]] | None = None) -> Values:
-    """Copy of `values` with secrets masked: the values of secret keys, whole, and the password of a URL that
+def redact(env: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]] | None = None) -> Values:
+    """Copy of `values` with secrets masked: the env of secret keys, whole, and the password of a URL that
     carries one. By key, not by substring: a setting that happens to equal a password (project `shop`, password
     `shop`) is shown as it is, as `check-ports` shows it."""
-    out = dict(values)
-    keys = secret_keys(services(Path(values["STACK_WORKTREE"])) if stack_services is None else stack_services)
+    out = dict(env)
+    keys = secret_keys(services(Path(env["STACK_WORKTREE"])) if stack_services is None else stack_services)
     secrets = {out[key] for key in keys if out.get(key)}
     for key in keys:
         if out.get(key):
@@ -210,8 +212,14 @@ def _mask_url_password(url: str, secrets: set[str]) -> str:
     return url
 
 
-def compose_environment(root: Path | None, settings: Settings, claim: bool = False) -> tuple[Values, Values]:
-    """(values, environment for `docker compose`): env files < process env < derived values; for an adopted
+def copy_of(root: Path | None, settings: Settings, claim: bool = False) -> Copy:
+    """The typed copy (model.Copy) of the worktree at `root` (None: STACK_ROOT or the cwd's), derived as `load` does."""
+    values = load(root, settings, claim)
+    return Copy.of(values, services(Path(values["STACK_WORKTREE"])))
+
+
+def compose_environment(root: Path | None, settings: Settings, claim: bool = False) -> tuple[Copy, Values]:
+    """(the copy, environment for `docker compose`): env files < process env < derived values; for an adopted
     project (stack.yml's `compose.variables`) the process environment and those variables only.
 
     One pass over stack.yml and the env files serves both.
@@ -228,37 +236,37 @@ def compose_environment(root: Path | None, settings: Settings, claim: bool = Fal
                 env.pop(variable, None)  # unset: each port keeps the address its compose file gives it
             elif source in derived:
                 env[variable] = derived[source]
-        return derived, env
+        return Copy.of(derived, services(Path(derived["STACK_WORKTREE"]))), env
     merged: Values = {}
     for _, values in layers:
         merged.update(values)
     merged.update(settings.env)
     merged.update(derived)
-    return derived, merged
+    return Copy.of(derived, services(Path(derived["STACK_WORKTREE"]))), merged
 
 
-def format_env(values: Mapping[str, str]) -> str:
+def format_env(env: Mapping[str, str]) -> str:
     """`KEY=VALUE` lines, as `make env` prints them."""
-    return "".join(f"{k}={v}\n" for k, v in values.items())
+    return "".join(f"{k}={v}\n" for k, v in env.items())
 
 
-def format_ports(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]]) -> str:
+def format_ports(env: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]]) -> str:
     """The table `make ports` and `make up` print."""
     rows = [("SERVICE", "CONTAINER", "HOST", "URL")]
     stack = {"services": stack_services}
-    for service, kind in _services_of(stack, values):
-        url = values.get(kind.url_variable(service), "")
-        rows.append((service.name, values[f"{service.key}_CONTAINER_PORT"], f"{values['BIND_ADDRESS']}:{service.port}", url))
+    for service, kind in _services_of(stack, env):
+        url = env.get(kind.url_variable(service), "")
+        rows.append((service.name, env[f"{service.key}_CONTAINER_PORT"], f"{env['BIND_ADDRESS']}:{service.port}", url))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = [f"copy {values['COMPOSE_PROJECT_NAME']}  (PORT_OFFSET={values['PORT_OFFSET']}, ENV={values['STACK_ENV']})"]
+    lines = [f"copy {env['COMPOSE_PROJECT_NAME']}  (PORT_OFFSET={env['PORT_OFFSET']}, ENV={env['STACK_ENV']})"]
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3])
-    named = [(s.name, values[f"{s.key}_NAMED_URL"]) for s, _ in _services_of(stack, values) if f"{s.key}_NAMED_URL" in values]
+    named = [(s.name, env[f"{s.key}_NAMED_URL"]) for s, _ in _services_of(stack, env) if f"{s.key}_NAMED_URL" in env]
     if named:
         width = max(len(n) for n, _ in named)
-        lines.append(f"named URLs (the machine's proxy on 127.0.0.1:{values['NAMED_URLS_PORT']}; numbered ports work too):")
+        lines.append(f"named URLs (the machine's proxy on 127.0.0.1:{env['NAMED_URLS_PORT']}; numbered ports work too):")
         lines += [f"  {n.ljust(width)}  {url}" for n, url in named]
-    vols = [v for k, v in values.items() if k.endswith("_VOLUME")]
+    vols = [v for k, v in env.items() if k.endswith("_VOLUME")]
     if vols:
         lines.append("volumes: " + ", ".join(vols))
     return "\n".join(lines) + "\n"

@@ -293,16 +293,16 @@ def _derived(worktree: str, offset: str, project: str, env_name: str | None) -> 
     return {}
 
 
-def _urls(values: Mapping[str, str], show_secrets: bool = False) -> dict[str, str]:
-    """{VARIABLE: URL} of a copy, as `make env` prints them (masked unless `show_secrets`)."""
+def _urls(derived: Mapping[str, str], show_secrets: bool = False) -> dict[str, str]:
+    """{VARIABLE: URL} of a copy (its derived values, {} when unknown), as `make env` prints them (masked unless `show_secrets`)."""
     from . import derive
 
-    if not values:
+    if not derived:
         return {}
     if show_secrets:
-        return {key: value for key, value in values.items() if key.endswith("_URL")}
+        return {key: value for key, value in derived.items() if key.endswith("_URL")}
     try:
-        return derive.urls(values)
+        return derive.urls(derived)
     except (StackError, OSError):
         return {}
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .basics import MAX_NUMBER_DIGITS, PORT_MAX, PORT_MIN, StackError, is_digits, short
+from .model import Copy
 
 __all__ = [
     "NAMED_URLS_PORT_DEFAULT",
@@ -66,12 +67,12 @@ def worker_ports_text(offset: int, start: int | None = None) -> str:
     return f"{ports.start}-{ports.stop - 1}"
 
 
-def worker_ports_of(values: Mapping[str, str]) -> range:
+def worker_ports_of(copy: Copy) -> range:
     """The test-port range of a copy, from its derived values (TEST_PORTS, else the formula)."""
-    first, _, last = values.get("TEST_PORTS", "").partition("-")
+    first, _, last = copy.env.get("TEST_PORTS", "").partition("-")
     if first.isdigit() and last.isdigit():
         return range(int(first), int(last) + 1)
-    return worker_port_range(int(values["PORT_OFFSET"]))
+    return worker_port_range(copy.offset)
 
 
 def offset_bounds(bases: Iterable[int]) -> tuple[int, int]:

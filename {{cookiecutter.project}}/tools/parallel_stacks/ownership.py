@@ -15,6 +15,7 @@ from typing import Any
 from . import engine
 from .basics import StackError
 from .engine import PROJECT_LABEL, WORKDIR_LABEL, WORKTREE_LABEL
+from .model import Copy
 from .settings import Settings
 
 __all__ = ["check_ownership", "ensure_owned", "foreign_worktree", "judge_ownership"]
@@ -26,22 +27,22 @@ def foreign_worktree(labels: Mapping[str, str], here: str) -> str | None:
     return tree if tree and os.path.realpath(tree) != os.path.realpath(here) else None
 
 
-def check_ownership(settings: Settings, values: Mapping[str, str], records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def check_ownership(settings: Settings, copy: Copy, records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Refuse (StackError) when this copy's compose project or volumes belong elsewhere.
 
     Returns the container records so callers need not ask twice.
     """
-    records = engine.containers(settings, values["COMPOSE_PROJECT_NAME"]) if records is None else records
+    records = engine.containers(settings, copy.env["COMPOSE_PROJECT_NAME"]) if records is None else records
     volume_labels: dict[str, dict[str, str] | None] = {}
-    for key, name in values.items():
+    for key, name in copy.env.items():
         if key.endswith("_VOLUME"):
             rec = engine.volume(settings, name)
             volume_labels[name] = None if rec is None else (rec.get("Labels") or {})
-    judge_ownership(values, [rec.get("Config", {}).get("Labels") or {} for rec in records], volume_labels)
+    judge_ownership(copy, [rec.get("Config", {}).get("Labels") or {} for rec in records], volume_labels)
     return records
 
 
-def ensure_owned(settings: Settings, values: Mapping[str, str]) -> None:
+def ensure_owned(settings: Settings, copy: Copy) -> None:
     """check_ownership's verdict for commands that need only the verdict (down, ps, logs, tests).
 
     Asks the engine's socket directly (a few ms); falls back to the CLI.
@@ -49,37 +50,35 @@ def ensure_owned(settings: Settings, values: Mapping[str, str]) -> None:
     import json
     from urllib.parse import quote
 
-    project = values["COMPOSE_PROJECT_NAME"]
+    project = copy.env["COMPOSE_PROJECT_NAME"]
     filters = quote(json.dumps({"label": [f"{PROJECT_LABEL}={project}"]}))
     answer = engine.engine_request(settings, f"/containers/json?all=1&filters={filters}")
     if answer is None or answer[0] != 200:
-        check_ownership(settings, values)
+        check_ownership(settings, copy)
         return
     try:
         labels = [rec.get("Labels") or {} for rec in json.loads(answer[1])]
     except (ValueError, AttributeError):
-        check_ownership(settings, values)
+        check_ownership(settings, copy)
         return
     volume_labels: dict[str, dict[str, str] | None] = {}
-    for key, name in values.items():
+    for key, name in copy.env.items():
         if not key.endswith("_VOLUME"):
             continue
         answer = engine.engine_request(settings, f"/volumes/{quote(name)}")
         if answer is None or answer[0] not in (200, 404):
-            check_ownership(settings, values)
+            check_ownership(settings, copy)
             return
         volume_labels[name] = None if answer[0] == 404 else (json.loads(answer[1]).get("Labels") or {})
-    judge_ownership(values, labels, volume_labels)
+    judge_ownership(copy, labels, volume_labels)
 
 
-def judge_ownership(
-    values: Mapping[str, str], container_labels: list[dict[str, str]], volume_labels: Mapping[str, Mapping[str, str] | None]
-) -> None:
+def judge_ownership(copy: Copy, container_labels: list[dict[str, str]], volume_labels: Mapping[str, Mapping[str, str] | None]) -> None:
     """The ownership rule, once: every container of this copy's compose project was
     started from this worktree, and every volume of its name was created by this
     copy's compose project from this worktree. StackError naming the owner if not."""
-    project = values["COMPOSE_PROJECT_NAME"]
-    here = os.path.realpath(values["STACK_WORKTREE"])
+    project = copy.env["COMPOSE_PROJECT_NAME"]
+    here = os.path.realpath(copy.env["STACK_WORKTREE"])
     for container in container_labels:
         workdir = container.get(WORKDIR_LABEL)
         if workdir and os.path.realpath(workdir) != here:

@@ -15,13 +15,14 @@ import errno
 import sys
 
 from . import labels
-from .basics import PORT_MAX, PORT_MIN, StackError, var_name
+from .basics import PORT_MAX, PORT_MIN, StackError
 
 TYPE_CHECKING = False  # `make check-ports` pays for every import: types are for mypy only
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Mapping
     from typing import Any
 
+    from .model import Copy
     from .settings import Settings
 
 SEARCH_STEP = 1000  # suggested offsets keep ports readable (15432 = postgres of copy 10000)
@@ -99,15 +100,15 @@ def ephemeral_range() -> tuple[int, int]:
         return 49152, 65535  # IANA's dynamic range (macOS, BSD)
 
 
-def ephemeral_ports(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]]) -> tuple[list[int], int, int]:
+def ephemeral_ports(copy: Copy, services: Mapping[str, Mapping[str, Any]]) -> tuple[list[int], int, int]:
     """(this copy's host ports inside the ephemeral range, its low end, its high end)."""
     low, high = ephemeral_range()
-    return [p for _, p in service_ports(values, services) if low <= p <= high], low, high
+    return [p for _, p in service_ports(copy, services) if low <= p <= high], low, high
 
 
-def service_ports(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
+def service_ports(copy: Copy, services: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
     """(service, host port) of every service of the copy."""
-    return [(name, int(values[f"{var_name(name)}_PORT"])) for name in services]
+    return [(svc.name, svc.port) for svc in copy.services if svc.name in services]
 
 
 def process_owner(port: int) -> str:
@@ -155,18 +156,18 @@ def container_owner(rec: dict[str, Any]) -> str:
     return f"container {rec['name']} ({project}{where})"
 
 
-def is_own(rec: dict[str, Any], values: Mapping[str, str]) -> bool:
+def is_own(rec: dict[str, Any], copy: Copy) -> bool:
     """True for a running container of this very copy: its compose project, started from this worktree."""
     import os
 
-    if rec.get("project") != values["COMPOSE_PROJECT_NAME"]:
+    if rec.get("project") != copy.env["COMPOSE_PROJECT_NAME"]:
         return False
     workdir = rec.get("working_dir")
-    return not workdir or os.path.realpath(workdir) == os.path.realpath(values["STACK_WORKTREE"])
+    return not workdir or os.path.realpath(workdir) == os.path.realpath(copy.env["STACK_WORKTREE"])
 
 
 def find_conflicts(
-    values: Mapping[str, str],
+    copy: Copy,
     services: Mapping[str, Mapping[str, Any]],
     running: list[dict[str, Any]] | None,
     remote_busy: Collection[int] | None = None,
@@ -175,18 +176,18 @@ def find_conflicts(
 
     `remote_busy`: for an engine on another host, the ports a probe container found taken there
     (this machine's own sockets say nothing about that host)."""
-    bind = values["BIND_ADDRESS"]
+    bind = copy.env["BIND_ADDRESS"]
     own: set[int] = set()
     held: dict[int, dict[str, Any]] = {}
     for rec in running or []:
         for host_ip, port in rec["ports"]:
-            if is_own(rec, values):
+            if is_own(rec, copy):
                 own.add(port)
             elif _same_address(host_ip, bind):
                 held.setdefault(port, rec)
     found = []
     hosts = addresses(bind)
-    for name, port in service_ports(values, services):
+    for name, port in service_ports(copy, services):
         if port in own:
             continue
         if port in held:
@@ -195,7 +196,7 @@ def find_conflicts(
             if port in remote_busy:
                 found.append(
                     Conflict(
-                        name, port, f"a process on the engine's host {values.get('STACK_HOST', '?')} (a probe there could not bind it)"
+                        name, port, f"a process on the engine's host {copy.env.get('STACK_HOST', '?')} (a probe there could not bind it)"
                     )
                 )
         elif not all(port_free(h, port) for h in hosts):
@@ -217,14 +218,14 @@ for port in sys.argv[2:]:
 """
 
 
-def remote_busy_ports(values: Mapping[str, str], ports: list[int], settings: Settings) -> set[int]:
+def remote_busy_ports(copy: Copy, ports: list[int], settings: Settings) -> set[int]:
     """Ports of `ports` something holds on a remote engine's host: a short-lived container on that host's
     network tries to bind each (PROBE_IMAGE, default the stack's PYTHON_IMAGE; it needs python3)."""
 
     from . import engine as docker_state
 
     image = settings.get("PROBE_IMAGE") or settings.get("PYTHON_IMAGE") or "python:3.12-slim"
-    bind = values["BIND_ADDRESS"]
+    bind = copy.env["BIND_ADDRESS"]
     out = docker_state.docker(
         settings,
         "run",
@@ -272,16 +273,16 @@ def unusable(
 
 
 def nearest_free_offset(
-    values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], running: list[dict[str, Any]] | None, remote: bool = False
+    copy: Copy, services: Mapping[str, Mapping[str, Any]], running: list[dict[str, Any]] | None, remote: bool = False
 ) -> int | None:
     """The closest offset (in steps of 1000) whose every port is free, or None (remote: free of containers' ports)."""
     from .formula import host_ports, offset_bounds
 
-    offset = int(values["PORT_OFFSET"])
+    offset = copy.offset
     bases = [svc["host_port"] for svc in services.values()]
     low, high = offset_bounds(bases)
     published = published_by(running)
-    hosts = [] if remote else addresses(values["BIND_ADDRESS"])
+    hosts = [] if remote else addresses(copy.env["BIND_ADDRESS"])
     for k in range(1, SEARCH_TRIES + 1):
         for cand in (offset + k * SEARCH_STEP, offset - k * SEARCH_STEP):
             if low <= cand <= high and unusable(host_ports(bases, cand), published, hosts, name_owners=False) is None:
@@ -289,7 +290,7 @@ def nearest_free_offset(
     return None
 
 
-def describe(values: Mapping[str, str], found: list[Conflict], suggestion: int | None = None) -> str:
+def describe(copy: Copy, found: list[Conflict], suggestion: int | None = None) -> str:
     """The one line for ports that are taken: which service, which port, who holds it, and a free offset to use instead."""
     first = found[0]
     more = ""
@@ -297,20 +298,20 @@ def describe(values: Mapping[str, str], found: list[Conflict], suggestion: int |
         more = " (and " + "; ".join(f"{c.service} {c.port} by {c.owner}" for c in found[1:]) + ")"
     free = f"PORT_OFFSET={suggestion} is free, " if suggestion is not None else ""
     return (
-        f"port {first.port} for service {first.service} on {values['BIND_ADDRESS']} is held by {first.owner}{more}; "
-        f"this copy has PORT_OFFSET={values['PORT_OFFSET']}: {free}PORT_OFFSET=auto picks a free slot, or stop what holds it"
+        f"port {first.port} for service {first.service} on {copy.env['BIND_ADDRESS']} is held by {first.owner}{more}; "
+        f"this copy has PORT_OFFSET={copy.env['PORT_OFFSET']}: {free}PORT_OFFSET=auto picks a free slot, or stop what holds it"
     )
 
 
 _ASK = object()
 
 
-def check(settings: Settings, values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], running: Any = _ASK) -> None:
+def check(settings: Settings, copy: Copy, services: Mapping[str, Mapping[str, Any]], running: Any = _ASK) -> None:
     """Raise StackError naming the owner and a free offset when any port is taken.
 
     `running`: every running container (None: engine unreachable); asked for when not given.
     """
-    remote = values.get("STACK_ENGINE", "local") != "local"
+    remote = copy.env.get("STACK_ENGINE", "local") != "local"
     if running is _ASK:
         from . import engine as docker_state
 
@@ -318,24 +319,26 @@ def check(settings: Settings, values: Mapping[str, str], services: Mapping[str, 
             running = docker_state.running_containers(settings)
         except StackError as exc:
             if remote:
-                raise StackError(f"the engine {values['STACK_ENGINE']} is not reachable: {exc}") from None
+                raise StackError(f"the engine {copy.env['STACK_ENGINE']} is not reachable: {exc}") from None
             print(f"warning: {exc}; checked this machine's sockets only", file=sys.stderr)
             running = None
     busy: set[int] | None = None
     if remote:
-        own = {p for rec in running or [] if is_own(rec, values) for _, p in rec["ports"]}
-        ports = [p for _, p in service_ports(values, services) if p not in own]
+        own = {p for rec in running or [] if is_own(rec, copy) for _, p in rec["ports"]}
+        ports = [p for _, p in service_ports(copy, services) if p not in own]
         try:
-            busy = remote_busy_ports(values, ports, settings) if ports else set()
+            busy = remote_busy_ports(copy, ports, settings) if ports else set()
         except StackError as exc:
-            print(f"warning: could not probe the ports of {values.get('STACK_HOST')} ({exc}); checked its containers only", file=sys.stderr)
+            print(
+                f"warning: could not probe the ports of {copy.env.get('STACK_HOST')} ({exc}); checked its containers only", file=sys.stderr
+            )
             busy = set()
-    found = find_conflicts(values, services, running, busy)
+    found = find_conflicts(copy, services, running, busy)
     if found:
-        raise StackError(describe(values, found, nearest_free_offset(values, services, running, remote=remote)))
+        raise StackError(describe(copy, found, nearest_free_offset(copy, services, running, remote=remote)))
 
 
-def quick_all_free(settings: Settings, values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]]) -> bool:
+def quick_all_free(settings: Settings, copy: Copy, services: Mapping[str, Mapping[str, Any]]) -> bool:
     """True when every port is free on the host and no running container mentions it.
 
     The common case, answered with sockets and one raw engine request; any
@@ -344,10 +347,10 @@ def quick_all_free(settings: Settings, values: Mapping[str, str], services: Mapp
     """
     from . import engine as docker_state
 
-    if values.get("STACK_ENGINE", "local") != "local":
+    if copy.env.get("STACK_ENGINE", "local") != "local":
         return False  # another host's ports: the full check probes them there
-    ports = [port for _, port in service_ports(values, services)]
-    hosts = addresses(values["BIND_ADDRESS"])
+    ports = [port for _, port in service_ports(copy, services)]
+    hosts = addresses(copy.env["BIND_ADDRESS"])
     if not all(port_free(h, p) for p in ports for h in hosts):
         return False
     body = docker_state.engine_get(settings, "/containers/json")

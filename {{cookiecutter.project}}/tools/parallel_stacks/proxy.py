@@ -24,8 +24,9 @@ from typing import Any
 
 from . import engine as docker_state
 from . import labels
-from .basics import StackError, var_name
+from .basics import StackError
 from .formula import named_host
+from .model import Copy
 from .registry import state_dir
 from .settings import Settings
 
@@ -52,17 +53,13 @@ def container_name(port: str | int) -> str:
     return f"parallel-stacks-proxy-{port}"
 
 
-def routes_of(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+def routes_of(copy: Copy, stack_services: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """{named host: upstream host:port} of the copy's routed services (those with a `<SERVICE>_NAMED_URL`)."""
-    from .config import client_host
-
-    host = client_host(values["BIND_ADDRESS"])
-    routes = {}
-    for name in stack_services:
-        key = var_name(name)
-        if values.get(f"{key}_NAMED_URL"):
-            routes[named_host(name, values["COMPOSE_PROJECT_NAME"])] = f"{host}:{values[f'{key}_PORT']}"
-    return routes
+    return {
+        named_host(svc.name, copy.compose_project): f"{svc.host}:{svc.port}"
+        for svc in copy.services
+        if svc.named_url and svc.name in stack_services
+    }
 
 
 def caddyfile(port: str, routes: Table) -> str:
@@ -147,21 +144,21 @@ def _machine_lock(settings: Settings) -> Iterator[None]:
         yield
 
 
-def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]], settings: Settings) -> dict[str, str]:
+def publish(copy: Copy, stack_services: Mapping[str, Mapping[str, Any]], settings: Settings) -> dict[str, str]:
     """Route this copy's named hosts through the proxy (started if needed); returns the routes.
 
     StackError (one line) when the proxy cannot serve them: its port held by
     something else, its image missing, a foreign container with its name.
     """
-    port = values.get("NAMED_URLS_PORT", "off")
-    routes = routes_of(values, stack_services)
-    project = values["COMPOSE_PROJECT_NAME"]
+    port = copy.env.get("NAMED_URLS_PORT", "off")
+    routes = routes_of(copy, stack_services)
+    project = copy.env["COMPOSE_PROJECT_NAME"]
     if port == "off":
         return {}
     if not routes:
         withdraw(project, port, settings)
         return {}
-    put(project, {"worktree": values["STACK_WORKTREE"], "routes": routes}, port, settings)
+    put(project, {"worktree": copy.env["STACK_WORKTREE"], "routes": routes}, port, settings)
     return routes
 
 

@@ -26,21 +26,23 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         from .. import probe
         from ..current import values as derived
+        from ..model import Copy
 
         values, services = derived(settings)
-        if not probe.quick_all_free(settings, values, services):
-            probe.check(settings, values, services)
-        inside, low, high = probe.ephemeral_ports(values, services)
-        if inside and values.get("STACK_ENGINE", "local") == "local":
+        copy = Copy.of(values, services)
+        if not probe.quick_all_free(settings, copy, services):
+            probe.check(settings, copy, services)
+        inside, low, high = probe.ephemeral_ports(copy, services)
+        if inside and not copy.remote:
             print(
-                f"warning: ports {', '.join(map(str, inside))} of {values['COMPOSE_PROJECT_NAME']} lie in this machine's ephemeral "
+                f"warning: ports {', '.join(map(str, inside))} of {copy.compose_project} lie in this machine's ephemeral "
                 f"range {low}-{high}: any outgoing connection may take one and block `make up`; "
                 f"keep PORT_OFFSET low enough that every port stays below {low} (or use PORT_OFFSET=auto)",
                 file=sys.stderr,
             )
         if "--quiet" not in argv:
-            ports = ", ".join(str(p) for _, p in probe.service_ports(values, services))
-            print(f"ports ok for {values['COMPOSE_PROJECT_NAME']} on {values['BIND_ADDRESS']}: {ports} (free, or already this copy's)")
+            ports = ", ".join(str(p) for _, p in copy.ports())
+            print(f"ports ok for {copy.compose_project} on {copy.bind}: {ports} (free, or already this copy's)")
         return 0
 
     return run(command)

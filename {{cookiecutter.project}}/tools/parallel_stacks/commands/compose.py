@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import derive
 from ..basics import StackError
+from ..model import Copy
 from ..runner import run as run_command
 from ..settings import Settings
 
@@ -221,39 +222,39 @@ def legacy_compose_file(settings: Settings, source: Path) -> str:
     return path
 
 
-def run_files(settings: Settings, cmd: list[str], values: Mapping[str, str]) -> list[str]:
+def run_files(settings: Settings, cmd: list[str], copy: Copy) -> list[str]:
     """The compose files this copy runs: compose_files, or their legacy copies where start_interval is unknown."""
-    files = compose_files(values)
+    files = compose_files(copy)
     if start_interval_missing(settings, cmd) is None:
         return [str(p) for p in files]
     return [legacy_compose_file(settings, p) for p in files]
 
 
-def compose_files(values: Mapping[str, str]) -> list[Path]:
+def compose_files(copy: Copy) -> list[Path]:
     """The compose files this copy runs with: stack.yml's `compose.files` (an adopted project), else compose.yaml."""
     from ..config import compose_files as files_of
     from ..config import load_stack
 
-    root = Path(values["STACK_WORKTREE"])
+    root = Path(copy.env["STACK_WORKTREE"])
     return files_of(load_stack(root / "stack.yml"), root)
 
 
-def base_args(settings: Settings, cmd: list[str], values: Mapping[str, str]) -> list[str]:
+def base_args(settings: Settings, cmd: list[str], copy: Copy) -> list[str]:
     """`compose -p <copy> -f <file>... [--profile <p>...] --project-directory <worktree>`: exactly the project's file set."""
     from ..config import compose_profiles, load_stack
 
-    root = values["STACK_WORKTREE"]
-    args = [*cmd, "-p", values["COMPOSE_PROJECT_NAME"]]
-    for path in run_files(settings, cmd, values):
+    root = copy.env["STACK_WORKTREE"]
+    args = [*cmd, "-p", copy.env["COMPOSE_PROJECT_NAME"]]
+    for path in run_files(settings, cmd, copy):
         args += ["-f", path]
     for profile in compose_profiles(load_stack(Path(root) / "stack.yml")):
         args += ["--profile", profile]
     return [*args, "--project-directory", root]
 
 
-def files_text(values: Mapping[str, str]) -> str:
+def files_text(copy: Copy) -> str:
     """The copy's compose files, relative to its worktree, as `a.yml + b.yml` for messages."""
-    return " + ".join(str(p.relative_to(values["STACK_WORKTREE"])) for p in compose_files(values))
+    return " + ".join(str(p.relative_to(copy.env["STACK_WORKTREE"])) for p in compose_files(copy))
 
 
 def run(argv: list[str], env: Mapping[str, str]) -> int:
@@ -280,24 +281,22 @@ def wait_healthy(settings: Settings, project: str) -> None:
     raise StackError(f"{project} did not become healthy within {WAIT_SECONDS} s; see `make logs`")
 
 
-def compose_config(settings: Settings, cmd: list[str], values: Mapping[str, str], env: Mapping[str, str]) -> dict[str, Any]:
+def compose_config(settings: Settings, cmd: list[str], copy: Copy, env: Mapping[str, str]) -> dict[str, Any]:
     """The resolved compose model (`compose config`), or one StackError line."""
-    return compose_config_text(settings, cmd, values, env)[1]
+    return compose_config_text(settings, cmd, copy, env)[1]
 
 
-def compose_config_text(
-    settings: Settings, cmd: list[str], values: Mapping[str, str], env: Mapping[str, str]
-) -> tuple[str, dict[str, Any]]:
+def compose_config_text(settings: Settings, cmd: list[str], copy: Copy, env: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
     """(`compose config`'s text, the model it describes), or one StackError line."""
     import yaml
 
-    missing = [p for p in compose_files(values) if not p.is_file()]
+    missing = [p for p in compose_files(copy) if not p.is_file()]
     if missing:
-        raise StackError(f"compose file {missing[0].name} (stack.yml) does not exist in {values['STACK_WORKTREE']}")
-    proc = subprocess.run([*base_args(settings, cmd, values), "config"], env=env, capture_output=True, text=True, timeout=60)
+        raise StackError(f"compose file {missing[0].name} (stack.yml) does not exist in {copy.env['STACK_WORKTREE']}")
+    proc = subprocess.run([*base_args(settings, cmd, copy), "config"], env=env, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
-        raise StackError(f"{files_text(values)} is not usable: {lines[-1]}")
+        raise StackError(f"{files_text(copy)} is not usable: {lines[-1]}")
     return proc.stdout, yaml.safe_load(proc.stdout) or {}
 
 
@@ -315,10 +314,10 @@ def required_images(config: Mapping[str, Any]) -> dict[str, str]:
     return needed
 
 
-def built_images(config: Mapping[str, Any], values: Mapping[str, str]) -> dict[str, str]:
+def built_images(config: Mapping[str, Any], copy: Copy) -> dict[str, str]:
     """{image: service} of the images `up` builds (compose names them <project>-<service>)."""
     return {
-        svc.get("image") or f"{values['COMPOSE_PROJECT_NAME']}-{name}": name
+        svc.get("image") or f"{copy.env['COMPOSE_PROJECT_NAME']}-{name}": name
         for name, svc in (config.get("services") or {}).items()
         if svc.get("build")
     }
@@ -358,7 +357,7 @@ def show_tail(output: str, lines: int = 40) -> None:
 def build(
     settings: Settings,
     cmd: list[str],
-    values: Mapping[str, str],
+    copy: Copy,
     env: Mapping[str, str],
     images: dict[str, str],
     only: list[str] | None = None,
@@ -372,8 +371,8 @@ def build(
     if missing:
         names = ", ".join(images[i] for i in missing)
         print(f"building images for {names} (first build of this copy; later ones are quiet)", file=sys.stderr, flush=True)
-        return run([*base_args(settings, cmd, values), "build", *(only or [])], env)
-    code, output = quiet([*base_args(settings, cmd, values), "build", "--quiet", *(only or [])], env)
+        return run([*base_args(settings, cmd, copy), "build", *(only or [])], env)
+    code, output = quiet([*base_args(settings, cmd, copy), "build", "--quiet", *(only or [])], env)
     if code != 0:
         show_tail(output)
     return code
@@ -408,7 +407,7 @@ def snapshot(records: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
     }
 
 
-def up(settings: Settings, values: Mapping[str, str], env: Mapping[str, str], cmd: list[str], extra: list[str]) -> int:
+def up(settings: Settings, copy: Copy, env: Mapping[str, str], cmd: list[str], extra: list[str]) -> int:
     """`make up`: check ownership, ports, volumes and images, claim what it needs, build, start, wait until healthy, publish the named URLs; nothing created when a check fails."""
     from .. import engine as docker_state
     from .. import ownership
@@ -417,10 +416,10 @@ def up(settings: Settings, values: Mapping[str, str], env: Mapping[str, str], cm
     from ..localenv import ensure_local_env
     from . import upstate
 
-    project = values["COMPOSE_PROJECT_NAME"]
-    root = Path(values["STACK_WORKTREE"])
+    project = copy.env["COMPOSE_PROJECT_NAME"]
+    root = Path(copy.env["STACK_WORKTREE"])
     stack_services = derive.services(root)
-    missing = [key for key in derive.secret_keys(stack_services) if not values.get(key)]
+    missing = [key for key in derive.secret_keys(stack_services) if not copy.env.get(key)]
     legacy = start_interval_missing(settings, cmd)
     if legacy:
         print(
@@ -433,24 +432,24 @@ def up(settings: Settings, values: Mapping[str, str], env: Mapping[str, str], cm
     model: dict[str, Any] | None = None
     # only a whole copy started as `make up` starts it is stamped (not SERVICES=..., not extra compose arguments)
     quick = not extra and not settings.get("SERVICES").strip()
-    read_by_config = upstate.config_key(cmd, compose_version(cmd), run_files(settings, cmd, values), env) if quick else None
+    read_by_config = upstate.config_key(cmd, compose_version(cmd), run_files(settings, cmd, copy), env) if quick else None
     if not missing and quick:
         # a copy that is up, healthy and started from exactly these inputs: nothing for compose to do (upstate.py)
-        ownership.ensure_owned(settings, values)
-        model = upstate.remembered_model(values, read_by_config, settings)
+        ownership.ensure_owned(settings, copy)
+        model = upstate.remembered_model(copy, read_by_config, settings)
         if model is None:
-            config_text, config = compose_config_text(settings, cmd, values, env)
+            config_text, config = compose_config_text(settings, cmd, copy, env)
             model = upstate.model_of(config_text, config)
         digest = upstate.inputs_digest(settings, cmd, model)
-        if upstate.unchanged(values, digest, model, settings, "_" if is_v1(cmd) else "-"):
-            named_urls(values, stack_services, settings)
+        if upstate.unchanged(copy, digest, model, settings, "_" if is_v1(cmd) else "-"):
+            named_urls(copy, stack_services, settings)
             print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
             return 0
-    records = ownership.check_ownership(settings, values)
-    check_ports.check(settings, values, stack_services)
+    records = ownership.check_ownership(settings, copy)
+    check_ports.check(settings, copy, stack_services)
     locked = [key for key in derive.secret_keys(stack_services, stored=True) if key in missing]
     if locked:
-        for key, name in values.items():
+        for key, name in copy.env.items():
             if key.endswith("_VOLUME") and docker_state.volume(settings, name) is not None:
                 raise StackError(
                     f"volume {name} holds data set up with a secret this worktree no longer has "
@@ -460,31 +459,29 @@ def up(settings: Settings, values: Mapping[str, str], env: Mapping[str, str], cm
     adopted = compose_variables(load_stack(root / "stack.yml")) is not None
     if not config or missing:  # (the quick check above may have asked already, or answered from its stamp)
         # (a baked compose file requires its secrets; an adopted one reads the team's own, never ours)
-        config_text, config = compose_config_text(settings, cmd, values, env if adopted else {**env, **{key: "unset" for key in missing}})
+        config_text, config = compose_config_text(settings, cmd, copy, env if adopted else {**env, **{key: "unset" for key in missing}})
         model = upstate.model_of(config_text, config)
     selected = selected_services(config, settings.get("SERVICES"))
     if selected:
         config = {**config, "services": {n: s for n, s in (config.get("services") or {}).items() if n in selected}}
     ensure_images(settings, required_images(config))
-    ensure_local_env(root, values["STACK_ENV"])
-    values, env = derive.compose_environment(root, settings, claim=True)  # re-read: a secret may be new
+    ensure_local_env(root, copy.env["STACK_ENV"])
+    copy, env = derive.compose_environment(root, settings, claim=True)  # re-read: a secret may be new
     for variable in data_dirs(load_stack(root / "stack.yml")):
-        Path(values[variable]).mkdir(parents=True, exist_ok=True)  # the copy's own data directories, under the repository
+        Path(copy.env[variable]).mkdir(parents=True, exist_ok=True)  # the copy's own data directories, under the repository
     if quick and missing:  # a new secret: what compose reads, and so its answer, changed
-        read_by_config = upstate.config_key(cmd, compose_version(cmd), run_files(settings, cmd, values), env)
-        config_text, full = compose_config_text(settings, cmd, values, env)
+        read_by_config = upstate.config_key(cmd, compose_version(cmd), run_files(settings, cmd, copy), env)
+        config_text, full = compose_config_text(settings, cmd, copy, env)
         model = upstate.model_of(config_text, full)
     digest = upstate.inputs_digest(settings, cmd, model) if quick and model is not None else None  # images pulled by now
-    upstate.forget(values, settings)  # what runs from here on is not what the stamp says
+    upstate.forget(copy, settings)  # what runs from here on is not what the stamp says
     before = snapshot(records)  # the ownership check's records: under the operation lock nothing has changed them
-    code = build(
-        settings, cmd, values, env, built_images(config, values), sorted(n for n in selected if config["services"][n].get("build"))
-    )
+    code = build(settings, cmd, copy, env, built_images(config, copy), sorted(n for n in selected if config["services"][n].get("build")))
     if code != 0:
         print(f"error: building the images of {project} failed (exit {code}); the output above says why", file=sys.stderr)
         return code
     v1 = is_v1(cmd)
-    args = [*base_args(settings, cmd, values), "up", "-d", "--remove-orphans"]
+    args = [*base_args(settings, cmd, copy), "up", "-d", "--remove-orphans"]
     if not v1:
         args += ["--wait", "--wait-timeout", str(WAIT_SECONDS)]
     if not before:
@@ -505,34 +502,34 @@ def up(settings: Settings, values: Mapping[str, str], env: Mapping[str, str], cm
     if v1:
         wait_healthy(settings, project)
     if quick:
-        upstate.record(values, digest, settings, read_by_config, model)
-    named_urls(values, stack_services, settings)
+        upstate.record(copy, digest, settings, read_by_config, model)
+    named_urls(copy, stack_services, settings)
     if before and snapshot(docker_state.containers(settings, project)) == before:
         print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
         return 0
-    sys.stdout.write(derive.format_ports(derive.redact(values, stack_services), stack_services))
+    sys.stdout.write(derive.format_ports(derive.redact(copy.env, stack_services), stack_services))
     return 0
 
 
-def named_urls(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]], settings: Settings) -> None:
+def named_urls(copy: Copy, stack_services: Mapping[str, Mapping[str, Any]], settings: Settings) -> None:
     """Route the copy's named URLs through the machine's proxy; if it cannot, say why in one line (numbered URLs still work)."""
     from .. import proxy
 
     try:
-        proxy.publish(values, stack_services, settings)
+        proxy.publish(copy, stack_services, settings)
     except StackError as exc:
         print(f"warning: named URLs are not served: {exc}", file=sys.stderr)
 
 
-def client_args(values: Mapping[str, str], client: str) -> list[str]:
+def client_args(copy: Copy, client: str) -> list[str]:
     """`exec <service> <client ...>`: a client (psql, redis-cli) inside the copy's own container, no password to copy."""
     from .. import kinds
 
-    for name, svc in derive.services(Path(values["STACK_WORKTREE"])).items():
+    for name, svc in derive.services(Path(copy.env["STACK_WORKTREE"])).items():
         kind = kinds.of(svc)
         if kind.client == client:
             tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
-            return ["exec", *tty, name, *kind.client_command(values)]
+            return ["exec", *tty, name, *kind.client_command(copy)]
     raise StackError(f"no service in stack.yml offers {client} (its kind has no such client)")
 
 
@@ -551,26 +548,26 @@ def dispatch(settings: Settings, command: str, extra: list[str], compose: str | 
     """Run compose `command` for this copy (up and down under the worktree's operation lock; never on another worktree's copy)."""
     from .. import ownership
 
-    values, env = derive.compose_environment(None, settings, claim=command == "up")  # only up claims an auto slot
+    copy, env = derive.compose_environment(None, settings, claim=command == "up")  # only up claims an auto slot
     cmd = compose_command(settings, compose)
-    root = Path(values["STACK_WORKTREE"])
+    root = copy.worktree
     if command in ("up", "down"):
         from .. import oplock
 
-        with oplock.hold(root, f"make {command} of {values['COMPOSE_PROJECT_NAME']}"):
+        with oplock.hold(root, f"make {command} of {copy.compose_project}"):
             if command == "up":
-                return up(settings, values, env, cmd, extra)
-            ownership.ensure_owned(settings, values)  # another worktree's copy is never stopped from here
-            code = run([*base_args(settings, cmd, values), "down", "--remove-orphans", *extra], env)
+                return up(settings, copy, env, cmd, extra)
+            ownership.ensure_owned(settings, copy)  # another worktree's copy is never stopped from here
+            code = run([*base_args(settings, cmd, copy), "down", "--remove-orphans", *extra], env)
             if code == 0:
                 from .. import proxy
 
-                proxy.withdraw(values["COMPOSE_PROJECT_NAME"], values.get("NAMED_URLS_PORT", "off"), settings)
+                proxy.withdraw(copy.compose_project, copy.named_urls_port, settings)
             return code
     if command in ("ps", "logs", "client"):
-        ownership.ensure_owned(settings, values)  # nor shown or entered as if it were this one
+        ownership.ensure_owned(settings, copy)  # nor shown or entered as if it were this one
     if command == "client":
         if not extra:
             raise StackError("which client? e.g. `python -m parallel_stacks client psql`")
-        return run([*base_args(settings, cmd, values), *client_args(values, extra[0]), *extra[1:]], env)
-    return run([*base_args(settings, cmd, values), command, *extra], env)
+        return run([*base_args(settings, cmd, copy), *client_args(copy, extra[0]), *extra[1:]], env)
+    return run([*base_args(settings, cmd, copy), command, *extra], env)

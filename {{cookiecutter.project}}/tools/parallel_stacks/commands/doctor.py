@@ -18,6 +18,7 @@ from typing import Any
 from .. import derive
 from ..basics import StackError
 from ..config import project_root, read_env_file
+from ..model import Copy
 from ..settings import Settings
 
 
@@ -38,7 +39,7 @@ class Checked:
     """What every check looks at: this copy's values and services, the environment, and what the engine said."""
 
     root: Path
-    values: dict[str, str]
+    copy: Copy
     services: dict[str, Any]
     settings: Settings
     running: list[dict[str, Any]] | None = None  # the engine's running containers; None: it did not answer
@@ -63,11 +64,11 @@ def check_env_files(report: Report, c: Checked) -> None:
 
 def check_inherited(report: Report, c: Checked) -> None:
     """Shell variables that disagree with the computed ones (a stale export from another worktree)."""
-    values, shell = c.values, c.settings.layer
+    derived, shell = c.copy.env, c.settings.layer
     clashes = [
-        f"{key}={shell(key)} (computed {values[key]})"
-        for key in values
-        if (key == "COMPOSE_PROJECT_NAME" or key.endswith("_PORT")) and shell(key) not in (None, values[key])
+        f"{key}={shell(key)} (computed {derived[key]})"
+        for key in derived
+        if (key == "COMPOSE_PROJECT_NAME" or key.endswith("_PORT")) and shell(key) not in (None, derived[key])
     ]
     if clashes:
         report.line("warn", "shell", "inherited " + ", ".join(clashes) + "; make ignores them, but tools you run by hand may not")
@@ -79,8 +80,8 @@ def check_remote_bind(report: Report, c: Checked) -> None:
     """A copy on another host bound to that host's loopback is reachable from that host only."""
     import ipaddress
 
-    values = c.values
-    if values.get("STACK_ENGINE", "local") == "local":
+    values = c.copy.env
+    if not c.copy.remote:
         return
     if ipaddress.ip_address(values["BIND_ADDRESS"]).is_loopback:
         report.line(
@@ -99,8 +100,8 @@ def check_engine(report: Report, c: Checked) -> None:
 
     try:
         version = docker_state.docker(c.settings, "version", "--format", "{{.Server.Version}}").strip()
-        local = c.values.get("STACK_ENGINE", "local") == "local"
-        where = "on this machine" if local else f"at {c.values['STACK_ENGINE']} (host {c.values.get('STACK_HOST')})"
+        local = not c.copy.remote
+        where = "on this machine" if local else f"at {c.copy.engine} (host {c.copy.env.get('STACK_HOST')})"
         report.line("ok", "engine", f"Docker {version} reachable, {where}")
         c.running = docker_state.running_containers(c.settings)
     except StackError as exc:
@@ -128,24 +129,24 @@ def check_compose_files(report: Report, c: Checked) -> None:
     if c.compose is None:
         return  # check_compose said why
     try:
-        values, env = derive.compose_environment(None, c.settings)
-        root = Path(values["STACK_WORKTREE"])
+        copy, env = derive.compose_environment(None, c.settings)
+        root = copy.worktree
         if compose_variables(load_stack(root / "stack.yml")) is None:  # a baked compose file requires secrets `make up` writes first
-            env = {**env, **{key: "unset" for key in derive.secret_keys(derive.services(root)) if not values.get(key)}}
-        missing = [p.name for p in compose_run.compose_files(values) if not p.is_file()]
+            env = {**env, **{key: "unset" for key in derive.secret_keys(derive.services(root)) if not copy.env.get(key)}}
+        missing = [p.name for p in compose_run.compose_files(copy) if not p.is_file()]
         if missing:
             report.line("FAIL", "compose files", f"{', '.join(missing)} (stack.yml) does not exist")
             return
-        args = [*compose_run.base_args(c.settings, c.compose, values), "config", "--quiet"]
+        args = [*compose_run.base_args(c.settings, c.compose, copy), "config", "--quiet"]
         proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
     except (StackError, OSError, subprocess.TimeoutExpired) as exc:
         report.line("FAIL", "compose files", str(exc) or type(exc).__name__)
         return
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
-        report.line("FAIL", "compose files", f"{compose_run.files_text(values)}: compose refuses them: {lines[-1]}")
+        report.line("FAIL", "compose files", f"{compose_run.files_text(copy)}: compose refuses them: {lines[-1]}")
     else:
-        report.line("ok", "compose files", f"{compose_run.files_text(values)} accepted by compose")
+        report.line("ok", "compose files", f"{compose_run.files_text(copy)} accepted by compose")
 
 
 def check_ports(report: Report, c: Checked) -> None:
@@ -153,7 +154,7 @@ def check_ports(report: Report, c: Checked) -> None:
     from .. import probe
 
     try:
-        probe.check(c.settings, c.values, c.services, c.running)
+        probe.check(c.settings, c.copy, c.services, c.running)
         report.line("ok", "ports", "every port free or already this copy's")
     except StackError as exc:
         report.line("FAIL", "ports", str(exc))
@@ -163,7 +164,7 @@ def check_ephemeral(report: Report, c: Checked) -> None:
     """No port of the copy lies where the kernel picks outgoing connections' ports."""
     from .. import probe
 
-    inside, low, high = probe.ephemeral_ports(c.values, c.services)
+    inside, low, high = probe.ephemeral_ports(c.copy, c.services)
     if inside:
         report.line(
             "warn", "ephemeral", f"ports {inside} lie in the kernel's ephemeral range {low}-{high}: outgoing connections may take them"
@@ -214,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root = project_root(settings)
         values = derive.load(root, settings)
-        checked = Checked(root, values, derive.services(root), settings)
+        checked = Checked(root, Copy.of(values, derive.services(root)), derive.services(root), settings)
         report.line(
             "ok",
             "config",

@@ -28,6 +28,7 @@ from typing import Any
 from .. import derive, labels
 from ..basics import StackError, var_name
 from ..formula import named_host
+from ..model import Copy
 from ..runner import run
 from ..settings import Settings
 
@@ -43,26 +44,26 @@ def dns_name(text: str, limit: int = 63) -> str:
     return name or "x"
 
 
-def labels_of(values: Mapping[str, str], service: str | None = None) -> dict[str, str]:
+def labels_of(copy: Copy, service: str | None = None) -> dict[str, str]:
     """The Kubernetes labels of this copy's objects (and of one service's, given `service`)."""
     out = {
-        "app.kubernetes.io/part-of": dns_name(values["STACK_PROJECT"]),
+        "app.kubernetes.io/part-of": dns_name(copy.env["STACK_PROJECT"]),
         "app.kubernetes.io/managed-by": "parallel-stacks",
-        f"{LABEL}/copy": dns_name(values["COMPOSE_PROJECT_NAME"]),
-        f"{LABEL}/offset": values["PORT_OFFSET"],
-        f"{LABEL}/worktree-hash": hashlib.sha256(values["STACK_WORKTREE"].encode()).hexdigest()[:12],
+        f"{LABEL}/copy": dns_name(copy.env["COMPOSE_PROJECT_NAME"]),
+        f"{LABEL}/offset": copy.env["PORT_OFFSET"],
+        f"{LABEL}/worktree-hash": hashlib.sha256(copy.env["STACK_WORKTREE"].encode()).hexdigest()[:12],
     }
     if service:
         out["app.kubernetes.io/name"] = dns_name(service)
     return out
 
 
-def meta(name: str, namespace: str | None, values: Mapping[str, str], service: str | None = None) -> dict[str, Any]:
+def meta(name: str, namespace: str | None, copy: Copy, service: str | None = None) -> dict[str, Any]:
     """An object's metadata: name, namespace, labels, and the worktree as an annotation."""
     out: dict[str, Any] = {
         "name": name,
-        "labels": labels_of(values, service),
-        "annotations": {f"{LABEL}/worktree": values["STACK_WORKTREE"]},
+        "labels": labels_of(copy, service),
+        "annotations": {f"{LABEL}/worktree": copy.env["STACK_WORKTREE"]},
     }
     if namespace:
         out["namespace"] = namespace
@@ -105,48 +106,48 @@ def ports_of(svc: Mapping[str, Any]) -> list[tuple[int, str]]:
     return found
 
 
-def secret_values(values: Mapping[str, str]) -> list[str]:
+def secret_values(copy: Copy) -> list[str]:
     """The values of this copy's secrets (they go into a Secret, never into a manifest's plain text)."""
-    return [values[k] for k in derive.secret_keys(derive.services(Path(values["STACK_WORKTREE"]))) if values.get(k)]
+    return [copy.env[k] for k in derive.secret_keys(derive.services(Path(copy.env["STACK_WORKTREE"]))) if copy.env.get(k)]
 
 
 Manifest = dict[str, Any]  # one Kubernetes object, as `dump` writes it (key order kept)
 Warn = Callable[[str], None]
 
 
-def namespace_manifest(ns: str, values: Mapping[str, str]) -> Manifest:
+def namespace_manifest(ns: str, copy: Copy) -> Manifest:
     """The copy's Namespace, named like its compose project (every other object lives in it)."""
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta(ns, None, values)}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta(ns, None, copy)}
 
 
-def secret_manifest(ns: str, values: Mapping[str, str], data: Mapping[str, str]) -> Manifest:
+def secret_manifest(ns: str, copy: Copy, data: Mapping[str, str]) -> Manifest:
     """The Secret `copy-secrets`: the environment values carrying this copy's secrets, keyed `<app>.<VARIABLE>`."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": meta("copy-secrets", ns, values),
+        "metadata": meta("copy-secrets", ns, copy),
         "type": "Opaque",
         "stringData": dict(data),
     }
 
 
-def claim_manifest(claim: str, ns: str, values: Mapping[str, str], service: str) -> Manifest:
+def claim_manifest(claim: str, ns: str, copy: Copy, service: str) -> Manifest:
     """A PersistentVolumeClaim for a named volume (named like the copy's Docker volume), labelled with the first service
     mounting it."""
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": meta(claim, ns, values, service),
+        "metadata": meta(claim, ns, copy, service),
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
     }
 
 
-def config_map_manifest(name: str, ns: str, values: Mapping[str, str], service: str, source: Path) -> Manifest:
+def config_map_manifest(name: str, ns: str, copy: Copy, service: str, source: Path) -> Manifest:
     """A ConfigMap holding one read-only bind-mounted file of `service`, under the file's name."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": meta(name, ns, values, service),
+        "metadata": meta(name, ns, copy, service),
         "data": {source.name: source.read_text(encoding="utf-8")},
     }
 
@@ -156,9 +157,7 @@ def selector_of(app: str, ns: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": app, f"{LABEL}/copy": ns}
 
 
-def deployment_manifest(
-    service: str, ns: str, values: Mapping[str, str], container: dict[str, Any], volumes: list[dict[str, Any]]
-) -> Manifest:
+def deployment_manifest(service: str, ns: str, copy: Copy, container: dict[str, Any], volumes: list[dict[str, Any]]) -> Manifest:
     """A compose service as a Deployment of one pod running `container` with `volumes`; Recreate when it holds a
     PersistentVolumeClaim (the old pod must let go of it first), RollingUpdate otherwise."""
     app = dns_name(service)
@@ -168,24 +167,24 @@ def deployment_manifest(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": meta(app, ns, values, service),
+        "metadata": meta(app, ns, copy, service),
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": selector_of(app, ns)},
             "strategy": {"type": "Recreate" if any("persistentVolumeClaim" in v for v in volumes) else "RollingUpdate"},
-            "template": {"metadata": {"labels": labels_of(values, service)}, "spec": pod},
+            "template": {"metadata": {"labels": labels_of(copy, service)}, "spec": pod},
         },
     }
 
 
-def service_manifest(service: str, ns: str, values: Mapping[str, str], ports: list[tuple[int, str]]) -> Manifest:
+def service_manifest(service: str, ns: str, copy: Copy, ports: list[tuple[int, str]]) -> Manifest:
     """A Service with the compose service's name (so the names the services use for each other keep working), one port
     per container port."""
     app = dns_name(service)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(app, ns, values, service),
+        "metadata": meta(app, ns, copy, service),
         "spec": {
             "selector": selector_of(app, ns),
             "ports": [{"name": f"p{p}-{proto.lower()}", "port": p, "targetPort": p, "protocol": proto} for p, proto in ports],
@@ -193,22 +192,20 @@ def service_manifest(service: str, ns: str, values: Mapping[str, str], ports: li
     }
 
 
-def ingress_manifest(ns: str, values: Mapping[str, str], rules: list[dict[str, Any]]) -> Manifest:
+def ingress_manifest(ns: str, copy: Copy, rules: list[dict[str, Any]]) -> Manifest:
     """The Ingress `named-urls`: one rule per named host of the copy (`ingress_rule`)."""
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta("named-urls", ns, values), "spec": {"rules": rules}}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta("named-urls", ns, copy), "spec": {"rules": rules}}
 
 
-def ingress_rule(
-    service: str, ports: list[tuple[int, str]], values: Mapping[str, str], stack: Mapping[str, Mapping[str, Any]]
-) -> dict[str, Any] | None:
+def ingress_rule(service: str, ports: list[tuple[int, str]], copy: Copy, stack: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
     """The Ingress rule sending the service's named host (`<service>.<copy>.localhost`) to its first port; None when it
     has no named URL (not an http kind, none set) or no port."""
-    url = values.get(f"{var_name(service)}_NAMED_URL") or (
-        f"http://{named_host(service, values['COMPOSE_PROJECT_NAME'])}" if stack.get(service, {}).get("kind") == "http" else ""
+    url = copy.env.get(f"{var_name(service)}_NAMED_URL") or (
+        f"http://{named_host(service, copy.env['COMPOSE_PROJECT_NAME'])}" if stack.get(service, {}).get("kind") == "http" else ""
     )
     if not (url and ports):
         return None
-    host = named_host(service, values["COMPOSE_PROJECT_NAME"])
+    host = named_host(service, copy.env["COMPOSE_PROJECT_NAME"])
     backend = {"service": {"name": dns_name(service), "port": {"number": ports[0][0]}}}
     return {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
 
@@ -217,7 +214,7 @@ def storage_of(
     service: str,
     svc: Mapping[str, Any],
     ns: str,
-    values: Mapping[str, str],
+    copy: Copy,
     volume_names: Mapping[str, str],
     claimed: set[str],
     warn: Warn,
@@ -235,12 +232,12 @@ def storage_of(
             claim = dns_name(volume_names.get(source, source))
             if claim not in claimed:
                 claimed.add(claim)
-                objects.append(claim_manifest(claim, ns, values, service))
+                objects.append(claim_manifest(claim, ns, copy, service))
             volumes.append({"name": f"v{index}", "persistentVolumeClaim": {"claimName": claim}})
             mounts.append({"name": f"v{index}", "mountPath": target})
         elif kind == "bind" and source and Path(source).is_file():
             config_map = dns_name(f"{service}-{Path(source).name}")
-            objects.append(config_map_manifest(config_map, ns, values, service, Path(source)))
+            objects.append(config_map_manifest(config_map, ns, copy, service, Path(source)))
             volumes.append({"name": f"v{index}", "configMap": {"name": config_map}})
             mounts.append({"name": f"v{index}", "mountPath": target, "subPath": Path(source).name, "readOnly": True})
         elif kind == "bind":
@@ -269,7 +266,7 @@ def env_of(app: str, svc: Mapping[str, Any], secrets: list[str]) -> tuple[list[d
 def container_of(
     service: str,
     svc: Mapping[str, Any],
-    values: Mapping[str, str],
+    copy: Copy,
     ports: list[tuple[int, str]],
     env: list[dict[str, Any]],
     mounts: list[dict[str, Any]],
@@ -277,7 +274,7 @@ def container_of(
 ) -> dict[str, Any]:
     """The pod's container for a compose service: its image (the one compose builds, named like it, with a warning
     when it is built here), entrypoint and command, ports, environment, mounts, healthcheck as readiness probe."""
-    image = svc.get("image") or f"{values['COMPOSE_PROJECT_NAME']}-{service}:latest"
+    image = svc.get("image") or f"{copy.env['COMPOSE_PROJECT_NAME']}-{service}:latest"
     if svc.get("build"):
         warn(f"service {service}: image {image} is built on this machine; push it to a registry the cluster pulls from")
     container: dict[str, Any] = {"name": dns_name(service), "image": image}
@@ -297,36 +294,36 @@ def container_of(
     return container
 
 
-def render(values: Mapping[str, str], config: Mapping[str, Any], warn: Any = None) -> list[dict[str, Any]]:
+def render(copy: Copy, config: Mapping[str, Any], warn: Any = None) -> list[dict[str, Any]]:
     """The manifests of one copy, as a list of objects: its Namespace, the Secret (when a value carries a secret), per
     compose service the PersistentVolumeClaims and ConfigMaps its mounts need, its Deployment and Service (when it has
     ports), and last the Ingress of its named hosts."""
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
-    root = Path(values["STACK_WORKTREE"])
-    ns = dns_name(values["COMPOSE_PROJECT_NAME"])
-    secrets = secret_values(values)
+    root = Path(copy.env["STACK_WORKTREE"])
+    ns = dns_name(copy.env["COMPOSE_PROJECT_NAME"])
+    secrets = secret_values(copy)
     stack = derive.services(root)
     volume_names = {key: config_vol.get("name", key) for key, config_vol in (config.get("volumes") or {}).items()}
-    docs: list[dict[str, Any]] = [namespace_manifest(ns, values)]
+    docs: list[dict[str, Any]] = [namespace_manifest(ns, copy)]
     secret_data: dict[str, str] = {}
     claimed: set[str] = set()
     rules: list[dict[str, Any]] = []
     for name, svc in (config.get("services") or {}).items():
-        objects, volumes, mounts = storage_of(name, svc, ns, values, volume_names, claimed, warn)
+        objects, volumes, mounts = storage_of(name, svc, ns, copy, volume_names, claimed, warn)
         docs += objects
         env, carried = env_of(dns_name(name), svc, secrets)
         secret_data.update(carried)
         ports = ports_of(svc)
-        docs.append(deployment_manifest(name, ns, values, container_of(name, svc, values, ports, env, mounts, warn), volumes))
+        docs.append(deployment_manifest(name, ns, copy, container_of(name, svc, copy, ports, env, mounts, warn), volumes))
         if ports:
-            docs.append(service_manifest(name, ns, values, ports))
-        rule = ingress_rule(name, ports, values, stack)
+            docs.append(service_manifest(name, ns, copy, ports))
+        rule = ingress_rule(name, ports, copy, stack)
         if rule:
             rules.append(rule)
     if secret_data:
-        docs.insert(1, secret_manifest(ns, values, secret_data))
+        docs.insert(1, secret_manifest(ns, copy, secret_data))
     if rules:
-        docs.append(ingress_manifest(ns, values, rules))
+        docs.append(ingress_manifest(ns, copy, rules))
     return docs
 
 
@@ -347,12 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     def command() -> int:
         from .compose import compose_command, compose_config
 
-        values, env = derive.compose_environment(None, settings)
-        missing = [k for k in derive.secret_keys(derive.services(Path(values["STACK_WORKTREE"]))) if not values.get(k)]
+        copy, env = derive.compose_environment(None, settings)
+        missing = [k for k in derive.secret_keys(derive.services(copy.worktree)) if not copy.env.get(k)]
         if missing:
             raise StackError(f"{', '.join(missing)} not set for this worktree (env/local.env); `make up` once writes them")
-        config = compose_config(settings, compose_command(settings), values, env)
-        sys.stdout.write(dump(render(values, config)))
+        config = compose_config(settings, compose_command(settings), copy, env)
+        sys.stdout.write(dump(render(copy, config)))
         return 0
 
     return run(command)

@@ -10,40 +10,40 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from .. import derive, oplock, ownership
 from .. import engine as docker_state
 from ..basics import StackError
+from ..model import Copy
 from ..runner import run
 from ..settings import Settings
 
 
-def plan(settings: Settings, values: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[str], list[str], dict[str, str]]:
+def plan(settings: Settings, copy: Copy) -> tuple[list[dict[str, Any]], list[str], list[str], dict[str, str]]:
     """(containers, networks, volume names, {image reference: name}) carrying this copy's compose project label."""
-    project = values["COMPOSE_PROJECT_NAME"]
-    records = ownership.check_ownership(settings, values)
+    project = copy.env["COMPOSE_PROJECT_NAME"]
+    records = ownership.check_ownership(settings, copy)
     vols = []
     for rec in docker_state.volumes(settings, project):
-        tree = ownership.foreign_worktree(rec.get("Labels") or {}, values["STACK_WORKTREE"])
+        tree = ownership.foreign_worktree(rec.get("Labels") or {}, copy.env["STACK_WORKTREE"])
         if tree:
             raise StackError(f"volume {rec['Name']} of {project} belongs to another worktree ({tree}); nothing removed")
         vols.append(rec["Name"])
     tests, test_networks = docker_state.test_objects(settings, project)  # containers tests started for themselves (worker_broker)
     for rec in tests:
-        tree = ownership.foreign_worktree(rec["Config"].get("Labels") or {}, values["STACK_WORKTREE"])
+        tree = ownership.foreign_worktree(rec["Config"].get("Labels") or {}, copy.env["STACK_WORKTREE"])
         if tree:
             raise StackError(f"test container {rec['Name'].lstrip('/')} of {project} belongs to another worktree ({tree}); nothing removed")
     return records + tests, docker_state.networks(settings, project) + test_networks, vols, docker_state.images(settings, project)
 
 
-def data_directory(values: Mapping[str, str]) -> Path | None:
+def data_directory(copy: Copy) -> Path | None:
     """The copy's bind-mounted data directories (an adopted project's `.stack-data/<copy>/`), if there are any:
     only ever a real directory inside this worktree, never a symbolic link or anything outside it."""
-    root = Path(values["STACK_WORKTREE"]).resolve()
-    path = derive.copy_data_dir(root, values["COMPOSE_PROJECT_NAME"])
+    root = Path(copy.env["STACK_WORKTREE"]).resolve()
+    path = derive.copy_data_dir(root, copy.env["COMPOSE_PROJECT_NAME"])
     if path.is_symlink() or path.parent.is_symlink():
         raise StackError(f"{path} is a symbolic link; nuke removes nothing outside the worktree, nothing removed")
     if not path.is_dir():
@@ -80,22 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     def command() -> int:
-        values = derive.load(None, settings)
-        with oplock.hold(Path(values["STACK_WORKTREE"]), f"make nuke of {values['COMPOSE_PROJECT_NAME']}"):
-            return remove(settings, values, args)
+        copy = derive.copy_of(None, settings)
+        with oplock.hold(copy.worktree, f"make nuke of {copy.compose_project}"):
+            return remove(settings, copy, args)
 
     return run(command)
 
 
-def remove(settings: Settings, values: Mapping[str, str], args: argparse.Namespace) -> int:
+def remove(settings: Settings, copy: Copy, args: argparse.Namespace) -> int:
     """List, confirm and remove this copy's objects (under the operation lock)."""
     from .. import proxy
 
-    project = values["COMPOSE_PROJECT_NAME"]
-    records, nets, vols, images = plan(settings, values)
-    port = values.get("NAMED_URLS_PORT", "off")
+    project = copy.env["COMPOSE_PROJECT_NAME"]
+    records, nets, vols, images = plan(settings, copy)
+    port = copy.env.get("NAMED_URLS_PORT", "off")
     routes = sorted(proxy.table(settings, port).get(project, {}).get("routes", {})) if port != "off" else []
-    data = data_directory(values)
+    data = data_directory(copy)
     if not (records or nets or vols or images or routes or data):
         print(f"nothing to remove for {project}")
         return 0
@@ -133,7 +133,7 @@ def remove(settings: Settings, values: Mapping[str, str], args: argparse.Namespa
         shutil.rmtree(data)
     from .upstate import forget
 
-    forget(values, settings)  # the quick `make up`'s stamp of this copy (commands/upstate.py): nothing of it is left
+    forget(copy, settings)  # the quick `make up`'s stamp of this copy (commands/upstate.py): nothing of it is left
     if kept:
         print(f"kept image(s) {', '.join(kept)}: still in use by a container outside {project}", file=sys.stderr)
     print(

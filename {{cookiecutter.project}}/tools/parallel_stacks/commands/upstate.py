@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import labels
+from ..model import Copy
 from ..settings import Settings
 
 __all__ = ["config_key", "context_digest", "inputs_digest", "model_of", "record", "remembered_model", "stamp_path", "unchanged"]
@@ -38,10 +39,10 @@ FORMAT = 2
 SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules", ".mypy_cache", ".pytest_cache"}
 
 
-def stamp_path(values: Mapping[str, str], settings: Settings) -> str:
+def stamp_path(copy: Copy, settings: Settings) -> str:
     """$XDG_CACHE_HOME/parallel-stacks/up/<worktree, flattened>%<compose project>.json"""
-    flat = values["STACK_WORKTREE"].strip(os.sep).replace(os.sep, "%")
-    return os.path.join(settings.cache_dir(), "up", f"{flat}%{values['COMPOSE_PROJECT_NAME']}.json")
+    flat = copy.env["STACK_WORKTREE"].strip(os.sep).replace(os.sep, "%")
+    return os.path.join(settings.cache_dir(), "up", f"{flat}%{copy.env['COMPOSE_PROJECT_NAME']}.json")
 
 
 def context_digest(directory: str, dockerfile: str | None = None) -> str:
@@ -116,11 +117,11 @@ def model_of(config_text: str, config: Mapping[str, Any]) -> dict[str, Any]:
     return {"text": hashlib.sha256(config_text.encode()).hexdigest(), "services": services, "images": sorted(required_images(config))}
 
 
-def remembered_model(values: Mapping[str, str], key: str | None, settings: Settings) -> dict[str, Any] | None:
+def remembered_model(copy: Copy, key: str | None, settings: Settings) -> dict[str, Any] | None:
     """The model the stamp recorded when `compose config` read exactly what `key` describes; None otherwise."""
     if key is None:
         return None
-    stamp = _load(stamp_path(values, settings))
+    stamp = _load(stamp_path(copy, settings))
     model = stamp.get("model")
     return model if stamp.get("config_key") == key and isinstance(model, dict) else None
 
@@ -171,17 +172,17 @@ def _load(path: str) -> dict[str, Any]:
     return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
 
 
-def unchanged(values: Mapping[str, str], digest: str | None, model: Mapping[str, Any], settings: Settings, separator: str = "-") -> bool:
+def unchanged(copy: Copy, digest: str | None, model: Mapping[str, Any], settings: Settings, separator: str = "-") -> bool:
     """True when the copy runs exactly what the last successful `up` started from `digest`, all of it healthy
     (`separator`: how this compose names the images it builds, see service_images)."""
     from .. import engine
 
     if digest is None:
         return False
-    stamp = _load(stamp_path(values, settings))
+    stamp = _load(stamp_path(copy, settings))
     if stamp.get("digest") != digest:
         return False
-    project = values["COMPOSE_PROJECT_NAME"]
+    project = copy.env["COMPOSE_PROJECT_NAME"]
     entries = engine.project_containers(settings, project)
     if not entries or sorted(str(e.get("Id")) for e in entries) != sorted(stamp.get("containers") or []):
         return False
@@ -195,7 +196,7 @@ def unchanged(values: Mapping[str, str], digest: str | None, model: Mapping[str,
 
 
 def record(
-    values: Mapping[str, str],
+    copy: Copy,
     digest: str | None,
     settings: Settings,
     key: str | None = None,
@@ -205,10 +206,10 @@ def record(
     `key` and `model`: what `compose config` read and what the stamp keeps of its answer."""
     from .. import engine
 
-    path = stamp_path(values, settings)
-    entries = engine.project_containers(settings, values["COMPOSE_PROJECT_NAME"]) if digest is not None else None
+    path = stamp_path(copy, settings)
+    entries = engine.project_containers(settings, copy.env["COMPOSE_PROJECT_NAME"]) if digest is not None else None
     if digest is None or not entries:
-        forget(values, settings)
+        forget(copy, settings)
         return
     data = {
         "format": FORMAT,
@@ -230,9 +231,9 @@ def record(
             pass  # no cache directory: every `up` takes the full path
 
 
-def forget(values: Mapping[str, str], settings: Settings) -> None:
+def forget(copy: Copy, settings: Settings) -> None:
     """Remove the copy's quick-up stamp (after `make nuke`): the next `make up` takes the full path."""
     try:
-        os.unlink(stamp_path(values, settings))
+        os.unlink(stamp_path(copy, settings))
     except OSError:
         pass

@@ -34,6 +34,7 @@ from typing import Any
 from .. import derive
 from ..basics import StackError
 from ..config import env_name_of
+from ..model import Copy
 from ..runner import run
 from ..settings import COPY_SELECTORS, Settings
 
@@ -115,21 +116,21 @@ def copy_includes(source: Path, target: Path, secret_keys: list[str]) -> list[st
     return copied
 
 
-def describe(project_dir: Path, values: Mapping[str, str], name: str, branch: str, worktree: Path) -> dict[str, Any]:
+def describe(project_dir: Path, copy: Copy, name: str, branch: str, worktree: Path) -> dict[str, Any]:
     """A worktree's copy as the worktree commands report it (name, branch, path, offset, URLs with secrets masked)."""
     return {
         "name": name,
         "branch": branch,
         "path": str(worktree),
         "project_dir": str(project_dir),
-        "offset": int(values["PORT_OFFSET"]),
-        "compose_project": values["COMPOSE_PROJECT_NAME"],
-        "urls": derive.urls(values),
+        "offset": copy.offset,
+        "compose_project": copy.compose_project,
+        "urls": derive.urls(copy.env),
     }
 
 
-def setup(source: Path, project_dir: Path, settings: Settings, up: bool) -> dict[str, str]:
-    """Copy the includes, claim an auto slot, start the stack if asked; the new copy's values."""
+def setup(source: Path, project_dir: Path, settings: Settings, up: bool) -> Copy:
+    """Copy the includes, claim an auto slot, start the stack if asked; the new copy."""
     secret_keys = derive.secret_keys(derive.services(source))
     copied = copy_includes(source, project_dir, secret_keys)
     if copied:
@@ -138,12 +139,12 @@ def setup(source: Path, project_dir: Path, settings: Settings, up: bool) -> dict
 
     env = Settings({**clean_env(settings), "STACK_ROOT": str(project_dir), "PORT_OFFSET": "auto"})
     ensure_local_env(project_dir, env_name_of(env))  # its own secrets, before anything reads them
-    values = derive.load(project_dir, env, claim=True)  # .env.dynamic remembers the slot
+    copy = derive.copy_of(project_dir, env, claim=True)  # .env.dynamic remembers the slot
     if up:
         proc = subprocess.run(["make", "up"], cwd=project_dir, env=clean_env(settings), stdout=sys.stderr)
         if proc.returncode != 0:
             raise SystemExit(1)
-    return values
+    return copy
 
 
 def add(project: Path, name: str, settings: Settings, up: bool) -> dict[str, Any]:
@@ -158,8 +159,7 @@ def add(project: Path, name: str, settings: Settings, up: bool) -> dict[str, Any
         raise StackError(f"{path} exists already: pick another NAME or remove it")
     git("worktree", "add", "-q", "-b", name, str(path), cwd=top)
     project_dir = path / inside
-    values = setup(project, project_dir, settings, up)
-    return describe(project_dir, values, name, name, path)
+    return describe(project_dir, setup(project, project_dir, settings, up), name, name, path)
 
 
 def find(top: Path, name_or_path: str) -> tuple[Path, str]:
@@ -171,18 +171,18 @@ def find(top: Path, name_or_path: str) -> tuple[Path, str]:
     raise StackError(f"no worktree of this repository has branch or path {name_or_path[:80]!r} (`git worktree list`)")
 
 
-def teardown(project_dir: Path, settings: Settings) -> dict[str, str]:
+def teardown(project_dir: Path, settings: Settings) -> Copy:
     """Nuke the worktree's copy (refused, with nothing changed, when it is another worktree's) and release its claims."""
     from .. import oplock, registry
     from .nuke import remove as nuke
 
-    values = derive.load(project_dir, Settings({**clean_env(settings), "STACK_ROOT": str(project_dir)}))
-    with oplock.hold(project_dir, f"teardown of {values['COMPOSE_PROJECT_NAME']}"):
-        code = nuke(settings, values, argparse.Namespace(force=True, dry_run=False))
+    copy = derive.copy_of(project_dir, Settings({**clean_env(settings), "STACK_ROOT": str(project_dir)}))
+    with oplock.hold(project_dir, f"teardown of {copy.compose_project}"):
+        code = nuke(settings, copy, argparse.Namespace(force=True, dry_run=False))
     if code != 0:
         raise SystemExit(code)
-    registry.release(project_dir, values["STACK_ENV"], settings)
-    return values
+    registry.release(project_dir, copy.env_name, settings)
+    return copy
 
 
 def remove(project: Path, name_or_path: str, settings: Settings, force: bool) -> dict[str, Any]:
@@ -197,11 +197,11 @@ def remove(project: Path, name_or_path: str, settings: Settings, force: bool) ->
     if dirty and not force:
         raise StackError(f"{path} has uncommitted changes ({len(dirty.splitlines())} file(s)); commit them, or FORCE=1 to lose them")
     project_dir = path / inside
-    values = teardown(project_dir, settings) if (project_dir / "stack.yml").exists() else None
+    copy = teardown(project_dir, settings) if (project_dir / "stack.yml").exists() else None
     git("worktree", "remove", *(["--force"] if force else []), str(path), cwd=top)
     out: dict[str, Any] = {"name": branch, "branch": branch, "path": str(path), "removed": True}
-    if values:
-        out.update(offset=int(values["PORT_OFFSET"]), compose_project=values["COMPOSE_PROJECT_NAME"])
+    if copy:
+        out.update(offset=copy.offset, compose_project=copy.compose_project)
     return out
 
 
@@ -254,14 +254,12 @@ def main(argv: list[str] | None = None) -> int:
             if not (project_dir / "stack.yml").exists():
                 raise StackError(f"{project_dir} has no stack.yml: give the worktree's project directory")
             if args.action == "setup":
-                values = setup(
-                    here if here.resolve() != project_dir else _main_worktree_project(project_dir), project_dir, settings, args.up
-                )
-                result = describe(project_dir, values, project_dir.name, "", project_dir)
+                copy = setup(here if here.resolve() != project_dir else _main_worktree_project(project_dir), project_dir, settings, args.up)
+                result = describe(project_dir, copy, project_dir.name, "", project_dir)
             else:
-                values = teardown(project_dir, settings)
-                result = {"path": str(project_dir), "removed": False, "compose_project": values["COMPOSE_PROJECT_NAME"]}
-                print(f"nuked copy {values['COMPOSE_PROJECT_NAME']} and released its claim", file=sys.stderr)
+                copy = teardown(project_dir, settings)
+                result = {"path": str(project_dir), "removed": False, "compose_project": copy.compose_project}
+                print(f"nuked copy {copy.compose_project} and released its claim", file=sys.stderr)
                 if args.json:
                     print(json.dumps(result))
                 return 0

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..model import Copy
+
 __all__ = ["Kind", "LocalRoute", "LocalServer", "Run", "Service", "Worker"]
 
 Lookup = Callable[[str], "str | None"]
@@ -92,7 +94,7 @@ class Kind:
     routed: ClassVar[bool] = False  # served by name through the machine's proxy: <SERVICE>_NAMED_URL (proxy.py)
     client: ClassVar[str] = ""  # a command-line client inside its container (`make psql`)
 
-    def client_command(self, values: Mapping[str, str]) -> list[str]:
+    def client_command(self, copy: Copy) -> list[str]:
         """The client's command line inside the container, logged in."""
         return [self.client]
 
@@ -104,7 +106,7 @@ class Kind:
         """The variable holding `service`'s URL."""
         return f"{service.key}_URL"
 
-    def url(self, service: Service, values: Mapping[str, str]) -> str:
+    def url(self, service: Service, derived: Mapping[str, str]) -> str:
         """The URL clients on this machine use to reach `service` (`values`: settings derived so far)."""
         return f"http://{service.host}:{service.port}"
 
@@ -120,30 +122,30 @@ class Kind:
         """How many test workers this kind can isolate from each other (None: no limit)."""
         return None
 
-    def worker_resources(self, service: Service, values: Mapping[str, str], worker: Worker) -> dict[str, Any]:
+    def worker_resources(self, service: Service, copy: Copy, worker: Worker) -> dict[str, Any]:
         """What `worker` owns on `service` (names, URLs, namespaces); merged into ParallelTestContext.resources."""
         return {}
 
-    def worker_env(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any]) -> dict[str, str]:
+    def worker_env(self, service: Service, copy: Copy, resources: Mapping[str, Any]) -> dict[str, str]:
         """Environment variables the worker's tests (and the code they import) read to reach its resources."""
         return {}
 
-    def local_route(self, service: Service, values: Mapping[str, str], worker: Worker) -> LocalRoute | None:
+    def local_route(self, service: Service, copy: Copy, worker: Worker) -> LocalRoute | None:
         """Where `worker`'s hard-coded connections to localhost on the service's container port go (the pytest
         plugin's localhost routing; None: not routed). The default: this copy's own service."""
-        return LocalRoute(int(values[f"{service.key}_CONTAINER_PORT"]), service.host.strip("[]"), service.port)
+        return LocalRoute(copy.service(service.name).container_port, service.host.strip("[]"), service.port)
 
-    def start_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
+    def start_run(self, service: Service, copy: Copy, run: Run) -> None:
         """Before any worker starts: remove what killed runs of this copy left, prepare templates."""
 
-    def end_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
+    def end_run(self, service: Service, copy: Copy, run: Run) -> None:
         """After every worker ended (crashed ones included), holding the run lock: remove what this run's workers
         (`run.workers`) made and did not remove, and whatever killed runs of this copy left."""
 
-    def start_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
+    def start_worker(self, service: Service, copy: Copy, resources: Mapping[str, Any], worker: Worker) -> None:
         """In each test process, before its first test: create (or clean) its own resources."""
 
-    def end_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
+    def end_worker(self, service: Service, copy: Copy, resources: Mapping[str, Any], worker: Worker) -> None:
         """In each test process, after its last test: remove its own resources."""
 
     # ------------------------------------------------------------ databases a framework makes (pytest-django)
@@ -152,17 +154,17 @@ class Kind:
         clones and drops that framework's test databases through the three methods below."""
         return False
 
-    def test_database_name(self, values: Mapping[str, str], suffix: str) -> str:
+    def test_database_name(self, copy: Copy, suffix: str) -> str:
         """The name of this copy's test database `suffix` (a worker, a template): one this kind's cleanup owns."""
         raise NotImplementedError(self.name)
 
-    def clone_test_database(self, values: Mapping[str, str], name: str, template: str) -> None:
+    def clone_test_database(self, copy: Copy, name: str, template: str) -> None:
         """(Re)create test database `name` as a copy of `template`."""
         raise NotImplementedError(self.name)
 
-    def seal_test_database(self, values: Mapping[str, str], name: str) -> None:
+    def seal_test_database(self, copy: Copy, name: str) -> None:
         """Make template `name` one nothing connects to any more (a stray session would block its clones)."""
 
-    def drop_test_database(self, values: Mapping[str, str], name: str) -> None:
+    def drop_test_database(self, copy: Copy, name: str) -> None:
         """Drop test database `name` (one this kind's `test_database_name` made)."""
         raise NotImplementedError(self.name)

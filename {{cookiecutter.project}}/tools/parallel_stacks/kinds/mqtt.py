@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..basics import StackError, await_answer
+from ..model import Copy
 from .base import Kind, LocalRoute, LocalServer, Lookup, Service, Worker
 
 __all__ = ["BROKER_COMMAND", "BROKER_IMAGE", "KIND", "MqttEndpoint", "TopicNamespace", "TopicOutsideNamespace"]
@@ -129,30 +130,30 @@ class Mqtt(Kind):
     def url_variable(self, service: Service) -> str:
         return "MQTT_URL"
 
-    def url(self, service: Service, values: Mapping[str, str]) -> str:
+    def url(self, service: Service, derived: Mapping[str, str]) -> str:
         """This endpoint as an `mqtt://` URL, credentials percent-encoded."""
-        return broker_url(service.host, service.port, values["MQTT_USER"], values["MQTT_PASSWORD"])
+        return broker_url(service.host, service.port, derived["MQTT_USER"], derived["MQTT_PASSWORD"])
 
-    def client_command(self, values: Mapping[str, str]) -> list[str]:
+    def client_command(self, copy: Copy) -> list[str]:
         """Every message on this copy's broker, with its topic (`make mqtt-sub`; ARGS="-t 'test/gw1/#'" narrows it)."""
-        return ["mosquitto_sub", "-u", values["MQTT_USER"], "-P", values["MQTT_PASSWORD"], "-v"]
+        return ["mosquitto_sub", "-u", copy.env["MQTT_USER"], "-P", copy.env["MQTT_PASSWORD"], "-v"]
 
     # ------------------------------------------------------------ test isolation
-    def worker_resources(self, service: Service, values: Mapping[str, str], worker: Worker) -> dict[str, Any]:
+    def worker_resources(self, service: Service, copy: Copy, worker: Worker) -> dict[str, Any]:
         topics = TopicNamespace.for_worker(worker.who)
-        endpoint = MqttEndpoint(service.host, service.port, values["MQTT_USER"], values["MQTT_PASSWORD"], topics)
+        endpoint = MqttEndpoint(service.host, service.port, copy.env["MQTT_USER"], copy.env["MQTT_PASSWORD"], topics)
         return {"mqtt": endpoint, "topics": topics}  # `topics`: the context's topic_namespace is the broker's
 
-    def local_route(self, service: Service, values: Mapping[str, str], worker: Worker) -> LocalRoute | None:
+    def local_route(self, service: Service, copy: Copy, worker: Worker) -> LocalRoute | None:
         """`localhost:1883`: a broker of the worker's own (anonymous, as a hard-coded client expects), since a fixed
         topic on the copy's broker is every worker's; not routed when isolation is off."""
         if not worker.isolated:
             return None
-        port = int(values[f"{service.key}_CONTAINER_PORT"])
+        port = copy.service(service.name).container_port
         server = LocalServer(BROKER_IMAGE, "MOSQUITTO_IMAGE", 1883, slot=3, command=BROKER_COMMAND, hello=READY_CONNECT, answer=b"\x20")
         return LocalRoute(port, server=server)
 
-    def worker_env(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any]) -> dict[str, str]:
+    def worker_env(self, service: Service, copy: Copy, resources: Mapping[str, Any]) -> dict[str, str]:
         endpoint: MqttEndpoint = resources["mqtt"]
         return {
             "MQTT_URL": endpoint.url,

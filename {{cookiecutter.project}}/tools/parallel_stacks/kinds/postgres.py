@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..basics import StackError
+from ..model import Copy
 from .base import Kind, Lookup, Run, Service, Worker
 
 __all__ = [
@@ -77,72 +78,72 @@ class Postgres(Kind):
     def url_variable(self, service: Service) -> str:
         return "DATABASE_URL"
 
-    def url(self, service: Service, values: Mapping[str, str]) -> str:
+    def url(self, service: Service, derived: Mapping[str, str]) -> str:
         from urllib.parse import quote
 
-        user, password, database = (quote(values[key], safe="") for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))
+        user, password, database = (quote(derived[key], safe="") for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))
         return f"postgresql://{user}:{password}@{service.host}:{service.port}/{database}"
 
-    def client_command(self, values: Mapping[str, str]) -> list[str]:
-        return ["psql", "-U", values["POSTGRES_USER"], "-d", values["POSTGRES_DB"]]
+    def client_command(self, copy: Copy) -> list[str]:
+        return ["psql", "-U", copy.env["POSTGRES_USER"], "-d", copy.env["POSTGRES_DB"]]
 
     # ------------------------------------------------------------ test isolation
-    def worker_resources(self, service: Service, values: Mapping[str, str], worker: Worker) -> dict[str, Any]:
-        name = database_name(values, worker.who)
-        return {"database_name": name, "database_url": _url(values, name)}
+    def worker_resources(self, service: Service, copy: Copy, worker: Worker) -> dict[str, Any]:
+        name = database_name(copy, worker.who)
+        return {"database_name": name, "database_url": _url(copy, name)}
 
-    def worker_env(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any]) -> dict[str, str]:
+    def worker_env(self, service: Service, copy: Copy, resources: Mapping[str, Any]) -> dict[str, str]:
         """DATABASE_URL and libpq's own variables, so `psycopg.connect("")`, psql and URLs built from PG* land here too."""
         return {
             "DATABASE_URL": resources["database_url"],
             "TEST_DATABASE_NAME": resources["database_name"],
             "PGHOST": service.host.strip("[]"),
             "PGPORT": str(service.port),
-            "PGUSER": values["POSTGRES_USER"],
-            "PGPASSWORD": values["POSTGRES_PASSWORD"],
+            "PGUSER": copy.env["POSTGRES_USER"],
+            "PGPASSWORD": copy.env["POSTGRES_PASSWORD"],
             "PGDATABASE": resources["database_name"],
         }
 
-    def start_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
-        with admin_connect(values) as conn:
-            drop_owned_databases(conn, values)
-            build_template(conn, values, [p.read_text(encoding="utf-8") for p in run.schema_files if p.exists()])
+    def start_run(self, service: Service, copy: Copy, run: Run) -> None:
+        with admin_connect(copy) as conn:
+            drop_owned_databases(conn, copy)
+            build_template(conn, copy, [p.read_text(encoding="utf-8") for p in run.schema_files if p.exists()])
             if not run.isolated:
-                clone_database(conn, values, database_name(values, "shared"))
+                clone_database(conn, copy, database_name(copy, "shared"))
 
-    def end_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
+    def end_run(self, service: Service, copy: Copy, run: Run) -> None:
         # The controller outlives its workers: whatever a crashed worker left goes too.
-        with admin_connect(values) as conn:
-            drop_owned_databases(conn, values)
+        with admin_connect(copy) as conn:
+            drop_owned_databases(conn, copy)
 
-    def start_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
+    def start_worker(self, service: Service, copy: Copy, resources: Mapping[str, Any], worker: Worker) -> None:
         if worker.isolated:  # without isolation the controller made the one shared database
-            with admin_connect(values) as conn:
-                clone_database(conn, values, resources["database_name"])
+            with admin_connect(copy) as conn:
+                clone_database(conn, copy, resources["database_name"])
 
-    def end_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
+    def end_worker(self, service: Service, copy: Copy, resources: Mapping[str, Any], worker: Worker) -> None:
         if worker.isolated:
-            with admin_connect(values) as conn:
+            with admin_connect(copy) as conn:
                 drop_database(conn, resources["database_name"])
 
     # ------------------------------------------------------------ a framework's test databases (pytest-django)
     def hosts_database(self, service: Service, engine: str, host: object, port: object) -> bool:
         return "postgres" in engine and serves(service, host, port)
 
-    def test_database_name(self, values: Mapping[str, str], suffix: str) -> str:
-        return database_name(values, suffix)
+    def test_database_name(self, copy: Copy, suffix: str) -> str:
+        return database_name(copy, suffix)
 
-    def clone_test_database(self, values: Mapping[str, str], name: str, template: str) -> None:
-        with admin_connect(values) as conn:
-            clone_database(conn, values, name, template=template)
+    def clone_test_database(self, copy: Copy, name: str, template: str) -> None:
+        with admin_connect(copy) as conn:
+            clone_database(conn, copy, name, template=template)
 
-    def seal_test_database(self, values: Mapping[str, str], name: str) -> None:
-        with admin_connect(values) as conn:
+    def seal_test_database(self, copy: Copy, name: str) -> None:
+        with admin_connect(copy) as conn:
             seal(conn, name)
 
-    def drop_test_database(self, values: Mapping[str, str], name: str) -> None:
+    def drop_test_database(self, copy: Copy, name: str) -> None:
         """Drop test database `name`, connections and all."""
-        with admin_connect(values) as conn:
+        with admin_connect(copy) as conn:
             drop_database(conn, name)
 
 
@@ -150,34 +151,34 @@ KIND = Postgres()
 
 
 # ---------------------------------------------------------------- administration
-def copy_slug(values: Mapping[str, str]) -> str:
+def copy_slug(copy: Copy) -> str:
     """This copy's compose project name as an SQL/identifier-safe slug."""
-    return values["COMPOSE_PROJECT_NAME"].replace("-", "_")
+    return copy.env["COMPOSE_PROJECT_NAME"].replace("-", "_")
 
 
-def database_name(values: Mapping[str, str], suffix: str) -> str:
+def database_name(copy: Copy, suffix: str) -> str:
     """`test_<copy>_<suffix>`: this copy's test database for a worker, the template or `shared`; StackError past 63 characters."""
-    name = f"test_{copy_slug(values)}_{suffix}"
+    name = f"test_{copy_slug(copy)}_{suffix}"
     if len(name) > 63:
         raise StackError(f"test database name {name!r} exceeds PostgreSQL's 63 characters; shorten the project slug")
     return name
 
 
-def owned_database(values: Mapping[str, str], name: str) -> bool:
+def owned_database(copy: Copy, name: str) -> bool:
     """True for databases this copy's test runs create (never another copy's)."""
-    prefix = f"test_{copy_slug(values)}_"
+    prefix = f"test_{copy_slug(copy)}_"
     return name.startswith(prefix) and OWNED_SUFFIX.fullmatch(name[len(prefix) :]) is not None
 
 
-def _url(values: Mapping[str, str], database: str) -> str:
-    return values["DATABASE_URL"].rsplit("/", 1)[0] + "/" + database
+def _url(copy: Copy, database: str) -> str:
+    return copy.env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + database
 
 
-def admin_connect(values: Mapping[str, str]) -> Any:
+def admin_connect(copy: Copy) -> Any:
     """Autocommit connection to the copy's maintenance database."""
     import psycopg  # lazy
 
-    return psycopg.connect(_url(values, "postgres"), autocommit=True, connect_timeout=5)
+    return psycopg.connect(_url(copy, "postgres"), autocommit=True, connect_timeout=5)
 
 
 def _ident(name: str) -> str:
@@ -186,25 +187,25 @@ def _ident(name: str) -> str:
     return f'"{name}"'
 
 
-def drop_owned_databases(conn: Any, values: Mapping[str, str], keep: tuple[str, ...] = ()) -> list[str]:
+def drop_owned_databases(conn: Any, copy: Copy, keep: tuple[str, ...] = ()) -> list[str]:
     """Drop this copy's test databases (left by killed runs); return their names."""
     names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test%'")]
     dropped = []
     for name in names:
-        if owned_database(values, name) and name not in keep:
+        if owned_database(copy, name) and name not in keep:
             conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
             dropped.append(name)
     return dropped
 
 
-def build_template(conn: Any, values: Mapping[str, str], schema: list[str]) -> str:
+def build_template(conn: Any, copy: Copy, schema: list[str]) -> str:
     """(Re)create the run's template database from the schema texts, then seal it against connections."""
     import psycopg
 
-    template = database_name(values, "template")
+    template = database_name(copy, "template")
     conn.execute(f"DROP DATABASE IF EXISTS {_ident(template)} WITH (FORCE)")
     conn.execute(f"CREATE DATABASE {_ident(template)}")
-    with psycopg.connect(_url(values, template), autocommit=True, connect_timeout=5) as tconn:
+    with psycopg.connect(_url(copy, template), autocommit=True, connect_timeout=5) as tconn:
         for text in schema:
             tconn.execute(text)
     seal(conn, template)
@@ -232,7 +233,7 @@ def serves(service: Service, host: object, port: object) -> bool:
     return str(port or 5432) == str(service.port) and str(host or "").strip("[]") in loopback
 
 
-def clone_database(conn: Any, values: Mapping[str, str], name: str, attempts: int = 20, template: str | None = None) -> None:
+def clone_database(conn: Any, copy: Copy, name: str, attempts: int = 20, template: str | None = None) -> None:
     """CREATE DATABASE name TEMPLATE <template> (the run's schema template unless named).
 
     Only sessions connected to the template block a clone (clones from other
@@ -244,7 +245,7 @@ def clone_database(conn: Any, values: Mapping[str, str], name: str, attempts: in
 
     import psycopg
 
-    template = template or database_name(values, "template")
+    template = template or database_name(copy, "template")
     conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
     strategy = clone_strategy(conn)
     for attempt in range(attempts):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..basics import StackError
+from ..model import Copy
 from .base import Kind, LocalRoute, LocalServer, Run, Service, Worker
 
 __all__ = ["DATABASES", "KIND", "RedisNamespace", "Resp", "redis_prefix"]
@@ -123,9 +124,9 @@ class Resp:
                 return deleted
 
 
-def redis_prefix(values: Mapping[str, str], who: str = "") -> str:
+def redis_prefix(copy: Copy, who: str = "") -> str:
     """`test:<copy>:<who>:`; without `who`, the prefix of all this copy's test keys."""
-    return f"test:{values['COMPOSE_PROJECT_NAME']}:" + (f"{who}:" if who else "")
+    return f"test:{copy.env['COMPOSE_PROJECT_NAME']}:" + (f"{who}:" if who else "")
 
 
 class Redis(Kind):
@@ -137,14 +138,14 @@ class Redis(Kind):
     def url_variable(self, service: Service) -> str:
         return "REDIS_URL"
 
-    def url(self, service: Service, values: Mapping[str, str]) -> str:
+    def url(self, service: Service, derived: Mapping[str, str]) -> str:
         return f"redis://{service.host}:{service.port}/0"
 
     # ------------------------------------------------------------ test isolation
     def max_workers(self, options: Mapping[str, str]) -> int | None:
         return DATABASES - TEST_DB if options.get("redis", "db") == "db" else None
 
-    def worker_resources(self, service: Service, values: Mapping[str, str], worker: Worker) -> dict[str, Any]:
+    def worker_resources(self, service: Service, copy: Copy, worker: Worker) -> dict[str, Any]:
         mode = worker.options.get("redis", "db")
         db = TEST_DB + worker.index if worker.isolated and mode == "db" else TEST_DB
         if db >= DATABASES:
@@ -152,9 +153,9 @@ class Redis(Kind):
                 f"worker {worker.name} needs Redis DB {db} but Redis has {DATABASES} (DB 0 is the app's): "
                 f"use at most {DATABASES - TEST_DB} workers (-n), or raise `databases` in the stack's Redis"
             )
-        return {"redis": RedisNamespace(values["REDIS_URL"], redis_prefix(values, worker.who), db)}
+        return {"redis": RedisNamespace(copy.env["REDIS_URL"], redis_prefix(copy, worker.who), db)}
 
-    def worker_env(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any]) -> dict[str, str]:
+    def worker_env(self, service: Service, copy: Copy, resources: Mapping[str, Any]) -> dict[str, str]:
         namespace: RedisNamespace = resources["redis"]
         return {
             "REDIS_URL": namespace.db_url,
@@ -164,31 +165,31 @@ class Redis(Kind):
             "REDIS_KEY_PREFIX": namespace.prefix,
         }
 
-    def local_route(self, service: Service, values: Mapping[str, str], worker: Worker) -> LocalRoute | None:
+    def local_route(self, service: Service, copy: Copy, worker: Worker) -> LocalRoute | None:
         """`Redis()`, `redis://127.0.0.1:6379/5`: a server of the worker's own. The copy's server cannot isolate a
         suite that picks DB numbers itself (or uses DB 0, the app's); not routed when isolation is off."""
         if not worker.isolated:
             return None
-        port = int(values[f"{service.key}_CONTAINER_PORT"])
+        port = copy.service(service.name).container_port
         return LocalRoute(port, server=LocalServer("redis:7-alpine", "REDIS_IMAGE", 6379, slot=2, hello=b"PING\r\n", answer=b"+PONG"))
 
-    def start_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
-        _clear_stale(values)
+    def start_run(self, service: Service, copy: Copy, run: Run) -> None:
+        _clear_stale(copy)
 
-    def end_run(self, service: Service, values: Mapping[str, str], run: Run) -> None:
-        _clear_stale(values)
+    def end_run(self, service: Service, copy: Copy, run: Run) -> None:
+        _clear_stale(copy)
         if run.isolated and run.options.get("redis", "db") == "db":
             # a worker killed before its end leaves its DB full (keys a test wrote without the prefix included)
-            with Resp(values["REDIS_URL"]) as conn:
+            with Resp(copy.env["REDIS_URL"]) as conn:
                 for index in sorted(run.workers):
                     if TEST_DB + index < DATABASES:
                         conn.call("SELECT", TEST_DB + index)
                         conn.call("FLUSHDB")
 
-    def start_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
+    def start_worker(self, service: Service, copy: Copy, resources: Mapping[str, Any], worker: Worker) -> None:
         self._clean(resources["redis"], worker)
 
-    def end_worker(self, service: Service, values: Mapping[str, str], resources: Mapping[str, Any], worker: Worker) -> None:
+    def end_worker(self, service: Service, copy: Copy, resources: Mapping[str, Any], worker: Worker) -> None:
         self._clean(resources["redis"], worker)
 
     @staticmethod
@@ -203,7 +204,7 @@ class Redis(Kind):
 KIND = Redis()
 
 
-def _clear_stale(values: Mapping[str, str]) -> int:
+def _clear_stale(copy: Copy) -> int:
     """Delete this copy's prefixed test keys in every test DB (left by killed runs); never DB 0."""
-    with Resp(values["REDIS_URL"]) as conn:
-        return sum(conn.delete_matching(db, redis_prefix(values)) for db in range(TEST_DB, DATABASES))
+    with Resp(copy.env["REDIS_URL"]) as conn:
+        return sum(conn.delete_matching(db, redis_prefix(copy)) for db in range(TEST_DB, DATABASES))

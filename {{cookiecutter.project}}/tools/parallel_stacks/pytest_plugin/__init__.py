@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from ..basics import StackError
+from ..model import Copy
 from .isolation import build_context, mapped_variables, worker_index, worker_variables
 from .state import (
     STATE,
@@ -155,7 +156,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         worker = settings_of(early_config).get(
             "PYTEST_XDIST_WORKER", "master"
         )  # set before pytest starts in a worker (workerinput is not yet)
-        ctx = build_context(derived, worker, not getattr(known, "no_isolation", False), Path("/"), kinds_of, options)
+        ctx = build_context(Copy.of_kinds(derived, kinds_of), worker, not getattr(known, "no_isolation", False), Path("/"), options)
         variables = worker_variables(ctx, media_root=False)
         variables.update(mapped_variables(isolation_env_lines(early_config), variables))
     except (StackError, ValueError, KeyError):
@@ -206,26 +207,26 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         from ..ownership import ensure_owned
 
-        ensure_owned(state.settings, state.values)  # another worktree's copy: refuse before touching anything of it
+        ensure_owned(state.settings, state.copy)  # another worktree's copy: refuse before touching anything of it
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     down = unanswered(state)
     if down is not None:  # refused before the lock: nothing taken, nothing removed
-        raise pytest.UsageError(stack_down_message(state.values, state.kinds_of, down))
+        raise pytest.UsageError(stack_down_message(state.copy, state.kinds_of, down))
     try:
         _stop_on_sigterm(config)
-        state.lock_fd = take_run_lock(state.values)  # from here on this run may remove what it makes (and killed runs left)
-        sweep_stale_runs(state.settings, state.values, state.run_dir)
+        state.lock_fd = take_run_lock(state.copy)  # from here on this run may remove what it makes (and killed runs left)
+        sweep_stale_runs(state.settings, state.copy, state.run_dir)
         make_run_dir(state.run_dir)
         started = time.perf_counter()
         for service, kind in state.services():
             state.run_started.append(service.name)  # before: a start interrupted halfway leaves something to remove
-            kind.start_run(service, state.values, state.run_for(kind))
+            kind.start_run(service, state.copy, state.run_for(kind))
         state.template_ms = (time.perf_counter() - started) * 1000
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     except Exception as exc:  # psycopg.OperationalError, redis.ConnectionError and friends: one clear line
-        raise pytest.UsageError(stack_down_message(state.values, state.kinds_of, exc)) from None
+        raise pytest.UsageError(stack_down_message(state.copy, state.kinds_of, exc)) from None
 
 
 SIGTERM_HANDLER = pytest.StashKey[Any]()
@@ -272,14 +273,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     started = time.perf_counter()
     try:
         # This process's number is ours alone (a killed run's worker of the same number may still be ending).
-        state.worker_lock_fd = take_worker_lock(state.values, worker_index(state.context.worker), state.context.worker)
+        state.worker_lock_fd = take_worker_lock(state.copy, worker_index(state.context.worker), state.context.worker)
         for service, kind in state.services():
             state.worker_started.append(service.name)
-            kind.start_worker(service, state.values, state.context.resources, state.worker_for(kind))
+            kind.start_worker(service, state.copy, state.context.resources, state.worker_for(kind))
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     except Exception as exc:
-        raise pytest.UsageError(stack_down_message(state.values, state.kinds_of, exc)) from None
+        raise pytest.UsageError(stack_down_message(state.copy, state.kinds_of, exc)) from None
     state.wait_ms += (time.perf_counter() - started) * 1000
 
 
@@ -310,12 +311,12 @@ def _end_worker(config: pytest.Config, state: State, during_session: bool) -> No
             if service.name not in state.worker_started:
                 continue
             try:
-                kind.end_worker(service, state.values, state.context.resources, state.worker_for(kind))
+                kind.end_worker(service, state.copy, state.context.resources, state.worker_for(kind))
             except Exception as exc:
                 _left_behind(config, f"{service.name}'s test data of worker {state.context.worker}", exc, during_session)
     finally:
         state.worker_started.clear()
-        release_worker_lock(state.values, worker_index(state.context.worker), state.worker_lock_fd)
+        release_worker_lock(state.copy, worker_index(state.context.worker), state.worker_lock_fd)
         state.worker_lock_fd = None
 
 
@@ -329,7 +330,7 @@ def _end_run(config: pytest.Config, state: State, during_session: bool) -> None:
         if service.name not in state.run_started:
             continue
         try:
-            kind.end_run(service, state.values, state.run_for(kind))
+            kind.end_run(service, state.copy, state.run_for(kind))
         except Exception as exc:
             _left_behind(config, f"{service.name}'s test data of run {state.run_dir.name}", exc, during_session)
 
@@ -341,7 +342,7 @@ def pytest_configure_node(node: Any) -> None:
     if state is not None:
         state.workers.add(worker_index(str(node.gateway.id)))  # replacements of crashed workers included
         node.workerinput["isolation_run_dir"] = str(state.run_dir)
-        node.workerinput["isolation_values"] = dict(state.values)
+        node.workerinput["isolation_values"] = state.copy.as_env()
         node.workerinput["isolation_kinds"] = dict(state.kinds_of)
 
 
@@ -384,14 +385,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _end_worker(config, state, during_session=False)
         _end_run(config, state, during_session=False)
         if (
-            not _is_worker(config) and state.run_dir.exists() and reap_containers(state.settings, state.values, state.run_dir)
+            not _is_worker(config) and state.run_dir.exists() and reap_containers(state.settings, state.copy, state.run_dir)
         ):  # a crashed worker's broker
             import shutil
 
             shutil.rmtree(state.run_dir, ignore_errors=True)  # this run's own directory (workers' included)
     finally:
         if state.lock_fd is not None:
-            release_run_lock(state.values, state.lock_fd)  # the next run of this copy may start
+            release_run_lock(state.copy, state.lock_fd)  # the next run of this copy may start
             state.lock_fd = None
         handler = config.stash.get(SIGTERM_HANDLER, None)
         if handler is not None:

@@ -63,7 +63,7 @@ def our_aliases(state: State, databases: Mapping[str, Mapping[str, Any]]) -> dic
 
 def _name(state: State, kind: Kind, who: str, n: int) -> str:
     """Alias number `n`'s database of `who` (a worker, "shared", or "djtemplate": the run's migrated template)."""
-    return kind.test_database_name(state.values, who if n == 0 else f"{who}_{n}")
+    return kind.test_database_name(state.copy, who if n == 0 else f"{who}_{n}")
 
 
 def _point(alias: str, name: str) -> None:
@@ -97,7 +97,7 @@ def _build_templates(state: State, mine: Mapping[str, tuple[Kind, int]], seriali
             if contents is not None:
                 (run_dir / f"django-template-{alias}.json").write_text(contents, encoding="utf-8")
             connections[alias].close()  # a session on a template would block its clones
-            kind.seal_test_database(state.values, _name(state, kind, "djtemplate", n))
+            kind.seal_test_database(state.copy, _name(state, kind, "djtemplate", n))
             (run_dir / f"django-template-{alias}.done").touch()
 
 
@@ -112,12 +112,12 @@ def _take_clones(state: State, mine: Mapping[str, tuple[Kind, int]], serialized:
         name = _name(state, kind, worker.who, n)
         template = _name(state, kind, "djtemplate", n)
         if worker.isolated:
-            kind.clone_test_database(state.values, name, template)
+            kind.clone_test_database(state.copy, name, template)
         else:  # one database for every worker (--no-isolation): cloned once, by whoever comes first
             with _locked(run_dir / "django-shared.lock"):
                 marker = run_dir / f"django-shared-{alias}.done"
                 if not marker.exists():
-                    kind.clone_test_database(state.values, name, template)
+                    kind.clone_test_database(state.copy, name, template)
                     marker.touch()
         _point(alias, name)
         taken[alias] = name
@@ -176,7 +176,7 @@ def django_db_setup(
             kind = mine[alias][0]
             if state.worker_for(kind).isolated:
                 try:
-                    kind.drop_test_database(state.values, name)
+                    kind.drop_test_database(state.copy, name)
                 except Exception as exc:  # never silent; the run's end (or the next run's start) drops it
                     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     request.node.warn(

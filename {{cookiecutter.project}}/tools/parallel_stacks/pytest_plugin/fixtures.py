@@ -33,7 +33,7 @@ __all__ = [
 @pytest.fixture(scope="session")
 def stack(pytestconfig: pytest.Config) -> dict[str, Any]:
     """This copy's derived values (ports, URLs) as `make env` prints them."""
-    return dict(pytestconfig.stash[STATE].values)
+    return pytestconfig.stash[STATE].copy.as_env()
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +102,7 @@ def worker_broker(pytestconfig: pytest.Config, parallel_context: ParallelTestCon
     labels = {
         TEST_COPY_LABEL: parallel_context.copy,
         TEST_WORKER_LABEL: parallel_context.worker,
-        WORKTREE_LABEL: state.values["STACK_WORKTREE"],
+        WORKTREE_LABEL: state.copy.env["STACK_WORKTREE"],
     }
     port = parallel_context.ports.port(parallel_context.ports.size - 1)
     image = state.settings.get("MOSQUITTO_IMAGE") or BROKER_IMAGE

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import kinds
-from ..basics import StackError, var_name
-from ..config import client_host
+from ..basics import StackError
 from ..formula import TEST_PORT_BLOCK, TEST_PORT_BLOCKS, worker_ports_of
 from ..kinds import Kind, Service, Worker
 from ..kinds.mqtt import TopicNamespace  # seed 002's helper; the mqtt kind gives it its variables
+from ..model import Copy
 
 __all__ = [
     "ParallelTestContext",
@@ -69,16 +68,15 @@ class PortBlock:
         return iter(range(self.start, self.stop))
 
 
-def services_of(values: Mapping[str, str]) -> list[str]:
-    """The stack's services as the derived values name them (no stack.yml, no yaml import)."""
-    suffix = "_CONTAINER_PORT"
-    return [key[: -len(suffix)].lower() for key in values if key.endswith(suffix)]
+def services_of(copy: Copy) -> list[str]:
+    """The names of the copy's services."""
+    return [svc.name for svc in copy.services]
 
 
-def port_block(values: Mapping[str, str], index: int, services: list[str] | None = None) -> PortBlock:
+def port_block(copy: Copy, index: int, services: list[str] | None = None) -> PortBlock:
     """Worker `index`'s block inside this copy's test-port range."""
-    offset = int(values["PORT_OFFSET"])
-    ports = worker_ports_of(values)
+    offset = copy.offset
+    ports = worker_ports_of(copy)
     low, high = ports.start, ports.stop
     if high - 1 > 65535:
         raise StackError(
@@ -91,7 +89,7 @@ def port_block(values: Mapping[str, str], index: int, services: list[str] | None
         )
     block = PortBlock(low + index * TEST_PORT_BLOCK)
     for name in services or {}:
-        port = int(values[f"{var_name(name)}_PORT"])
+        port = copy.service(name).port
         if port in block:
             raise StackError(f"test port block {block.start}-{block.stop - 1} overlaps the stack's {name} port {port}")
     return block
@@ -138,12 +136,9 @@ class ParallelTestContext:
         return f"{self.copy}-{self.worker}-{service}"
 
 
-def stack_services(values: Mapping[str, str], kinds_of: Mapping[str, str]) -> list[tuple[Service, Kind]]:
-    """(service, kind) for every service of the stack, as the derived values and stack.yml's kinds give them."""
-    host = client_host(values["BIND_ADDRESS"])
-    return [
-        (Service(name, var_name(name), host, int(values[f"{var_name(name)}_PORT"])), kinds.get(kind)) for name, kind in kinds_of.items()
-    ]
+def stack_services(copy: Copy) -> list[tuple[Service, Kind]]:
+    """(service, kind) for every service of the copy, as a kind's hooks see it."""
+    return [(svc.as_service(), svc.kind) for svc in copy.services]
 
 
 def worker_of(worker: str, isolated: bool, kind: Kind, options: Mapping[str, str]) -> Worker:
@@ -153,14 +148,13 @@ def worker_of(worker: str, isolated: bool, kind: Kind, options: Mapping[str, str
 
 
 def build_context(
-    values: Mapping[str, str],
+    copy: Copy,
     worker: str,
     isolated: bool,
     tmp_root: Path,
-    kinds_of: Mapping[str, str] | None = None,
     options: Mapping[str, str] | None = None,
 ) -> ParallelTestContext:
-    """The context of `worker`; shared by all workers when not `isolated`. `kinds_of`: {service: kind}.
+    """The context of `worker` for the services of `copy`; shared by all workers when not `isolated`.
 
     `options["shared"]` (--no-isolation-of) names kinds whose resources every worker shares, the rest isolated.
     """
@@ -168,16 +162,16 @@ def build_context(
     who = worker if isolated else "shared"
     resources: dict[str, Any] = {}
     env: dict[str, str] = {}
-    for service, kind in stack_services(values, kinds_of or {}):
-        mine = kind.worker_resources(service, values, worker_of(worker, isolated, kind, options or {}))
+    for service, kind in stack_services(copy):
+        mine = kind.worker_resources(service, copy, worker_of(worker, isolated, kind, options or {}))
         resources.update(mine)
-        env.update(kind.worker_env(service, values, mine))
+        env.update(kind.worker_env(service, copy, mine))
     return ParallelTestContext(
         worker=worker,
         index=index,
-        copy=values["COMPOSE_PROJECT_NAME"],
-        ports=port_block(values, index, services_of(values)),
-        tmp_dir=tmp_root / f"media-{values['COMPOSE_PROJECT_NAME']}-{who}",
+        copy=copy.env["COMPOSE_PROJECT_NAME"],
+        ports=port_block(copy, index, services_of(copy)),
+        tmp_dir=tmp_root / f"media-{copy.env['COMPOSE_PROJECT_NAME']}-{who}",
         topics=resources.get("topics") or TopicNamespace.for_worker(who),
         isolated=isolated,
         resources=resources,

@@ -86,7 +86,7 @@ def plan(state: State) -> tuple[list[Planned], dict[int, list[str]]]:
     """This process's routes ({default port: services} for ports two services declare: those are not routed)."""
     found: dict[int, list[tuple[str, LocalRoute]]] = {}
     for service, kind in state.services():
-        local = kind.local_route(service, state.values, state.worker_for(kind))
+        local = kind.local_route(service, state.copy, state.worker_for(kind))
         if local is not None:
             found.setdefault(local.port, []).append((service.name, local))
     planned, ambiguous = [], {}
@@ -249,7 +249,7 @@ def _write_spec(state: State, server: LocalServer, p: Planned) -> None:
         "hello": server.hello.hex(),
         "answer": server.answer.hex(),
         "run_dir": str(state.run_dir),
-        "labels": {TEST_COPY_LABEL: ctx.copy, TEST_WORKER_LABEL: ctx.worker, WORKTREE_LABEL: state.values["STACK_WORKTREE"]},
+        "labels": {TEST_COPY_LABEL: ctx.copy, TEST_WORKER_LABEL: ctx.worker, WORKTREE_LABEL: state.copy.env["STACK_WORKTREE"]},
     }
     path = Path(p.route.server)
     path.parent.mkdir(exist_ok=True)

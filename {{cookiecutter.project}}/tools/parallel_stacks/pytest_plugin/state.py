@@ -14,6 +14,7 @@ import pytest
 from .. import kinds
 from ..basics import StackError, pid_alive
 from ..kinds import Kind, Run, Service, Worker
+from ..model import Copy
 from ..settings import Settings
 from .isolation import build_context, stack_services, worker_of
 
@@ -123,15 +124,16 @@ class State:
         workerinput = _workerinput(config)
         self.settings = settings_of(config)
         if _is_worker(config) and "isolation_values" in workerinput:
-            self.values = dict(workerinput["isolation_values"])  # the controller's: derived once per run
+            values = dict(workerinput["isolation_values"])  # the controller's: derived once per run
             self.kinds_of: dict[str, str] = dict(workerinput["isolation_kinds"])
         else:
-            self.values, self.kinds_of = copy_of(root, self.settings)
+            values, self.kinds_of = copy_of(root, self.settings)
+        self.copy = Copy.of_kinds(values, self.kinds_of)
         self.isolated = not config.getoption("no_isolation")
         self.use_stack = not config.getoption("no_stack")
         self.options = isolation_options(config, config.getoption("isolation_redis"), config.getoption("no_isolation_of"))
-        self.run_dir = _run_dir(config, self.values)
-        self.context = build_context(self.values, _worker(config), self.isolated, self.run_dir, self.kinds_of, self.options)
+        self.run_dir = _run_dir(config, self.copy)
+        self.context = build_context(self.copy, _worker(config), self.isolated, self.run_dir, self.options)
         self.schema_files = [root / p for p in config.getini("isolation_schema")]
         # What this process made, and the locks under which it may remove it (nothing else is ever removed):
         self.lock_fd: int | None = None  # the copy's run lock (controller, or the single process)
@@ -147,7 +149,7 @@ class State:
 
     def services(self) -> list[tuple[Service, Kind]]:
         """(service, kind) of every service this run isolates (SERVICES narrows them)."""
-        return stack_services(self.values, self.kinds_of)
+        return stack_services(self.copy)
 
     def worker_for(self, kind: Kind) -> Worker:
         """This process as `kind` sees it: shared with every worker when isolation is off for it."""
@@ -158,7 +160,7 @@ class State:
         return Run(self.worker_for(kind).isolated, self.schema_files, self.options, frozenset(self.workers))
 
 
-def _run_dir(config: pytest.Config, values: Mapping[str, str]) -> Path:
+def _run_dir(config: pytest.Config, copy: Copy) -> Path:
     """The run's temp root, shared by controller and workers: `<copy>-testrun-<pid>-<random>` (`sweep_stale_runs`).
 
     Only named here; the controller makes it once it holds the run lock (`make_run_dir`), so a run refused
@@ -167,7 +169,7 @@ def _run_dir(config: pytest.Config, values: Mapping[str, str]) -> Path:
         return Path(_workerinput(config)["isolation_run_dir"])
     import secrets
 
-    return Path(tempfile.gettempdir()) / f"{values['COMPOSE_PROJECT_NAME']}-testrun-{os.getpid()}-{secrets.token_hex(4)}"
+    return Path(tempfile.gettempdir()) / f"{copy.env['COMPOSE_PROJECT_NAME']}-testrun-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def make_run_dir(path: Path) -> None:
@@ -180,22 +182,22 @@ def make_run_dir(path: Path) -> None:
         raise StackError(f"cannot create the test run's directory {path}: {exc.strerror}") from None
 
 
-def sweep_stale_runs(settings: Settings, values: Mapping[str, str], mine: Path) -> list[str]:
+def sweep_stale_runs(settings: Settings, copy: Copy, mine: Path) -> list[str]:
     """Remove the run directories (and the containers their tests started) of this copy's runs whose process
     is gone (killed); a run still going keeps its own. Called holding the copy's run lock. Returns their names."""
     import shutil
 
-    prefix = f"{values['COMPOSE_PROJECT_NAME']}-testrun-"
+    prefix = f"{copy.env['COMPOSE_PROJECT_NAME']}-testrun-"
     swept = []
     for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):
         pid = stale.name[len(prefix) :].split("-", 1)[0]
-        if stale != mine and not (pid.isdigit() and pid_alive(int(pid))) and reap_containers(settings, values, stale):
+        if stale != mine and not (pid.isdigit() and pid_alive(int(pid))) and reap_containers(settings, copy, stale):
             shutil.rmtree(stale, ignore_errors=True)
             swept.append(stale.name)
     return swept
 
 
-def reap_containers(settings: Settings, values: Mapping[str, str], run_dir: Path) -> bool:
+def reap_containers(settings: Settings, copy: Copy, run_dir: Path) -> bool:
     """Remove the containers and networks the tests of the run in `run_dir` started (worker_broker), if it
     started any; False when Docker could not be asked (the run directory is kept: the next run tries again)."""
     from .containers import MARKER, reap
@@ -203,18 +205,18 @@ def reap_containers(settings: Settings, values: Mapping[str, str], run_dir: Path
     if not (run_dir / MARKER).exists():
         return True
     try:
-        reap(settings, values["COMPOSE_PROJECT_NAME"], run_dir.name)
+        reap(settings, copy.env["COMPOSE_PROJECT_NAME"], run_dir.name)
     except StackError:
         return False
     return True
 
 
-def run_lock_path(values: Mapping[str, str]) -> Path:
+def run_lock_path(copy: Copy) -> Path:
     """The copy's test-run lock: `$TMPDIR/parallel-stacks-<copy>.testlock`."""
-    return Path(tempfile.gettempdir()) / f"parallel-stacks-{values['COMPOSE_PROJECT_NAME']}.testlock"
+    return Path(tempfile.gettempdir()) / f"parallel-stacks-{copy.env['COMPOSE_PROJECT_NAME']}.testlock"
 
 
-def take_run_lock(values: Mapping[str, str]) -> int:
+def take_run_lock(copy: Copy) -> int:
     """One test run per copy at a time: the second waits for the first (and says so).
 
     A run drops and rebuilds the copy's test databases, so two at once would
@@ -225,23 +227,23 @@ def take_run_lock(values: Mapping[str, str]) -> int:
     """
     from ..oplock import hold_file
 
-    copy = values["COMPOSE_PROJECT_NAME"]
-    return hold_file(run_lock_path(values), lambda pid: f"waiting for another test run of {copy} (pid {pid}) to finish")
+    project = copy.compose_project
+    return hold_file(run_lock_path(copy), lambda pid: f"waiting for another test run of {project} (pid {pid}) to finish")
 
 
-def release_run_lock(values: Mapping[str, str], fd: int) -> None:
+def release_run_lock(copy: Copy, fd: int) -> None:
     """Release the copy's run lock and remove its file."""
     from ..oplock import release_file
 
-    release_file(run_lock_path(values), fd)
+    release_file(run_lock_path(copy), fd)
 
 
-def worker_lock_path(values: Mapping[str, str], index: int) -> Path:
+def worker_lock_path(copy: Copy, index: int) -> Path:
     """Test process number `index`'s lock (gwN and, for 0, the single process): `...testlock.w<index>`."""
-    return Path(f"{run_lock_path(values)}.w{index}")
+    return Path(f"{run_lock_path(copy)}.w{index}")
 
 
-def take_worker_lock(values: Mapping[str, str], index: int, name: str) -> int:
+def take_worker_lock(copy: Copy, index: int, name: str) -> int:
     """Worker `index`'s resources (its database, its Redis DB) belong to one process at a time.
 
     A worker whose controller was killed lives on until its current test ends,
@@ -251,18 +253,18 @@ def take_worker_lock(values: Mapping[str, str], index: int, name: str) -> int:
     """
     from ..oplock import hold_file
 
-    copy = values["COMPOSE_PROJECT_NAME"]
+    project = copy.compose_project
     return hold_file(
-        worker_lock_path(values, index),
-        lambda pid: f"{name}: waiting for worker {index} of an earlier test run of {copy} (pid {pid}) to finish",
+        worker_lock_path(copy, index),
+        lambda pid: f"{name}: waiting for worker {index} of an earlier test run of {project} (pid {pid}) to finish",
     )
 
 
-def release_worker_lock(values: Mapping[str, str], index: int, fd: int) -> None:
+def release_worker_lock(copy: Copy, index: int, fd: int) -> None:
     """Release worker `index`'s lock and remove its file."""
     from ..oplock import release_file
 
-    release_file(worker_lock_path(values, index), fd)
+    release_file(worker_lock_path(copy, index), fd)
 
 
 def unanswered(state: State) -> BaseException | None:
@@ -280,21 +282,21 @@ def unanswered(state: State) -> BaseException | None:
     return None
 
 
-def stack_down_message(values: Mapping[str, str], kinds_of: Mapping[str, str], exc: BaseException) -> str:
+def stack_down_message(copy: Copy, kinds_of: Mapping[str, str], exc: BaseException) -> str:
     """One line for a stack that does not answer: a missing secret, or which service refused."""
     from .. import derive
 
-    missing = [key for key in derive.secret_keys({n: {"kind": k} for n, k in kinds_of.items()}) if not values.get(key)]
+    missing = [key for key in derive.secret_keys({n: {"kind": k} for n, k in kinds_of.items()}) if not copy.env.get(key)]
     if missing:
         return (
-            f"this worktree has no {', '.join(missing)} for stack copy {values['COMPOSE_PROJECT_NAME']} "
-            f"(env/local.env is missing or lacks it): run `PORT_OFFSET={values['PORT_OFFSET']} make up` here first, "
+            f"this worktree has no {', '.join(missing)} for stack copy {copy.env['COMPOSE_PROJECT_NAME']} "
+            f"(env/local.env is missing or lacks it): run `PORT_OFFSET={copy.env['PORT_OFFSET']} make up` here first, "
             "which writes one, or pass --no-stack for tests that need no stack"
         )
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return (
-        f"stack copy {values['COMPOSE_PROJECT_NAME']} is not up ({reason}); "
-        f"run `PORT_OFFSET={values['PORT_OFFSET']} make up` first, or pass --no-stack for tests that need no stack"
+        f"stack copy {copy.env['COMPOSE_PROJECT_NAME']} is not up ({reason}); "
+        f"run `PORT_OFFSET={copy.env['PORT_OFFSET']} make up` first, or pass --no-stack for tests that need no stack"
     )
 
 
