@@ -148,7 +148,7 @@ def test_check_ports_limits_match_basics():
 def test_quick_check_defers_to_the_full_one_on_any_doubt(root, monkeypatch):
     from parallel_stacks import engine as docker_state
 
-    values, services = derive.load(root, Settings({"PORT_OFFSET": "41000"})), derive.services(root)
+    values, services = derive.copy_of(root, Settings({"PORT_OFFSET": "41000"})), derive.services(root)
     monkeypatch.setattr(docker_state, "engine_get", lambda settings, path: b'[{"Ports":[]}]')
     assert check_ports.quick_all_free(Settings({}), values, services)
     monkeypatch.setattr(docker_state, "engine_get", lambda settings, path: b'[{"Ports":[{"PublicPort":49003,"Type":"tcp"}]}]')

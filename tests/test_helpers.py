@@ -27,6 +27,11 @@ def root(tmp_path):
     return make_worktree(tmp_path, "PORT_OFFSET=0\nPOSTGRES_USER=app\n")
 
 
+def copy_at(root, **environ):
+    """The typed copy (model.Copy) `load` derives."""
+    return derive.Copy.of(load(root, **environ), derive.services(root))
+
+
 def load(root, **environ):
     """derive.load with a registry of the test's own, claiming as `make up` does (task ids and build numbers claim slots there)."""
     return derive.load(root, Settings({"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), **environ}), claim=True)
@@ -337,8 +342,8 @@ def test_offset_defaults_to_zero_without_files(root):
 
 
 def test_derived_values_beat_inherited_shell_values(root):
-    values, env = derive.compose_environment(root, Settings({"PORT_OFFSET": "10000", "POSTGRES_PORT": "1", "COMPOSE_PROJECT_NAME": "other"}))
-    assert values["POSTGRES_PORT"] == "15432"
+    copy, env = derive.compose_environment(root, Settings({"PORT_OFFSET": "10000", "POSTGRES_PORT": "1", "COMPOSE_PROJECT_NAME": "other"}))
+    assert copy.service("postgres").port == 15432 and copy.env["POSTGRES_PORT"] == "15432"
     assert env["POSTGRES_PORT"] == "15432"
     assert env["COMPOSE_PROJECT_NAME"] == "shop-10000"
 
@@ -448,12 +453,12 @@ def test_proxy_config_routes_each_copy_and_lists_them_for_other_hosts():
 def test_proxy_routes_are_the_named_services(root):
     from parallel_stacks import proxy
 
-    values = load(root, PORT_OFFSET="10000")
+    values = copy_at(root, PORT_OFFSET="10000")
     assert proxy.routes_of(values, derive.services(root)) == {
         "api.shop-10000.localhost": "127.0.0.1:18003",
         "ui.shop-10000.localhost": "127.0.0.1:13000",
     }
-    assert proxy.routes_of(load(root, PORT_OFFSET="10000", NAMED_URLS_PORT="off"), derive.services(root)) == {}
+    assert proxy.routes_of(copy_at(root, PORT_OFFSET="10000", NAMED_URLS_PORT="off"), derive.services(root)) == {}
 
 
 def test_ensure_local_env_creates_private_secret_once(root):
@@ -519,7 +524,7 @@ def api_conflict(found, port):
 def test_foreign_ipv4_listener_is_named_with_its_pid(root):
     listener, port, offset = api_listener()
     with listener:
-        values = load(root, PORT_OFFSET=offset)
+        values = copy_at(root, PORT_OFFSET=offset)
         found = check_ports.find_conflicts(values, derive.services(root), running=[])
         conflict = api_conflict(found, port)
         assert f"pid {os.getpid()} (" in conflict.owner and "python" in conflict.owner
@@ -532,7 +537,7 @@ def test_foreign_ipv4_listener_is_named_with_its_pid(root):
 def test_foreign_dual_stack_listener_on_any_v6_is_named(root):
     listener, port, offset = api_listener(socket.AF_INET6, "::", v6only=0)
     with listener:
-        values = load(root, PORT_OFFSET=offset)
+        values = copy_at(root, PORT_OFFSET=offset)
         conflict = api_conflict(check_ports.find_conflicts(values, derive.services(root), running=[]), port)
         assert f"pid {os.getpid()}" in conflict.owner
 
@@ -542,12 +547,12 @@ def test_v6_only_listener_on_loopback_counts_for_localhost(root):
     listener, port, offset = api_listener(socket.AF_INET6, "::1", v6only=1)
     with listener:
         assert check_ports.port_free("127.0.0.1", port)  # IPv4 alone would miss it
-        values = load(root, PORT_OFFSET=offset)
+        values = copy_at(root, PORT_OFFSET=offset)
         assert api_conflict(check_ports.find_conflicts(values, derive.services(root), running=[]), port)
 
 
 def test_container_published_port_without_listener_is_a_conflict(root):
-    values = load(root, PORT_OFFSET="23000")
+    values = copy_at(root, PORT_OFFSET="23000")
     other = {"name": "other-1-api-1", "project": "other-1", "working_dir": "/src/other", "ports": [("127.0.0.1", 31003)]}
     found = check_ports.find_conflicts(values, derive.services(root), running=[other])
     conflict = api_conflict(found, 31003)
@@ -557,7 +562,7 @@ def test_container_published_port_without_listener_is_a_conflict(root):
 def test_ports_of_this_copy_are_not_conflicts(root):
     listener, port, offset = api_listener()
     with listener:
-        values = load(root, PORT_OFFSET=offset)
+        values = copy_at(root, PORT_OFFSET=offset)
         mine = {"name": f"shop-{offset}-api-1", "project": f"shop-{offset}", "working_dir": str(root), "ports": [("127.0.0.1", port)]}
         found = check_ports.find_conflicts(values, derive.services(root), running=[mine])
         assert not [c for c in found if c.port == port]
@@ -567,13 +572,13 @@ def test_ports_of_this_copy_are_not_conflicts(root):
 
 
 def test_container_on_another_address_is_not_a_conflict(root):
-    values = load(root, PORT_OFFSET="23000", BIND_ADDRESS="127.0.0.2")
+    values = copy_at(root, PORT_OFFSET="23000", BIND_ADDRESS="127.0.0.2")
     other = {"name": "x", "project": "x", "working_dir": None, "ports": [("127.0.0.1", 31003)]}
     assert check_ports.find_conflicts(values, derive.services(root), running=[other]) == []
 
 
 def test_nearest_free_offset_skips_taken_ports(root):
-    values = load(root, PORT_OFFSET="23000")
+    values = copy_at(root, PORT_OFFSET="23000")
     taken = {"name": "x", "project": "x", "working_dir": None, "ports": [("0.0.0.0", 32003)]}  # api of offset 24000
     assert check_ports.nearest_free_offset(values, derive.services(root), [taken]) == 22000
 
@@ -584,7 +589,7 @@ def test_compose_command_honours_override():
 
 
 def test_compose_base_args_pin_project_and_file(root):
-    values = load(root, PORT_OFFSET="10000")
+    values = copy_at(root, PORT_OFFSET="10000")
     args = compose_run.base_args(Settings({}), ["docker", "compose"], values)
     assert args[:4] == ["docker", "compose", "-p", "shop-10000"]
 
@@ -701,7 +706,7 @@ def test_up_stamp_needs_the_same_digest_containers_health_and_images(monkeypatch
     from parallel_stacks import engine
     from parallel_stacks.commands import upstate
 
-    values = {"STACK_WORKTREE": str(tmp_path), "COMPOSE_PROJECT_NAME": "shop-100"}
+    values = derive.Copy({"STACK_WORKTREE": str(tmp_path), "COMPOSE_PROJECT_NAME": "shop-100"}, ())
     environ = Settings({"XDG_CACHE_HOME": str(tmp_path / "cache")})
     config = upstate.model_of("the text", {"services": {"db": {"image": "pg:1"}, "api": {"build": {"context": str(tmp_path)}}}})
     assert config["services"]["api"]["build"] == {"context": str(tmp_path), "dockerfile": None} and config["images"] == ["pg:1"]

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from parallel_stacks.basics import StackError
+from parallel_stacks.model import Copy
 from parallel_stacks.settings import Settings
 from parallel_stacks.kinds import postgres as pg
 from parallel_stacks.pytest_plugin import isolation as iso
@@ -18,10 +19,16 @@ SERVICES = list(KINDS)
 def context(vals, worker, isolated=True, tmp=None, mode="db", kinds=KINDS):
     from pathlib import Path
 
-    return iso.build_context(vals, worker, isolated, tmp or Path("/tmp"), kinds, {"redis": mode})
+    copy = vals if isinstance(vals, Copy) and kinds is KINDS else Copy.of_kinds(getattr(vals, "env", vals), kinds)
+    return iso.build_context(copy, worker, isolated, tmp or Path("/tmp"), {"redis": mode})
 
 
-def values(offset=0, project="shop"):
+def values(offset=0, project="shop", **changes):
+    """A copy of the example stack at `offset` (its derived values, `changes` on top), as the plugin builds it."""
+    return Copy.of_kinds({**derived(offset, project), **changes}, KINDS)
+
+
+def derived(offset=0, project="shop"):
     base = {"postgres": 5432, "redis": 6379, "api": 8003, "ui": 3000}
     out = {
         "PORT_OFFSET": str(offset),
@@ -35,6 +42,7 @@ def values(offset=0, project="shop"):
     }
     for name, port in base.items():
         out[f"{name.upper()}_PORT"] = str(port + offset)
+        out[f"{name.upper()}_CONTAINER_PORT"] = str(port)
     return out
 
 
@@ -101,12 +109,11 @@ def test_port_block_range_runs_out_clearly():
 
 
 def test_port_block_never_overlaps_the_stack():
-    v = values(0)
-    v["UI_PORT"] = "20005"
+    v = values(0, UI_PORT="20005")
     with pytest.raises(StackError, match="overlaps the stack's ui port 20005"):
         iso.port_block(v, 0, SERVICES)
     for offset in (0, 1000, 10000, 20000):
-        stack_ports = {int(values(offset)[f"{s.upper()}_PORT"]) for s in SERVICES}
+        stack_ports = {int(derived(offset)[f"{s.upper()}_PORT"]) for s in SERVICES}
         for i in range(20):
             assert not stack_ports & set(iso.port_block(values(offset), i, SERVICES))
 
@@ -198,7 +205,7 @@ def test_every_common_spelling_is_exported_per_worker(tmp_path):
 
 def test_a_stack_without_postgres_or_redis_has_a_context(tmp_path):
     """Before, build_context raised KeyError 'DATABASE_URL' for a stack without Postgres."""
-    vals = {k: v for k, v in values(0).items() if not k.startswith(("DATABASE", "POSTGRES", "REDIS"))}
+    vals = {k: v for k, v in derived(0).items() if not k.startswith(("DATABASE", "POSTGRES", "REDIS"))}
     ctx = context(vals, "gw1", True, tmp_path, kinds={"api": "http", "ui": "http"})
     assert ctx.database_name is None and ctx.redis is None and ctx.env == {}
 
@@ -220,8 +227,8 @@ def test_services_are_read_from_the_derived_values(tmp_path):
     from parallel_stacks import derive
 
     root = make_worktree(tmp_path / "w")
-    values = derive.load(root, Settings({"PORT_OFFSET": "0"}))
-    assert iso.services_of(values) == list(derive.services(root))
+    copy = derive.copy_of(root, Settings({"PORT_OFFSET": "0"}))
+    assert iso.services_of(copy) == list(derive.services(root))
 
 
 def test_a_suites_own_variable_names_are_mapped_from_the_workers(tmp_path):

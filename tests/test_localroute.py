@@ -17,7 +17,8 @@ import pytest
 from parallel_stacks import localroute as lr
 from parallel_stacks.pytest_plugin import isolation as iso
 from parallel_stacks.pytest_plugin import routing
-from test_isolation_unit import KINDS, values
+from parallel_stacks.model import Copy
+from test_isolation_unit import KINDS, derived
 
 SITE = Path(lr.__file__).parent / "route_site"
 
@@ -188,19 +189,20 @@ def test_a_server_that_cannot_start_is_one_connection_error(target):
 def state_of(offset: int, worker: str, isolated: bool = True, kinds=None, tmp=Path("/tmp/run")):
     """What routing.plan reads of the plugin's State."""
     kinds = kinds or {**KINDS, "mqtt": "mqtt"}
-    vals = {**values(offset), "MQTT_PORT": str(1883 + offset), "MQTT_USER": "app", "MQTT_PASSWORD": "pw"}
+    vals = {**derived(offset), "MQTT_PORT": str(1883 + offset), "MQTT_USER": "app", "MQTT_PASSWORD": "pw"}
     container = {"postgres": 5432, "redis": 6379, "api": 8003, "ui": 3000, "mqtt": 1883, "web": 8003}
     for name in kinds:
         vals[f"{name.upper()}_CONTAINER_PORT"] = str(container[name])
         vals.setdefault(f"{name.upper()}_PORT", str(container[name] + offset + 1))
-    ctx = iso.build_context(vals, worker, isolated, tmp, kinds, {"redis": "db"})
+    copy = Copy.of_kinds(vals, kinds)
+    ctx = iso.build_context(copy, worker, isolated, tmp, {"redis": "db"})
     from parallel_stacks.kinds import get
 
     return SimpleNamespace(
-        values=vals,
+        copy=copy,
         context=ctx,
         run_dir=tmp,
-        services=lambda: iso.stack_services(vals, kinds),
+        services=lambda: iso.stack_services(copy),
         worker_for=lambda kind: iso.worker_of(worker, isolated, get(kind.name), {"redis": "db"}),
     )
 
@@ -209,7 +211,7 @@ def test_each_kind_declares_where_its_default_port_goes():
     planned, ambiguous = routing.plan(state_of(16000, "gw1"))
     table = {p.route.port: p.route for p in planned}
     assert ambiguous == {}
-    block = iso.port_block(state_of(16000, "gw1").values, 1)
+    block = iso.port_block(state_of(16000, "gw1").copy, 1)
     # servers the copy cannot share between workers: one of the worker's own, on its block, started on first use
     assert table[6379] == lr.Route("redis", 6379, "127.0.0.1", block.stop - 2, "/tmp/run/servers/gw1-redis.json")
     assert table[1883] == lr.Route("mqtt", 1883, "127.0.0.1", block.stop - 3, "/tmp/run/servers/gw1-mqtt.json")

@@ -63,9 +63,10 @@ def test_worktrees_get_distinct_slots_and_release_frees_one(tmp_path, state):
 def footprint(values) -> set[int]:
     """Every port a copy uses: its services' and its test workers' (TEST_PORTS, as `make env` prints it)."""
     from parallel_stacks.formula import worker_ports_of
+    from parallel_stacks.model import Copy
 
     ports = {int(v) for k, v in values.items() if k.endswith("_PORT") and not k.endswith("_CONTAINER_PORT") and k != "NAMED_URLS_PORT"}
-    return ports | set(worker_ports_of(values))
+    return ports | set(worker_ports_of(Copy(values, ())))
 
 
 def test_auto_and_task_slots_never_share_a_port_or_test_port(tmp_path, state):

@@ -182,7 +182,7 @@ def urls(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def redact(env: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]] | None = None) -> Values:
-    """Copy of `values` with secrets masked: the env of secret keys, whole, and the password of a URL that
+    """Copy of `env` with secrets masked: the values of secret keys, whole, and the password of a URL that
     carries one. By key, not by substring: a setting that happens to equal a password (project `shop`, password
     `shop`) is shown as it is, as `check-ports` shows it."""
     out = dict(env)
