@@ -11,8 +11,13 @@ import time
 import pytest
 
 from conftest import make_worktree
-from parallel_stacks import derive, registry
+from parallel_stacks import derive
 from parallel_stacks.basics import StackError
+from parallel_stacks.registry import claims as registry_claims
+from parallel_stacks.registry import dynamic as registry_dynamic
+from parallel_stacks.registry import slots as registry_slots
+from parallel_stacks.registry import store as registry_store
+from parallel_stacks.settings import Settings
 
 def worktree(base, name):
     return make_worktree(base / name)
@@ -25,6 +30,11 @@ def state(tmp_path, monkeypatch):
     return directory
 
 
+def release(root, env_name):
+    """`make release` in `root`: free its claims for `env_name` (the registry of the test's environment)."""
+    return registry_claims.release(root, env_name, Settings.read())
+
+
 def auto(root, **env):
     """A PORT_OFFSET=auto copy, claimed explicitly as `make up` claims it (deriving alone writes nothing)."""
     return derive.load(root, {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": os.environ["PARALLEL_STACKS_STATE_DIR"], **env}, claim=True)
@@ -34,8 +44,8 @@ def test_auto_claims_a_remembered_slot_outside_the_ephemeral_range(tmp_path, sta
     root = worktree(tmp_path, "a")
     values = auto(root)
     offset = int(values["PORT_OFFSET"])
-    assert offset > 0 and offset % registry.AUTO_STEP == 0
-    low, high = registry.ephemeral_range()
+    assert offset > 0 and offset % registry_claims.AUTO_STEP == 0
+    low, high = registry_claims.ephemeral_range()
     for key in ("POSTGRES_PORT", "REDIS_PORT", "API_PORT", "UI_PORT"):
         assert not low <= int(values[key]) <= high
     assert values["PORT_OFFSET_SOURCE"] == "auto"
@@ -52,11 +62,11 @@ def test_worktrees_get_distinct_slots_and_release_frees_one(tmp_path, state):
     a, b = worktree(tmp_path, "a"), worktree(tmp_path, "b")
     oa, ob = auto(a)["PORT_OFFSET"], auto(b)["PORT_OFFSET"]
     assert oa != ob
-    assert registry.release(a, "dev") == int(oa)
+    assert release(a, "dev") == int(oa)
     assert not (a / ".env.dynamic").exists()
     c = worktree(tmp_path, "c")
     assert auto(c)["PORT_OFFSET"] == oa  # the freed slot is free again
-    assert registry.release(a, "dev") is None
+    assert release(a, "dev") is None
 
 
 def footprint(values) -> set[int]:
@@ -92,16 +102,16 @@ def test_each_environment_keeps_its_own_slot(tmp_path, state):
     assert dev != test
     assert derive.load(root, {})["PORT_OFFSET"] == dev  # the test claim did not overwrite dev's
     assert derive.load(root, {"ENV": "test"})["PORT_OFFSET"] == test
-    assert registry.release(root, "test") == int(test)
+    assert release(root, "test") == int(test)
     assert derive.load(root, {})["PORT_OFFSET"] == dev
     assert derive.load(root, {"ENV": "test"})["PORT_OFFSET_SOURCE"] == "default"
-    assert registry.release(root, "dev") == int(dev)
+    assert release(root, "dev") == int(dev)
     assert not (root / ".env.dynamic").exists()
 
 
 def test_taken_slot_is_skipped_and_logged(tmp_path, state, capsys, monkeypatch):
     root = worktree(tmp_path, "a")
-    monkeypatch.setattr(registry, "AUTO_STEP", 1000)
+    monkeypatch.setattr(registry_claims, "AUTO_STEP", 1000)
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -116,7 +126,7 @@ def test_taken_slot_is_skipped_and_logged(tmp_path, state, capsys, monkeypatch):
 
 
 def test_no_free_slot_is_one_clear_line(tmp_path, state, monkeypatch):
-    monkeypatch.setattr(registry, "ephemeral_range", lambda: (1024, 65535))
+    monkeypatch.setattr(registry_claims, "ephemeral_range", lambda: (1024, 65535))
     with pytest.raises(StackError, match="no free slot for PORT_OFFSET=auto") as info:
         auto(worktree(tmp_path, "a"))
     assert "\n" not in str(info.value)
@@ -132,8 +142,8 @@ def test_unusable_state_dir_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_state_dir_follows_xdg(tmp_path):
-    assert registry.state_dir({"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "parallel-stacks"
-    assert registry.state_dir({"HOME": "/h"}).name == "parallel-stacks"
+    assert registry_store.state_dir(Settings({"XDG_STATE_HOME": str(tmp_path)})) == tmp_path / "parallel-stacks"
+    assert registry_store.state_dir(Settings({"HOME": "/h"})).name == "parallel-stacks"
 
 
 def test_remembered_slot_taken_by_another_copy_is_refused(tmp_path, state):
@@ -193,7 +203,7 @@ def test_fifty_concurrent_claims_get_fifty_distinct_slots(tmp_path, state):
     ports = [p for c in claims.values() for p in c["ports"]]
     assert len(ports) == len(set(ports)) == 200, "two copies share a port"
     for root, offset in zip(roots, offsets):
-        assert registry.read_dynamic(root, "dev") == offset
+        assert registry_dynamic.read_dynamic(root, "dev") == offset
 
 
 @pytest.mark.docker
@@ -263,7 +273,7 @@ def test_read_only_targets_never_claim(tmp_path, image_env, docker_engine):
     from conftest import Project, bake
 
     def engine_slots() -> list[str]:
-        return subprocess.run(["docker", "ps", "-aq", "--filter", f"label={registry.SLOT_LABEL}"],
+        return subprocess.run(["docker", "ps", "-aq", "--filter", f"label={registry_slots.SLOT_LABEL}"],
                               capture_output=True, text=True, check=True).stdout.split()
 
     state = tmp_path / "state"

@@ -30,6 +30,7 @@ from .config import (
 )
 from .formula import compose_project_name, host_port, named_host, volume_name, worker_ports_text
 from .offsets import resolve_offset
+from .settings import Settings
 
 __all__ = [
     "DATA_DIR",
@@ -74,7 +75,7 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
     layers = env_file_layers(root, env_name)
     bind_raw, bind_source = lookup("BIND_ADDRESS", environ, layers)
     bind = parse_bind_address(DEFAULTS["BIND_ADDRESS"] if bind_raw is None else bind_raw, bind_source)
-    offset, offset_source, test_start = resolve_offset(environ, layers, stack, root, env_name, bind, claim)
+    offset, offset_source, test_start = resolve_offset(Settings(environ), layers, stack, root, env_name, bind, claim)
     project = stack["project"]
     out: Values = {
         "PORT_OFFSET": str(offset),

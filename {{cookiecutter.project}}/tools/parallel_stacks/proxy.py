@@ -26,7 +26,8 @@ from . import engine as docker_state
 from . import labels
 from .basics import StackError, var_name
 from .formula import named_host
-from .registry import state_dir
+from .registry.store import state_dir
+from .settings import Settings
 
 __all__ = [
     "PROXY_LABEL",
@@ -127,7 +128,7 @@ def _write(name: str, port: str, routes: Table) -> None:
 
 
 def _lock_file(environ: Mapping[str, str]) -> Any:
-    directory = state_dir(environ)
+    directory = state_dir(Settings(environ))
     directory.mkdir(parents=True, exist_ok=True)
     return open(directory / "proxy.lock", "a")
 

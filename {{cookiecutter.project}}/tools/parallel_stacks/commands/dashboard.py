@@ -31,9 +31,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import registry
 from ..basics import PORT_MAX, PORT_MIN, StackError, pid_alive, truthy
+from ..registry import store
 from ..runner import run
+from ..settings import Settings
 from . import fleet
 
 TOOLS = Path(__file__).resolve().parents[2]  # the directory holding this package: the server imports it from there
@@ -395,7 +396,7 @@ def serve(environ: Mapping[str, str], port: int) -> int:
 
 # ---------------------------------------------------------------- start, reuse, stop
 def _state_path(environ: Mapping[str, str]) -> Path:
-    return registry.state_dir(environ) / STATE_FILE
+    return store.state_dir(Settings(environ)) / STATE_FILE
 
 
 def _write_state(path: Path, state: Mapping[str, Any]) -> None:
@@ -485,7 +486,7 @@ def start(environ: Mapping[str, str]) -> int:
     port = _port(environ)
     if port and not port_free("127.0.0.1", port):
         raise StackError(f"port {port} is held by {process_owner(port)}; set DASHBOARD_PORT to a free port (0: any)")
-    directory = registry.state_dir(environ)
+    directory = store.state_dir(Settings(environ))
     directory.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         _state_path(environ).unlink()  # a dead dashboard's

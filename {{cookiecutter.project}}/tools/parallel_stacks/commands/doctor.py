@@ -174,11 +174,13 @@ def check_ephemeral(report: Report, c: Checked) -> None:
 
 def check_registry(report: Report, c: Checked) -> None:
     """The slot registry reads, and how many of its claims are stale (read-only: doctor changes nothing)."""
-    from .. import registry
+    from ..registry import store
+    from ..settings import Settings
     from . import fleet
 
+    settings = Settings(c.environ)
     try:
-        with registry.Registry(registry.state_dir(c.environ), write=False) as reg:
+        with store.Registry(store.state_dir(settings), settings, write=False) as reg:
             claims = dict(reg.claims)
         copies = fleet.docker_copies() if c.running is not None else None
         stale = fleet.stale_claims(claims, copies, time.time())

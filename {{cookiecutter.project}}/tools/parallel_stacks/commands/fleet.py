@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import engine as docker_state
-from .. import registry
 from ..basics import StackError, pid_alive, truthy
+from ..registry import dynamic, store
+from ..registry import slots as engine_slots
 from ..runner import run
+from ..settings import Settings
 
 GRACE_SECONDS = 600  # a fresh claim may not have started its stack yet
 
@@ -200,7 +202,8 @@ def snapshot(environ: Mapping[str, str], contexts: list[str] | None = None) -> d
 def _collect(environ: Mapping[str, str], contexts: list[str] | None) -> tuple[list[tuple[str, ...]], dict[str, Any]]:
     """(the table's rows, the snapshot): every copy on the engine (or each docker context of `contexts`), with this
     machine's claims."""
-    with registry.Registry(registry.state_dir(environ)) as reg:
+    settings = Settings(environ)
+    with store.Registry(store.state_dir(settings), settings) as reg:
         claims = dict(reg.claims)
     rows: list[tuple[str, ...]] = []
     records: list[dict[str, Any]] = []
@@ -215,7 +218,8 @@ def _collect(environ: Mapping[str, str], contexts: list[str] | None) -> tuple[li
             reachable = True
             try:
                 copies = docker_copies()
-                on_engine = registry.engine_claims() if registry.engine_claims_on() else {}
+                here = Settings.read()  # the engine this context names (engine_context steers the environment)
+                on_engine = engine_slots.engine_claims(here) if engine_slots.engine_claims_on(here) else {}
             except StackError as exc:
                 errors.append({"engine": endpoint, "error": str(exc)})
                 copies, on_engine, reachable = {}, {}, False
@@ -240,10 +244,10 @@ def _collect(environ: Mapping[str, str], contexts: list[str] | None) -> tuple[li
                     offset = project.rsplit("-", 1)[-1]
                     rows.append((*_row(project, copy.get("worktree") or "?", offset, "fixed", sorted(copy["ports"]), copy), endpoint))
                     records.append({**_record(rows[-1][:-1], copy, None, None, named, show), "claimed_at": None, "engine": endpoint})
-            me = registry.machine_id(environ)
+            me = engine_slots.machine_id(settings)
             for slot, labels in sorted(on_engine.items()):
-                if labels.get(registry.SLOT_MACHINE_LABEL) != me:  # another machine's claim on this engine
-                    holder = f"{labels.get(registry.SLOT_TREE_LABEL, '?')} on {labels.get(registry.SLOT_HOST_LABEL, '?')}"
+                if labels.get(engine_slots.SLOT_MACHINE_LABEL) != me:  # another machine's claim on this engine
+                    holder = engine_slots.holder(labels)
                     rows.append(("?", str(slot), "claimed", "-", "-", "-", holder, endpoint))
                     records.append({"compose_project": None, "offset": slot, "how": "claimed", "claimed_by": holder, "engine": endpoint})
     taken = iso_utc(time.time())
@@ -446,7 +450,7 @@ def would_remove(environ: Mapping[str, str], claims: Mapping[str, dict[str, Any]
             {
                 "kind": "engine claim",
                 "name": f"PORT_OFFSET={slot}",
-                "worktree": labels.get(registry.SLOT_TREE_LABEL),
+                "worktree": labels.get(engine_slots.SLOT_TREE_LABEL),
                 "why": "worktree is gone",
             }
         )
@@ -512,13 +516,15 @@ def _labelled(kind: str, label: str) -> list[Any] | None:
 
 def stale_engine_claims(environ: Mapping[str, str]) -> list[tuple[int, dict[str, str]]]:
     """The engine's slot claims this machine made for worktrees that are gone (other machines' claims are theirs to judge)."""
-    if not registry.engine_claims_on(environ):
+    settings = Settings(environ)
+    if not engine_slots.engine_claims_on(settings):
         return []
-    mine = registry.machine_id(environ)
+    mine = engine_slots.machine_id(settings)
     return [
         (slot, labels)
-        for slot, labels in sorted(registry.engine_claims().items())
-        if labels.get(registry.SLOT_MACHINE_LABEL) == mine and not Path(labels.get(registry.SLOT_TREE_LABEL) or "/nonexistent").is_dir()
+        for slot, labels in sorted(engine_slots.engine_claims(settings).items())
+        if labels.get(engine_slots.SLOT_MACHINE_LABEL) == mine
+        and not Path(labels.get(engine_slots.SLOT_TREE_LABEL) or "/nonexistent").is_dir()
     ]
 
 
@@ -575,10 +581,10 @@ def gc(environ: Mapping[str, str], force: bool) -> int:
         )
     for slot, labels in [] if copies is None else stale_engine_claims(environ):
         print(
-            f"{'removing' if force else 'would remove'} the engine's claim of PORT_OFFSET={slot} (vanished worktree {labels.get(registry.SLOT_TREE_LABEL)})"
+            f"{'removing' if force else 'would remove'} the engine's claim of PORT_OFFSET={slot} (vanished worktree {labels.get(engine_slots.SLOT_TREE_LABEL)})"
         )
         if force:
-            docker_state.docker("rm", f"{registry.SLOT_PREFIX}{slot}")
+            docker_state.docker("rm", f"{engine_slots.SLOT_PREFIX}{slot}")
     routes = [] if copies is None else orphaned_routes()
     for port, project, _tree, why in routes:
         print(f"{'removing' if force else 'would remove'} the named URLs of {project} ({why}) from the proxy on port {port}")
@@ -586,7 +592,8 @@ def gc(environ: Mapping[str, str], force: bool) -> int:
             from .. import proxy
 
             proxy.withdraw(project, port, environ)
-    with registry.Registry(registry.state_dir(environ)) as reg:
+    settings = Settings(environ)
+    with store.Registry(store.state_dir(settings), settings) as reg:
         stale = stale_claims(reg.claims, copies, time.time())
         if not stale:
             print("no stale claims")
@@ -602,7 +609,7 @@ def gc(environ: Mapping[str, str], force: bool) -> int:
             del reg.claims[key]
             tree = Path(claim["worktree"])
             if tree.is_dir():
-                registry.write_dynamic(tree, claim.get("env", "dev"), None)
+                dynamic.write_dynamic(tree, claim.get("env", "dev"), None)
         reg.write()
     print(f"freed {len(stale)} claim(s)")
     return 0

@@ -172,7 +172,9 @@ def find(top: Path, name_or_path: str) -> tuple[Path, str]:
 
 def teardown(project_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
     """Nuke the worktree's copy (refused, with nothing changed, when it is another worktree's) and release its claims."""
-    from .. import oplock, registry
+    from .. import oplock
+    from ..registry import claims
+    from ..settings import Settings
     from .nuke import remove as nuke
 
     values = derive.load(project_dir, {**clean_env(environ), "STACK_ROOT": str(project_dir)})
@@ -180,7 +182,7 @@ def teardown(project_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
         code = nuke(values, argparse.Namespace(force=True, dry_run=False))
     if code != 0:
         raise SystemExit(code)
-    registry.release(project_dir, values["STACK_ENV"], environ)
+    claims.release(project_dir, values["STACK_ENV"], Settings(environ))
     return values
 
 
