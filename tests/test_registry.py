@@ -154,6 +154,34 @@ def test_remembered_slot_taken_by_another_copy_is_refused(tmp_path, state):
         auto(b)
 
 
+def test_auto_and_task_claims_on_a_remote_engine_check_that_hosts_ports(tmp_path, state, monkeypatch):
+    """Issue 25: one claim loop, the same checks for every source. With the engine on another host, whether a
+    port is free is asked on that host (a probe container there, probe.remote_busy_ports), never of this
+    machine's sockets: before, a task id's claim tested this machine's ports and an auto claim tested none."""
+    from parallel_stacks import engine, probe
+
+    busy_there = {8003 + 100, 8003 + 50}  # the api ports of auto's first slot (100) and task-5's preferred one (50)
+    probed = []
+
+    def remote_busy_ports(values, ports, environ=None):
+        probed.extend(ports)
+        return {port for port in ports if port in busy_there}
+
+    def port_free(host, port):
+        raise AssertionError(f"asked this machine's {host}:{port} about a copy on a remote engine")
+
+    monkeypatch.setattr(probe, "remote_busy_ports", remote_busy_ports)
+    monkeypatch.setattr(probe, "port_free", port_free)
+    monkeypatch.setattr(engine, "running_containers", lambda *args: [])  # the remote engine runs nothing yet
+    monkeypatch.setattr(engine, "missing_images", lambda *args: [])  # it has the probe's image
+    far = {"DOCKER_HOST": "tcp://10.1.2.3:2376", "SLOT_CLAIMS": "local", "DOCKER_CONFIG": str(tmp_path), "PARALLEL_STACKS_STATE_DIR": str(state)}
+    auto_copy = derive.load(worktree(tmp_path, "a"), {**far, "PORT_OFFSET": "auto"}, claim=True)
+    task_copy = derive.load(worktree(tmp_path, "t"), {**far, "TASK_ID": "task-5"}, claim=True)
+    assert (auto_copy["PORT_OFFSET"], task_copy["PORT_OFFSET"]) == ("200", "60")  # 100 and 50 are busy on that host
+    assert {8103, 8053} <= set(probed)
+    assert task_copy["PORT_OFFSET_SOURCE"] == "TASK_ID" and auto_copy["PORT_OFFSET_SOURCE"] == "auto"
+
+
 CORRUPTIONS = [
     pytest.param(lambda good: b"{ not json", id="not-json"),
     pytest.param(lambda good: b"", id="truncated-to-empty"),

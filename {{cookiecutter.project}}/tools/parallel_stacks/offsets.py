@@ -70,7 +70,7 @@ def resolve_offset(
 def _auto(root: Path, env_name: str, stack: dict[str, Any], bind: str, settings: Settings, label: str, claim: bool) -> tuple[int, str, int]:
     from .registry import claims  # lazy: only auto copies pay for the registry
 
-    offset, test_start, held = claims.claim(root, env_name, stack, bind, settings, write=claim)
+    offset, test_start, held = claims.claim(root, env_name, stack, bind, settings, claims.auto_offsets(stack), write=claim)
     return parse_offset(str(offset), label, stack), "auto" if held else UNCLAIMED.format("auto"), test_start
 
 
@@ -88,7 +88,9 @@ def _derived(
     """A task id's or build number's slot: seed 000's offset if free, else the next free one."""
     from .registry import claims
 
-    offset, test_start, held = claims.claim_derived(root, env_name, stack, bind, settings, preferred, label, write=claim)
+    offset, test_start, held = claims.claim(
+        root, env_name, stack, bind, settings, claims.next_offsets(preferred, stack), label, write=claim
+    )
     return parse_offset(str(offset), label, stack), source if held else UNCLAIMED.format(source), test_start
 
 

@@ -1,8 +1,25 @@
-"""Claiming a slot: this worktree's offset from the registry, checked against every other claim and the ports in use.
+"""Claiming a slot: ONE loop over the candidate offsets of every source, each candidate checked the same way.
 
-PORT_OFFSET=auto takes the first free slot in steps of AUTO_STEP and
-remembers it in `.env.dynamic`; a task id or build number takes seed 000's
-slot, or the next free one. `make release` frees a worktree's claims.
+The sources differ only in their candidates and in what they remember:
+
+- PORT_OFFSET=auto (`auto_offsets`): AUTO_STEP, 2*AUTO_STEP, ...; the slot
+  is remembered in `.env.dynamic` and never moves silently (taken since,
+  it is an error naming `make release`);
+- a task id or build number (`next_offsets`): seed 000's preferred offset,
+  then the next ones in steps of task_step; keyed in the registry by its
+  label, it moves to the next free one when taken.
+
+Every candidate gets the same checks (`_Checks`): its ports within
+1024-65535 and outside the ephemeral range, never the default copy's offset
+0, no port of another claim (services and test ports), none published by a
+running container of another copy, none held on the host the engine
+publishes on (this machine's sockets for a local engine, a probe container
+on the engine's host for a remote one), and, when claims go to the engine
+(slots.engine_claims_on), not claimed there by anyone else.
+
+`write=False` (deriving: `make env`, `make ports`) asks the same questions
+and records nothing (no registry, no `.env.dynamic`, no claim on the engine):
+the answer is the slot a claim would take now.
 """
 
 from __future__ import annotations
@@ -10,7 +27,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +41,7 @@ from ..probe import ephemeral_range
 from .dynamic import read_dynamic, write_dynamic
 from .slots import engine_claims_on, engine_hold, holder, release_on_engine
 from .store import Registry, claim_key, state_dir
-from .testports import allocate_test_ports, footprints, remembered_test_start, service_ports
+from .testports import allocate_test_ports, claimed_service_ports, footprints, remembered_test_start, service_ports
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,6 +49,128 @@ if TYPE_CHECKING:
 
 AUTO_STEP = 100  # default base ports differ by non-multiples of 100: copies never cross services
 MAX_TRIES = 400
+PROBE_BATCH = 25  # candidates whose ports one probe container on a remote engine's host tries at once
+
+
+def _bases(stack: Mapping[str, Any]) -> dict[str, int]:
+    return {name: svc["host_port"] for name, svc in stack["services"].items()}
+
+
+def auto_offsets(stack: Mapping[str, Any]) -> Iterator[int]:
+    """PORT_OFFSET=auto's candidates: AUTO_STEP, 2 * AUTO_STEP, ... (at most MAX_TRIES), while every port stays below 65536."""
+    top = max(_bases(stack).values())
+    for k in range(1, MAX_TRIES + 1):
+        if top + k * AUTO_STEP > PORT_MAX:
+            return
+        yield k * AUTO_STEP
+
+
+def next_offsets(preferred: int, stack: Mapping[str, Any]) -> Iterator[int]:
+    """A task id's or build number's candidates: its `preferred` offset (seed 000's), then the next ones in steps
+    of task_step, wrapping around below the highest offset that keeps every port legal."""
+    step = stack.get("task_step", DEFAULT_TASK_STEP)
+    span = (PORT_MAX - max(_bases(stack).values())) // step + 1
+    for k in range(span):
+        yield (preferred + k * step) % (span * step)
+
+
+class _Ahead:
+    """An iterator of candidates that can show the next few without consuming them (to probe them in one go)."""
+
+    def __init__(self, items: Iterable[int]) -> None:
+        self._items = iter(items)
+        self._seen: deque[int] = deque()
+
+    def __iter__(self) -> _Ahead:
+        return self
+
+    def __next__(self) -> int:
+        return self._seen.popleft() if self._seen else next(self._items)
+
+    def peek(self, count: int) -> list[int]:
+        """The next `count` candidates (fewer at the end), still to come."""
+        while len(self._seen) < count:
+            try:
+                self._seen.append(next(self._items))
+            except StopIteration:
+                break
+        return list(self._seen)[:count]
+
+
+class _Checks:
+    """The questions every candidate offset of every source is asked, with the engine's answers gathered once."""
+
+    def __init__(self, stack: Mapping[str, Any], env_name: str, worktree: str, bind: str, settings: Settings, write: bool) -> None:
+        self.stack, self.env_name, self.worktree, self.bind = stack, env_name, worktree, bind
+        self.settings, self.write = settings, write
+        self.bases = _bases(stack)
+        self.eph = ephemeral_range()
+        self.on_engine = engine_claims_on(settings)
+        # the host the copy's ports are on: this machine's sockets say nothing of a remote engine's host
+        self.remote = docker_state.location(settings.env)[1]
+        self.hosts = [] if self.remote else check_ports.addresses(bind)
+        try:
+            running = docker_state.running_containers()
+        except StackError:
+            running = []
+        mine = [rec for rec in running if rec.get("working_dir") and os.path.realpath(rec["working_dir"]) == worktree]
+        self.ours = {rec.get("project") for rec in mine}  # compose projects of this worktree's running copies
+        self.own_containers = {rec.get("name") for rec in mine}
+        self.published = check_ports.published_by(running)
+        self.busy: dict[int, bool] = {}  # a remote host's ports, as its probe found them
+        self.probe_failed: str | None = None
+
+    def project(self, offset: int) -> str:
+        """The compose project of this worktree's copy at `offset`."""
+        return compose_project_name(self.stack["project"], self.env_name, offset)
+
+    def unusable(self, offset: int, used: set[int], ahead: _Ahead | None = None, name_owners: bool = False) -> str | None:
+        """None when this worktree may take `offset`, else why not; `used`: every port other claims use."""
+        if offset == 0:
+            return "the default copy's"
+        ports = service_ports(self.bases, offset)
+        project = self.project(offset)
+        running_here = project in self.ours  # this worktree's copy already runs there: its ports are its own
+        published = {
+            port: rec
+            for port, rec in self.published.items()
+            if not (rec.get("project") == project and rec.get("name") in self.own_containers)
+        }
+        hosts = [] if running_here else self.hosts
+        why = check_ports.unusable(ports, published, hosts, used, self.eph, name_owners=name_owners)
+        if why is None and self.remote and not running_here:
+            why = self._remote_busy(offset, ahead)
+        if why is None and self.on_engine:
+            held = engine_hold(offset, self.worktree, self.env_name, self.settings, self.write)
+            why = None if held is None else f"claimed on the engine by {holder(held)}"
+        return why
+
+    def _remote_busy(self, offset: int, ahead: _Ahead | None) -> str | None:
+        """Why `offset` is unusable on the remote engine's host (a port a probe there could not bind), else None."""
+        ports = service_ports(self.bases, offset)
+        if any(port not in self.busy for port in ports) and self.probe_failed is None:
+            batch = [offset, *(ahead.peek(PROBE_BATCH - 1) if ahead is not None else [])]
+            wanted = sorted({p for cand in batch for p in service_ports(self.bases, cand) if cand} - set(self.busy))
+            wanted = [p for p in wanted if PORT_MIN <= p <= PORT_MAX]
+            try:
+                found = self._probe(wanted)
+            except StackError as exc:
+                self.probe_failed = str(exc)
+                if self.write:
+                    print(f"warning: could not probe the ports of {self.remote} ({exc}); checked its containers only", file=sys.stderr)
+                return None
+            self.busy.update({port: port in found for port in wanted})
+        for port in ports:
+            if self.busy.get(port):
+                return f"port {port} is held by a process on the engine's host {self.remote}"
+        return None
+
+    def _probe(self, ports: list[int]) -> set[int]:
+        """Ports of `ports` something holds on the engine's host (probe.remote_busy_ports), without pulling its image."""
+        image = self.settings.get("PROBE_IMAGE") or self.settings.get("PYTHON_IMAGE") or "python:3.12-slim"
+        if docker_state.missing_images([image]):
+            raise StackError(f"the probe image {image} is not on the engine (PROBE_IMAGE)")
+        return check_ports.remote_busy_ports({"BIND_ADDRESS": self.bind}, ports, self.settings.env)
 
 
 def _entry(
@@ -58,156 +198,119 @@ def _entry(
     }
 
 
-def claim(root: Path, env_name: str, stack: dict[str, Any], bind: str, settings: Settings, write: bool = True) -> tuple[int, int, bool]:
-    """This worktree's slot: its remembered one if still valid, else the first free one; (offset, test-port range
-    start, whether it is claimed). `write=False` (deriving, `make env`): the same answer, nothing recorded."""
-
-    worktree = str(root.resolve())
-    key = claim_key(worktree, env_name)
-    bases = {name: svc["host_port"] for name, svc in stack["services"].items()}
-    eph = ephemeral_range()
-    on_engine = engine_claims_on(settings)
-    # this machine's sockets say nothing of a remote engine's host: its containers' ports (and the engine's claims) do
-    hosts = [] if docker_state.location(settings.env)[1] else check_ports.addresses(bind)
-    try:
-        published = check_ports.published_by(docker_state.running_containers())
-    except StackError:
-        published = {}
-    with Registry(state_dir(settings), settings, write) as reg:
-        others = {k: c for k, c in reg.claims.items() if k != key}
-        taken = {p for c in others.values() for p in c.get("ports") or service_ports(bases, c["offset"])}
-        used = footprints(others, bases)
-        remembered = read_dynamic(root, env_name)
-        if remembered is None and key in reg.claims:
-            remembered = reg.claims[key]["offset"]
-        if remembered is not None:
-            held = engine_hold(remembered, worktree, env_name, settings, write) if on_engine else None
-            if held is not None:
-                raise StackError(
-                    f"this worktree's remembered slot PORT_OFFSET={remembered} is claimed on the engine by {holder(held)}; "
-                    "`make release` here, then PORT_OFFSET=auto again"
-                )
-            if not taken & set(service_ports(bases, remembered)):
-                offset = remembered  # ours: its ports may well be held by our own running copy
-            else:
-                raise StackError(
-                    f"this worktree's remembered slot PORT_OFFSET={remembered} is now claimed by another copy; "
-                    "`make release` here, then PORT_OFFSET=auto again"
-                )
-        else:
-            found: int | None = None
-            skipped = []
-            for k in range(1, MAX_TRIES + 1):
-                cand = k * AUTO_STEP
-                why = check_ports.unusable(service_ports(bases, cand), published, hosts, used, eph)
-                if why is None and on_engine:
-                    held = engine_hold(cand, worktree, env_name, settings, write)
-                    why = None if held is None else "claimed by another copy"
-                if why is None:
-                    found = cand
-                    break
-                if "claimed by another copy" not in why:
-                    skipped.append(f"{cand} ({why})")
-                if "out of range" in why or (min(bases.values()) + cand > PORT_MAX):
-                    break
-            for line in skipped[:10] if write else ():
-                print(f"auto: skipped PORT_OFFSET={line}", file=sys.stderr)
-            if found is None:
-                raise StackError(
-                    f"no free slot for PORT_OFFSET=auto below the ephemeral range {eph[0]}-{eph[1]} "
-                    f"({len(others)} claimed); `make gc` or `make release` in unused worktrees"
-                )
-            offset = found
-        before = reg.claims.get(key) or {}
-        test_start = allocate_test_ports(offset, service_ports(bases, offset), used, remembered_test_start(before, offset))
-        if not write:
-            return offset, test_start, key in reg.claims and reg.claims[key]["offset"] == offset
-        reg.claims[key] = _entry(before, offset, worktree, env_name, stack, bases, test_start)
-        reg.write()
-        write_dynamic(root, env_name, offset, test_start)
-    return offset, test_start, True
-
-
-def claim_derived(
+def claim(
     root: Path,
     env_name: str,
     stack: dict[str, Any],
     bind: str,
     settings: Settings,
-    preferred: int,
-    label: str,
+    candidates: Iterable[int],
+    label: str | None = None,
     write: bool = True,
 ) -> tuple[int, int, bool]:
-    """(offset, test-port range start) of a task id or build number (`label`, e.g. TASK_ID=task-a-1000).
+    """This worktree's slot: (offset, test-port range start, whether it is claimed).
 
-    Seed 000's formula gives the `preferred` offset; when that is 0 (the
-    default copy), claimed by another copy or its ports are busy, the next
-    one in steps of task_step is taken instead, and the claim is recorded
-    like an auto claim, so the same id keeps its slot and two ids never share one.
-    """
+    `label` None is PORT_OFFSET=auto: the slot `.env.dynamic` (or the registry) remembers if still valid, else
+    the first usable of `candidates` (auto_offsets). A task id or build number (`label`, e.g.
+    TASK_ID=task-a-1000) keeps the slot its label holds in the registry, else takes the first usable of
+    `candidates` (next_offsets: its preferred offset first). `write=False` (deriving, `make env`): the same
+    answer, nothing recorded."""
 
     worktree = str(root.resolve())
-    key = claim_key(worktree, env_name) + "|" + label
-    bases = {name: svc["host_port"] for name, svc in stack["services"].items()}
-    step = stack.get("task_step", DEFAULT_TASK_STEP)
-    high = PORT_MAX - max(bases.values())
-    hosts = check_ports.addresses(bind)
-    try:
-        running = docker_state.running_containers()
-    except StackError:
-        running = []
-    ours = {rec.get("project") for rec in running if rec.get("working_dir") and os.path.realpath(rec["working_dir"]) == worktree}
-    published = check_ports.published_by([rec for rec in running if rec.get("project") not in ours])
+    key = claim_key(worktree, env_name) + ("" if label is None else f"|{label}")
+    checks = _Checks(stack, env_name, worktree, bind, settings, write)
+    bases = checks.bases
     with Registry(state_dir(settings), settings, write) as reg:
         others = {k: c for k, c in reg.claims.items() if k != key}
-        taken = {p for c in others.values() for p in c.get("ports") or service_ports(bases, c["offset"])}
         used = footprints(others, bases)
-        offset: int | None = reg.claims[key]["offset"] if key in reg.claims else None
-        if offset is not None and taken & set(service_ports(bases, offset)):
-            offset = None  # another copy took it since (a registry rebuilt without us): find another
-        if offset is None:
-            span = high // step + 1
-            for k in range(span):
-                cand = (preferred + k * step) % (span * step)
-                if cand == 0 or cand > high or min(bases.values()) + cand < PORT_MIN:
-                    continue
-                if compose_project_name(stack["project"], env_name, cand) in ours:
-                    offset = cand  # this worktree's copy already runs there
-                    break
-                if check_ports.unusable(service_ports(bases, cand), published, hosts, used, name_owners=False) is None:
-                    offset = cand
-                    break
-            if offset is None:
-                raise StackError(f"no free slot for {label}: every offset in steps of {step} is taken; `make gc`, or set PORT_OFFSET")
-            if offset != preferred and write:
-                why = "the default copy's" if preferred == 0 else "taken"
-                print(f"{label}: preferred PORT_OFFSET={preferred} is {why}; using PORT_OFFSET={offset}", file=sys.stderr)
-        assert offset is not None
         before = reg.claims.get(key) or {}
+        offset = _kept(root, env_name, label, before, claimed_service_ports(others.values(), bases), checks)
+        if offset is None:
+            offset = _first_usable(_Ahead(candidates), checks, used, label, len(others), stack)
         test_start = allocate_test_ports(offset, service_ports(bases, offset), used, remembered_test_start(before, offset))
         if not write:
             return offset, test_start, before.get("offset") == offset
-        entry = _entry(before, offset, worktree, env_name, stack, bases, test_start, label=label)
+        entry = _entry(before, offset, worktree, env_name, stack, bases, test_start, **({} if label is None else {"label": label}))
         if entry != before:
             reg.claims[key] = entry
             reg.write()
+        if label is None:
+            write_dynamic(root, env_name, offset, test_start)
     return offset, test_start, True
 
 
+def _kept(root: Path, env_name: str, label: str | None, before: Mapping[str, Any], taken: set[int], checks: _Checks) -> int | None:
+    """The slot this claim already holds, if no other claim took its ports since and the engine has not given it to
+    another (with write: claims it there); None: find one. An auto slot taken since is an error, not a move."""
+    remembered = read_dynamic(root, env_name) if label is None else None
+    if remembered is None and before:
+        remembered = int(before["offset"])
+    if remembered is None:
+        return None
+    conflict = bool(taken & set(service_ports(checks.bases, remembered)))
+    held = engine_hold(remembered, checks.worktree, env_name, checks.settings, checks.write) if checks.on_engine and not conflict else None
+    if not conflict and held is None:
+        return remembered  # ours: its ports may well be held by our own running copy
+    if label is not None:
+        return None  # a task id's slot moves to the next free one
+    if held is not None:
+        raise StackError(
+            f"this worktree's remembered slot PORT_OFFSET={remembered} is claimed on the engine by {holder(held)}; "
+            "`make release` here, then PORT_OFFSET=auto again"
+        )
+    raise StackError(
+        f"this worktree's remembered slot PORT_OFFSET={remembered} is now claimed by another copy; "
+        "`make release` here, then PORT_OFFSET=auto again"
+    )
+
+
+def _first_usable(candidates: _Ahead, checks: _Checks, used: set[int], label: str | None, claimed: int, stack: Mapping[str, Any]) -> int:
+    """THE claim loop: the first candidate every check passes; the skipped ones said (auto) or the move (task ids)."""
+    found: int | None = None
+    first: tuple[int, str] | None = None
+    skipped = []
+    for cand in candidates:
+        why = checks.unusable(cand, used, candidates, name_owners=checks.write and label is None)
+        if why is None:
+            found = cand
+            break
+        first = first or (cand, why)
+        if "claimed" not in why and "the default copy's" not in why:
+            skipped.append(f"{cand} ({why})")
+    if found is None:
+        if label is None:
+            low, high = checks.eph
+            raise StackError(
+                f"no free slot for PORT_OFFSET=auto below the ephemeral range {low}-{high} "
+                f"({claimed} claimed); `make gc` or `make release` in unused worktrees"
+            )
+        step = stack.get("task_step", DEFAULT_TASK_STEP)
+        raise StackError(f"no free slot for {label}: every offset in steps of {step} is taken; `make gc`, or set PORT_OFFSET")
+    if checks.write and label is None:
+        for line in skipped[:10]:
+            print(f"auto: skipped PORT_OFFSET={line}", file=sys.stderr)
+    elif checks.write and first is not None:
+        preferred, why = first
+        said = "the default copy's" if why == "the default copy's" else "taken"
+        print(f"{label}: preferred PORT_OFFSET={preferred} is {said}; using PORT_OFFSET={found}", file=sys.stderr)
+    return found
+
+
 def release(root: Path, env_name: str, settings: Settings) -> int | None:
-    """Free this worktree's claims for `env_name` (auto, task ids, build numbers) and forget its auto slot; return the auto offset."""
+    """Free this worktree's claims for `env_name` (auto, task ids, build numbers: in the registry, and on the engine when
+    claims go there) and forget its auto slot; return the auto offset."""
     worktree = str(root.resolve())
     key = claim_key(worktree, env_name)
     with Registry(state_dir(settings), settings) as reg:
-        for derived in [k for k in reg.claims if k.startswith(key + "|")]:
-            del reg.claims[derived]  # task id and build number slots of this worktree and ENV
+        derived = [reg.claims.pop(k) for k in [k for k in reg.claims if k.startswith(key + "|")]]  # task id and build number slots
         freed = reg.claims.pop(key, None)
         reg.write()
     remembered = read_dynamic(root, env_name)
     write_dynamic(root, env_name, None)
     if engine_claims_on(settings):
-        for offset in {int(freed["offset"]) if freed else None, remembered} - {None}:
-            release_on_engine(int(offset), worktree, settings)  # type: ignore[arg-type]
+        offsets = {int(c["offset"]) for c in [*derived, *([freed] if freed else [])]} | ({remembered} if remembered is not None else set())
+        for offset in sorted(offsets):
+            release_on_engine(offset, worktree, settings)
     if freed:
         return int(freed["offset"])
     return remembered
