@@ -131,11 +131,11 @@ class _Checks:
         ports = service_ports(self.bases, offset)
         project = self.project(offset)
         running_here = project in self.ours  # this worktree's copy already runs there: its ports are its own
-        published = {
-            port: rec
-            for port, rec in self.published.items()
-            if not (rec.get("project") == project and rec.get("name") in self.own_containers)
-        }
+        published = self.published
+        if running_here:  # its own containers' ports are not a conflict; another worktree's of the same name are
+            published = {
+                p: rec for p, rec in published.items() if not (rec.get("project") == project and rec.get("name") in self.own_containers)
+            }
         hosts = [] if running_here else self.hosts
         why = check_ports.unusable(ports, published, hosts, used, self.eph, name_owners=name_owners)
         if why is None and self.remote and not running_here:
