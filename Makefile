@@ -29,7 +29,7 @@ adopt: $(VENV)/.installed ## Give an existing compose project parallel copies (T
 
 ##@ Measure
 bench: $(VENV)/.bench-installed ## Measure isolation's costs against the alternatives; writes docs/PERFORMANCE.md (~15 min)
-	@PYTHONPATH=scripts $(PY) bench/run.py $(BENCH_ARGS)
+	@PYTHONPATH=scripts $(PY) -m bench $(BENCH_ARGS)
 
 soak: $(VENV)/.installed ## Soak: 20 test-parallel runs, 5 on 12 workers, 20 worktree cycles, 5 copies at once, a fleet of 30 idle copies, the long fault matrix (~40 min)
 	@$(PY) scripts/soak.py

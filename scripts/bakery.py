@@ -95,8 +95,9 @@ def container_stats(container_id: str) -> dict:
     import json
 
     from parallel_stacks import engine
+    from parallel_stacks.settings import Settings
 
-    body = engine.engine_get(f"/containers/{container_id}/stats?stream=false&one-shot=true")
+    body = engine.engine_get(Settings.read(), f"/containers/{container_id}/stats?stream=false&one-shot=true")
     if body is None:
         return {"cpu_ns": 0, "mem_mib": 0.0}
     stats = json.loads(body)
@@ -109,9 +110,10 @@ def container_stats(container_id: str) -> dict:
 def project_stats(projects) -> dict:
     """{compose project: {"cpu_ns", "mem_mib", "containers"}} summed over its running containers (engine stats)."""
     from parallel_stacks import engine
+    from parallel_stacks.settings import Settings
 
     out = {p: {"cpu_ns": 0, "mem_mib": 0.0, "containers": 0} for p in projects}
-    for entry in engine.labelled_containers("com.docker.compose.project") or []:
+    for entry in engine.labelled_containers(Settings.read(), "com.docker.compose.project") or []:
         project = (entry.get("Labels") or {}).get("com.docker.compose.project")
         if project in out and entry.get("State") == "running":
             stats = container_stats(entry["Id"])

@@ -278,8 +278,9 @@ def soak_big_fleet(size: int, idle_seconds: float = 60) -> tuple[int, dict]:
     routed = []
     if routes:
         from parallel_stacks import proxy
+        from parallel_stacks.settings import Settings
 
-        routed = [n for table in proxy.proxies().values() for n in table if n in names]
+        routed = [n for table in proxy.proxies(Settings.read()).values() for n in table if n in names]
     figures["left"] = [x for items in left.values() for x in items] + [f"claim {k}" for k in claims] + [f"route {n}" for n in routed]
     problems += bool(figures["left"])
     return problems, figures

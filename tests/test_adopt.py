@@ -20,6 +20,8 @@ import psycopg
 import pytest
 import yaml
 
+from parallel_stacks.settings import Settings
+
 from conftest import TEMPLATE, one_error_line
 
 HERE = Path(__file__).parent
@@ -475,7 +477,7 @@ def test_compose_profiles_from_dotenv_are_recorded_and_used(tmp_path, docker_eng
     from parallel_stacks.commands import compose as compose_run
 
     values = {"STACK_WORKTREE": str(repo), "COMPOSE_PROJECT_NAME": "profiles-22000"}
-    args = compose_run.base_args(["docker", "compose"], values)
+    args = compose_run.base_args(Settings({}), ["docker", "compose"], values)
     assert args == ["docker", "compose", "-p", "profiles-22000", "-f", str(repo / "compose.yaml"), "--profile", "debug", "--project-directory", str(repo)]
 
 
@@ -538,7 +540,7 @@ def test_adoption_variables_never_shadow_the_teams_own(tmp_path):
     from parallel_stacks import derive
 
     env = {k: v for k, v in os.environ.items() if k not in APP_ORIGINAL}
-    values, compose_env = derive.compose_environment(repo, {**env, "PORT_OFFSET": "22000"})
+    values, compose_env = derive.compose_environment(repo, Settings({**env, "PORT_OFFSET": "22000"}))
     assert values["REDIS_URL"].endswith(":28379/0") and values["REDIS_PORT"] == "28379"  # the helper's own names, for make env
     assert compose_env["STACK_REDIS_PORT"] == "28379" and compose_env["POSTGRES_PORT"] == "27432"
     for name in ("REDIS_PORT", "DATABASE_URL", "REDIS_URL", "POSTGRES_URL", "CLICKHOUSE_URL", "BIND_ADDRESS", "STACK_BIND_ADDRESS"):
@@ -689,7 +691,7 @@ def test_a_bind_mounted_data_directory_becomes_per_copy(tmp_path):
     assert "note: shared by every copy (bind mounts of config or code): db:./init" in out.stdout
     from parallel_stacks import derive
 
-    values, env = derive.compose_environment(repo, {"PORT_OFFSET": "22000", "PATH": os.environ["PATH"]})
+    values, env = derive.compose_environment(repo, Settings({"PORT_OFFSET": "22000", "PATH": os.environ["PATH"]}))
     assert env["DB_DATA_DIR"] == values["DB_DATA_DIR"] == str(repo / ".stack-data" / "data-22000" / "pgdata")
 
 

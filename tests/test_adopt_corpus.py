@@ -76,9 +76,10 @@ def helper_config(repo: Path, offset: int) -> dict:
     """The model compose builds from the helper's own command line and environment for this copy."""
     from parallel_stacks import derive
     from parallel_stacks.commands import compose as compose_run
+    from parallel_stacks.settings import Settings
 
-    values, env = derive.compose_environment(repo, {**os.environ, "PORT_OFFSET": str(offset), "NAMED_URLS_PORT": "off"})
-    proc = subprocess.run([*compose_run.base_args(["docker", "compose"], values), "config", "--format", "json"], capture_output=True, text=True, env=env)
+    values, env = derive.compose_environment(repo, Settings({**os.environ, "PORT_OFFSET": str(offset), "NAMED_URLS_PORT": "off"}))
+    proc = subprocess.run([*compose_run.base_args(Settings.read(), ["docker", "compose"], values), "config", "--format", "json"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, f"compose refuses the helper's command line at offset {offset}: {proc.stderr}"
     return json.loads(proc.stdout)
 

@@ -14,6 +14,7 @@ import yaml
 
 from conftest import PACKAGE, TEMPLATE, one_error_line
 from parallel_stacks import basics, config, derive
+from parallel_stacks.settings import Settings
 from parallel_stacks.basics import StackError
 
 SUPPORTED = [
@@ -101,7 +102,7 @@ def test_supported_answers_bake_a_consistent_project(cookies, answers, tmp_path)
     assert compose["services"]["postgres"]["image"].startswith("${POSTGRES_IMAGE:-")
 
     # every variable compose reads is derived by the helpers or an optional override
-    derived = derive.load(project, {"POSTGRES_PASSWORD": "x"})
+    derived = derive.load(project, Settings({"POSTGRES_PASSWORD": "x"}))
     optional = {"POSTGRES_IMAGE", "REDIS_IMAGE", "MOSQUITTO_IMAGE", "PYTHON_IMAGE"}
     assert compose_vars(compose_text) - set(derived) <= optional
 
@@ -121,7 +122,7 @@ def test_supported_answers_bake_a_consistent_project(cookies, answers, tmp_path)
     # dev, test and ci copies coexist: distinct names, volumes and ports
     # (ENV=ci claims a PORT_OFFSET=auto slot: in a registry of this test's own, never this machine's)
     state = {"PARALLEL_STACKS_STATE_DIR": str(tmp_path / "registry")}
-    copies = [derive.load(project, {"ENV": e, "POSTGRES_PASSWORD": "x", **state}) for e in ("dev", "test", "ci")]
+    copies = [derive.load(project, Settings({"ENV": e, "POSTGRES_PASSWORD": "x", **state})) for e in ("dev", "test", "ci")]
     for key in ("COMPOSE_PROJECT_NAME", "DB_DATA_VOLUME", "POSTGRES_PORT", "API_PORT"):
         assert len({c[key] for c in copies}) == 3, key
 
@@ -389,7 +390,7 @@ def test_two_services_of_a_one_per_stack_kind_are_one_line(tmp_path):
     with (root / "stack.yml").open("a") as stack:
         stack.write("  reporting-db: {kind: postgres, container_port: 5432, host_port: 5433}\n")
     with pytest.raises(StackError) as info:
-        derive.load(root, {"PORT_OFFSET": "0"})
+        derive.load(root, Settings({"PORT_OFFSET": "0"}))
     message = str(info.value)
     assert "\n" not in message
     assert "service 'reporting-db': a second service of kind postgres (besides 'postgres')" in message

@@ -334,10 +334,11 @@ def test_an_unreachable_engine_is_said_on_the_page(fleet, tmp_path):
 
 def test_snapshots_are_shared_at_most_one_a_second(monkeypatch):
     """Any number of tabs and requests: one engine query per second (a frozen clock: no timing in the test)."""
-    from parallel_stacks.commands import dashboard, fleet as fleet_module
+    from parallel_stacks import fleet as fleet_module
+    from parallel_stacks.commands import dashboard
 
     calls = []
-    monkeypatch.setattr(fleet_module, "snapshot", lambda environ, contexts: calls.append(1) or {"copies": [len(calls)]})
+    monkeypatch.setattr(fleet_module, "snapshot", lambda settings, contexts: calls.append(1) or {"copies": [len(calls)]})
     now = [1000.0]
     monkeypatch.setattr(dashboard.time, "monotonic", lambda: now[0])
     shared = dashboard.Snapshots({}, None)

@@ -12,6 +12,7 @@ import pytest
 
 from conftest import PACKAGE, make_worktree
 from parallel_stacks import basics, derive
+from parallel_stacks.settings import Settings
 from parallel_stacks import probe as check_ports
 
 
@@ -104,7 +105,7 @@ def test_errors_and_auto_are_never_cached(root, tmp_path):
     auto = run(root, "env", PORT_OFFSET="auto", PARALLEL_STACKS_STATE_DIR=state)
     assert auto.returncode == 0 and not cache_file(root).exists()
     assert "PORT_OFFSET_SOURCE=auto (unclaimed)\n" in auto.stdout and not (tmp_path / "state").exists()  # deriving claims nothing
-    derive.load(root, {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": state}, claim=True)  # as `make up` (or `make claim`) does
+    derive.load(root, Settings({"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": state}), claim=True)  # as `make up` (or `make claim`) does
     claimed = run(root, "env", PORT_OFFSET="auto", PARALLEL_STACKS_STATE_DIR=state)
     assert "PORT_OFFSET_SOURCE=auto\n" in claimed.stdout and not cache_file(root).exists()
     (tmp_path / "state" / "registry.json").unlink()  # the registry must be asked again, not a cache
@@ -135,7 +136,7 @@ def test_the_stored_entry_lists_every_variable_the_derivation_read(root):
     from parallel_stacks import cache
 
     recorder = cache.Recorder({"PORT_OFFSET": "10", "UNRELATED": "x"})
-    derive.load(root, recorder)
+    derive.load(root, Settings(recorder))
     assert {"PORT_OFFSET", "POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "BIND_ADDRESS", "STACK_ENV"} <= set(recorder.asked)
     assert "UNRELATED" not in recorder.asked
 
@@ -147,15 +148,15 @@ def test_check_ports_limits_match_basics():
 def test_quick_check_defers_to_the_full_one_on_any_doubt(root, monkeypatch):
     from parallel_stacks import engine as docker_state
 
-    values, services = derive.load(root, {"PORT_OFFSET": "41000"}), derive.services(root)
-    monkeypatch.setattr(docker_state, "engine_get", lambda path: b'[{"Ports":[]}]')
-    assert check_ports.quick_all_free(values, services)
-    monkeypatch.setattr(docker_state, "engine_get", lambda path: b'[{"Ports":[{"PublicPort":49003,"Type":"tcp"}]}]')
-    assert not check_ports.quick_all_free(values, services)  # api's port, published by some container
-    monkeypatch.setattr(docker_state, "engine_get", lambda path: None)
-    assert not check_ports.quick_all_free(values, services)  # no engine answer: the full check decides
-    monkeypatch.setattr(docker_state, "engine_get", lambda path: b'[]')
+    values, services = derive.load(root, Settings({"PORT_OFFSET": "41000"})), derive.services(root)
+    monkeypatch.setattr(docker_state, "engine_get", lambda settings, path: b'[{"Ports":[]}]')
+    assert check_ports.quick_all_free(Settings({}), values, services)
+    monkeypatch.setattr(docker_state, "engine_get", lambda settings, path: b'[{"Ports":[{"PublicPort":49003,"Type":"tcp"}]}]')
+    assert not check_ports.quick_all_free(Settings({}), values, services)  # api's port, published by some container
+    monkeypatch.setattr(docker_state, "engine_get", lambda settings, path: None)
+    assert not check_ports.quick_all_free(Settings({}), values, services)  # no engine answer: the full check decides
+    monkeypatch.setattr(docker_state, "engine_get", lambda settings, path: b'[]')
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 49003))
         listener.listen()
-        assert not check_ports.quick_all_free(values, services)
+        assert not check_ports.quick_all_free(Settings({}), values, services)

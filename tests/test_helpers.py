@@ -13,6 +13,7 @@ from dotenv import dotenv_values
 
 from conftest import TEST_STACK_YML, make_worktree
 from parallel_stacks import basics, config, derive, localenv
+from parallel_stacks.settings import Settings
 from parallel_stacks import probe as check_ports
 from parallel_stacks.basics import StackError
 from parallel_stacks.commands import compose as compose_run
@@ -28,7 +29,7 @@ def root(tmp_path):
 
 def load(root, **environ):
     """derive.load with a registry of the test's own, claiming as `make up` does (task ids and build numbers claim slots there)."""
-    return derive.load(root, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), **environ}, claim=True)
+    return derive.load(root, Settings({"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), **environ}), claim=True)
 
 
 # ---------------------------------------------------------------- arithmetic
@@ -271,7 +272,7 @@ def test_ci_jobs_on_one_runner_get_distinct_slots(root, tmp_path):
     first = load(root, ENV="ci", CI_BUILD_NUMBER="1005")
     other = make_worktree(tmp_path / "job-2", "")
     (other / "env" / "ci.env").write_text("DEFAULT_PORT_OFFSET=auto\n")
-    second = derive.load(other, {"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), "ENV": "ci", "CI_BUILD_NUMBER": "2005"}, claim=True)
+    second = derive.load(other, Settings({"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), "ENV": "ci", "CI_BUILD_NUMBER": "2005"}), claim=True)
     assert first["PORT_OFFSET"] == "50" and second["PORT_OFFSET"] == "60"
     assert first["COMPOSE_PROJECT_NAME"] != second["COMPOSE_PROJECT_NAME"]
     no_number = load(root, ENV="ci")
@@ -336,7 +337,7 @@ def test_offset_defaults_to_zero_without_files(root):
 
 
 def test_derived_values_beat_inherited_shell_values(root):
-    values, env = derive.compose_environment(root, {"PORT_OFFSET": "10000", "POSTGRES_PORT": "1", "COMPOSE_PROJECT_NAME": "other"})
+    values, env = derive.compose_environment(root, Settings({"PORT_OFFSET": "10000", "POSTGRES_PORT": "1", "COMPOSE_PROJECT_NAME": "other"}))
     assert values["POSTGRES_PORT"] == "15432"
     assert env["POSTGRES_PORT"] == "15432"
     assert env["COMPOSE_PROJECT_NAME"] == "shop-10000"
@@ -344,8 +345,8 @@ def test_derived_values_beat_inherited_shell_values(root):
 
 def test_compose_environment_passes_env_file_settings(root):
     (root / "env" / "local.env").write_text("POSTGRES_IMAGE=mirror/postgres:16\n")
-    assert derive.compose_environment(root, {})[1]["POSTGRES_IMAGE"] == "mirror/postgres:16"
-    assert derive.compose_environment(root, {"POSTGRES_IMAGE": "x"})[1]["POSTGRES_IMAGE"] == "x"
+    assert derive.compose_environment(root, Settings({}))[1]["POSTGRES_IMAGE"] == "mirror/postgres:16"
+    assert derive.compose_environment(root, Settings({"POSTGRES_IMAGE": "x"}))[1]["POSTGRES_IMAGE"] == "x"
 
 
 # ---------------------------------------------------------------- output & secrets
@@ -367,7 +368,7 @@ def test_redact_masks_secret_everywhere(root):
 def test_redact_masks_by_key_not_by_substring(root):
     """Project `shop`, password `shop`: only the password (and the URL's password field) is masked, whole."""
     text = (root / "stack.yml").read_text()
-    (root / "stack.yml").write_text(text.replace(f"project: {derive.load(root)['STACK_PROJECT']}", "project: shop", 1))
+    (root / "stack.yml").write_text(text.replace(f"project: {derive.load(root, Settings({}))['STACK_PROJECT']}", "project: shop", 1))
     values = load(root, POSTGRES_PASSWORD="shop", POSTGRES_USER="shop", POSTGRES_DB="shop")
     shown = derive.redact(values)
     assert shown["POSTGRES_PASSWORD"] == "********"
@@ -579,12 +580,12 @@ def test_nearest_free_offset_skips_taken_ports(root):
 
 # ---------------------------------------------------------------- compose & nuke
 def test_compose_command_honours_override():
-    assert compose_run.compose_command("docker-compose --verbose") == ["docker-compose", "--verbose"]
+    assert compose_run.compose_command(Settings({}), "docker-compose --verbose") == ["docker-compose", "--verbose"]
 
 
 def test_compose_base_args_pin_project_and_file(root):
     values = load(root, PORT_OFFSET="10000")
-    args = compose_run.base_args(["docker", "compose"], values)
+    args = compose_run.base_args(Settings({}), ["docker", "compose"], values)
     assert args[:4] == ["docker", "compose", "-p", "shop-10000"]
 
 
@@ -613,14 +614,14 @@ def test_compose_detection_prefers_v2_then_falls_back_to_v1(monkeypatch):
         return sp.CompletedProcess(argv, 1 if argv[:2] == ["docker", "compose"] else 0, b"", b"")
 
     monkeypatch.delenv("COMPOSE", raising=False)
-    monkeypatch.setattr(compose_run, "compose_plugin", lambda: None)  # not the plugin this machine has
+    monkeypatch.setattr(compose_run, "compose_plugin", lambda settings: None)  # not the plugin this machine has
     monkeypatch.setattr(compose_run.subprocess, "run", fake_run)
     monkeypatch.setattr(shutil, "which", lambda name: "/usr/bin/docker-compose" if name == "docker-compose" else None)
-    assert compose_run.compose_command() == ["docker-compose"]
+    assert compose_run.compose_command(Settings({})) == ["docker-compose"]
     assert calls[0] == ["docker", "compose", "version", "--short"]  # the probe that also tells its version
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(StackError, match="neither `docker compose`"):
-        compose_run.compose_command()
+        compose_run.compose_command(Settings({}))
 
 
 @pytest.mark.parametrize("version, v1", [("1.29.2", True), ("2.26.1", False), ("v2.30.0", False)])
@@ -646,9 +647,9 @@ def test_start_interval_needs_engine_25_and_compose_2_24(monkeypatch, version, a
 
     monkeypatch.setattr(compose_run, "_VERSIONS", {("docker-compose",): version})
     monkeypatch.setattr(compose_run, "_LEGACY", {})
-    monkeypatch.setattr(engine, "api_version", lambda: api)
-    assert compose_run.start_interval_missing(["docker-compose"], {}) == legacy
-    assert compose_run.start_interval_missing(["docker-compose"], {"STACK_LEGACY_HEALTHCHECKS": "1"}) is not None
+    monkeypatch.setattr(engine, "api_version", lambda settings: api)
+    assert compose_run.start_interval_missing(Settings({}), ["docker-compose"]) == legacy
+    assert compose_run.start_interval_missing(Settings({"STACK_LEGACY_HEALTHCHECKS": "1"}), ["docker-compose"]) is not None
 
 
 def test_legacy_copy_drops_start_interval_and_checks_every_2s_or_the_start_interval():
@@ -701,7 +702,7 @@ def test_up_stamp_needs_the_same_digest_containers_health_and_images(monkeypatch
     from parallel_stacks.commands import upstate
 
     values = {"STACK_WORKTREE": str(tmp_path), "COMPOSE_PROJECT_NAME": "shop-100"}
-    environ = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    environ = Settings({"XDG_CACHE_HOME": str(tmp_path / "cache")})
     config = upstate.model_of("the text", {"services": {"db": {"image": "pg:1"}, "api": {"build": {"context": str(tmp_path)}}}})
     assert config["services"]["api"]["build"] == {"context": str(tmp_path), "dockerfile": None} and config["images"] == ["pg:1"]
     assert "the text" not in repr(config)  # compose's answer holds secrets: the stamp keeps a digest of it
@@ -713,8 +714,8 @@ def test_up_stamp_needs_the_same_digest_containers_health_and_images(monkeypatch
          "Labels": {"com.docker.compose.service": "api"}},
     ]
     images = {"pg:1": "sha256:pg", "shop-100-api": "sha256:api"}
-    monkeypatch.setattr(engine, "project_containers", lambda project: [dict(e) for e in entries])
-    monkeypatch.setattr(engine, "image_id", lambda name: images.get(name))
+    monkeypatch.setattr(engine, "project_containers", lambda settings, project: [dict(e) for e in entries])
+    monkeypatch.setattr(engine, "image_id", lambda settings, name: images.get(name))
     assert not upstate.unchanged(values, "d1", config, environ)  # no stamp yet
     upstate.record(values, "d1", environ)
     assert upstate.unchanged(values, "d1", config, environ)
@@ -772,7 +773,7 @@ def test_compose_version_is_remembered_by_the_plugin_binary(monkeypatch, tmp_pat
     plugin.chmod(0o755)
     monkeypatch.delenv("COMPOSE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(compose_run, "compose_plugin", lambda: str(plugin))
+    monkeypatch.setattr(compose_run, "compose_plugin", lambda settings: str(plugin))
     monkeypatch.setattr(compose_run, "_VERSIONS", {})
     calls = []
 
@@ -781,11 +782,11 @@ def test_compose_version_is_remembered_by_the_plugin_binary(monkeypatch, tmp_pat
         return sp.CompletedProcess(argv, 0, "2.26.1\n", "")
 
     monkeypatch.setattr(compose_run.subprocess, "run", fake_run)
-    assert compose_run.compose_command() == ["docker", "compose"] and len(calls) == 1
-    assert compose_run.compose_command() == ["docker", "compose"] and len(calls) == 1  # from the cache
+    assert compose_run.compose_command(Settings({})) == ["docker", "compose"] and len(calls) == 1
+    assert compose_run.compose_command(Settings({})) == ["docker", "compose"] and len(calls) == 1  # from the cache
     assert compose_run.compose_version(["docker", "compose"]) == "2.26.1"
     plugin.write_text("#!/bin/sh\n# upgraded\n")  # another binary: asked again
-    assert compose_run.compose_command() == ["docker", "compose"] and len(calls) == 2
+    assert compose_run.compose_command(Settings({})) == ["docker", "compose"] and len(calls) == 2
 
 
 def test_labels_are_spelled_once_and_compose_files_use_the_same():
@@ -818,17 +819,18 @@ def test_one_docker_runner_words_every_failure_in_one_line(tmp_path, monkeypatch
 
     sleep = shutil.which("sleep")
     monkeypatch.setenv("PATH", str(tmp_path))  # no docker at all
+    here = Settings.read()
     with pytest.raises(StackError, match="^docker is not installed or not on PATH$"):
-        engine.docker("ps")
-    monkeypatch.setattr(engine, "engine_request", lambda path: None)  # no socket either: the CLI path
+        engine.docker(here, "ps")
+    monkeypatch.setattr(engine, "engine_request", lambda settings, path: None)  # no socket either: the CLI path
     with pytest.raises(StackError, match="^docker is not installed"):
-        proxy._read("parallel-stacks-proxy-1")  # was a FileNotFoundError traceback
+        proxy._read(here, "parallel-stacks-proxy-1")  # was a FileNotFoundError traceback
     stub = tmp_path / "docker"
     stub.write_text(f"#!/bin/sh\nexec {sleep} 5\n")
     stub.chmod(0o755)
     monkeypatch.setattr(engine, "DOCKER_TIMEOUT", 0.3)
     with pytest.raises(StackError, match="^docker ps did not answer within 0.3 s$"):
-        engine.docker("ps")
+        engine.docker(here, "ps")
     stub.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?' >&2\nexit 1\n")
     with pytest.raises(StackError, match="^the Docker engine is not reachable"):
-        engine.missing_images(["x:1"])
+        engine.missing_images(here, ["x:1"])

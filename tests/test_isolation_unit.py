@@ -7,6 +7,7 @@ import re
 import pytest
 
 from parallel_stacks.basics import StackError
+from parallel_stacks.settings import Settings
 from parallel_stacks.kinds import postgres as pg
 from parallel_stacks.pytest_plugin import isolation as iso
 
@@ -219,7 +220,7 @@ def test_services_are_read_from_the_derived_values(tmp_path):
     from parallel_stacks import derive
 
     root = make_worktree(tmp_path / "w")
-    values = derive.load(root, {"PORT_OFFSET": "0"})
+    values = derive.load(root, Settings({"PORT_OFFSET": "0"}))
     assert iso.services_of(values) == list(derive.services(root))
 
 

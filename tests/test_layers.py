@@ -19,7 +19,7 @@ LAYERS = {
     3: {"engine", "probe"},
     4: {"registry", "offsets", "proxy"},
     5: {"derive", "current", "localenv"},
-    6: {"ownership", "oplock"},
+    6: {"ownership", "oplock", "fleet"},
     7: {"commands", "pytest_plugin", "__main__"},
 }
 LAYER_OF = {name: layer for layer, names in LAYERS.items() for name in names}
@@ -101,3 +101,108 @@ def test_every_public_function_of_the_package_says_what_it_does():
             missing += [f"{path.relative_to(package)}:{f.name}" for f in functions
                         if not f.name.startswith(("_", "pytest_")) and not ast.get_docstring(f)]
     assert missing == [], missing
+
+
+# ---------------------------------------------------------------- the environment, read once (issue 25)
+# route_site/sitecustomize.py is the site hook Python subprocesses of a test load (not a module of the package:
+# it runs before any package import and only hands PARALLEL_STACKS_ROUTES to localroute)
+SITE_HOOK = Path("route_site") / "sitecustomize.py"
+
+
+def environ_uses(path: Path) -> list[tuple[int, str]]:
+    """(line, 'read' | 'write') of every use of os.environ / os.getenv / os.putenv in `path`."""
+    tree = ast.parse(path.read_text())
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os":
+            if node.attr in ("getenv", "environb"):
+                uses.append((node.lineno, "read"))
+            elif node.attr in ("putenv", "unsetenv"):
+                uses.append((node.lineno, "write"))
+            elif node.attr == "environ":
+                parent = parents.get(node)
+                written = (
+                    isinstance(parent, ast.Subscript) and isinstance(parent.ctx, (ast.Store, ast.Del))
+                    or isinstance(parent, ast.Attribute) and parent.attr in ("update", "pop", "setdefault", "clear", "__setitem__")
+                )
+                uses.append((node.lineno, "write" if written else "read"))
+        elif isinstance(node, ast.ImportFrom) and node.module == "os" and any(a.name in ("environ", "getenv") for a in node.names):
+            uses.append((node.lineno, "read"))
+    return uses
+
+
+def test_only_settings_reads_the_environment_and_only_the_plugin_writes_it():
+    """No module but settings.py reads os.environ (a command reads a Settings once and passes it down); nothing
+    writes it but the pytest plugin, setting each worker's variables (its job)."""
+    wrong = []
+    for path in MODULES:
+        rel = path.relative_to(PACKAGE)
+        if rel in (Path("settings.py"), SITE_HOOK):
+            continue
+        for line, use in environ_uses(path):
+            if use == "read" or rel.parts[0] != "pytest_plugin":
+                wrong.append(f"{rel}:{line} {use}s os.environ")
+    assert wrong == [], wrong
+
+
+def test_the_environment_check_can_fail(tmp_path):
+    sample = tmp_path / "m.py"
+    sample.write_text("import os\nx = os.environ.get('A')\nos.environ['B'] = '1'\nos.environ.update({})\nfrom os import getenv\n")
+    assert sorted(environ_uses(sample)) == [(2, "read"), (3, "write"), (4, "write"), (5, "read")]
+
+
+def settings_names_used() -> dict[str, list[str]]:
+    """{variable: [where]} of every literal name the package asks a Settings for (get, flag, replace keywords)."""
+    found: dict[str, list[str]] = {}
+    for path in MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("get", "flag", "replace"):
+                names = [a.value for a in node.args[:1] if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+                if node.func.attr == "replace":
+                    names = [k.arg for k in node.keywords if k.arg]
+                receiver = ast.unparse(node.func.value)
+                if receiver.split(".")[-1] in ("settings", "env") and receiver != "env" or receiver.startswith("settings_of("):
+                    for name in names:
+                        found.setdefault(name, []).append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    return found
+
+
+def test_every_variable_the_package_honours_is_listed_once_used_and_documented():
+    """settings.VARIABLES is the one list: each name the code asks for is on it, each name on it is asked for
+    somewhere (or by a kind's data: the server images), and the baked docs/VARIABLES.md documents each."""
+    from parallel_stacks import settings
+
+    names = [name for name, _ in settings.VARIABLES]
+    assert len(names) == len(set(names)), "a variable listed twice"
+    used = settings_names_used()
+    unlisted = {n: where for n, where in used.items() if n not in settings.NAMES}
+    assert unlisted == {}, f"asked for but not in settings.VARIABLES: {unlisted}"
+    own = (PACKAGE / "settings.py").read_text()
+    own = own[: own.index("VARIABLES: tuple")] + own[own.index("NAMES = ") :]  # the list itself does not count as a use
+    code = "\n".join(p.read_text() for p in MODULES if p.name != "settings.py") + own
+    unused = [n for n in names if n not in used and f'"{n}"' not in code]
+    assert unused == [], f"listed in settings.VARIABLES but read nowhere: {unused}"
+    doc = (PACKAGE.parent.parent / "docs" / "VARIABLES.md").read_text()
+    undocumented = [n for n in names if f"`{n}`" not in doc]
+    assert undocumented == [], f"not in docs/VARIABLES.md: {undocumented}"
+
+
+def test_an_unlisted_variable_is_refused():
+    from parallel_stacks.settings import Settings
+
+    with pytest.raises(KeyError, match="NOT_A_SETTING is not among"):
+        Settings({"NOT_A_SETTING": "1"}).get("NOT_A_SETTING")
+    assert Settings({"NOT_A_SETTING": "1"}).layer("NOT_A_SETTING") == "1"  # a name stack.yml declares: data
+
+
+def test_the_variables_that_select_a_copy_are_one_list():
+    """What picks a copy's offset (offsets.py), what the env cache never stores (cache.py) and what a new worktree
+    drops from the caller's environment (commands/worktree.py) all come from settings' one list."""
+    from parallel_stacks import cache, offsets, settings
+    from parallel_stacks.commands import worktree
+
+    assert offsets.TASK_VARS + offsets.CI_NUMBER_VARS == settings.SLOT_SOURCES
+    assert cache.REGISTRY_SOURCES == ("auto", *settings.SLOT_SOURCES)
+    assert set(settings.SLOT_SOURCES) <= set(settings.NAMES) and "PORT_OFFSET" in settings.COPY_SELECTORS
+    assert set(settings.COPY_SELECTORS) <= set(worktree.SELECTORS)

@@ -12,12 +12,12 @@ import pytest
 
 from conftest import make_worktree
 from parallel_stacks import derive
+from parallel_stacks.settings import Settings
 from parallel_stacks.basics import StackError
 from parallel_stacks.registry import claims as registry_claims
 from parallel_stacks.registry import dynamic as registry_dynamic
 from parallel_stacks.registry import slots as registry_slots
 from parallel_stacks.registry import store as registry_store
-from parallel_stacks.settings import Settings
 
 def worktree(base, name):
     return make_worktree(base / name)
@@ -30,14 +30,9 @@ def state(tmp_path, monkeypatch):
     return directory
 
 
-def release(root, env_name):
-    """`make release` in `root`: free its claims for `env_name` (the registry of the test's environment)."""
-    return registry_claims.release(root, env_name, Settings.read())
-
-
 def auto(root, **env):
     """A PORT_OFFSET=auto copy, claimed explicitly as `make up` claims it (deriving alone writes nothing)."""
-    return derive.load(root, {"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": os.environ["PARALLEL_STACKS_STATE_DIR"], **env}, claim=True)
+    return derive.load(root, Settings({"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": os.environ["PARALLEL_STACKS_STATE_DIR"], **env}), claim=True)
 
 
 def test_auto_claims_a_remembered_slot_outside_the_ephemeral_range(tmp_path, state):
@@ -50,10 +45,10 @@ def test_auto_claims_a_remembered_slot_outside_the_ephemeral_range(tmp_path, sta
         assert not low <= int(values[key]) <= high
     assert values["PORT_OFFSET_SOURCE"] == "auto"
     assert f"PORT_OFFSET_DEV={offset}\n" in (root / ".env.dynamic").read_text()
-    later = derive.load(root, {})  # a later plain `make` call agrees
+    later = derive.load(root, Settings({}))  # a later plain `make` call agrees
     assert later["PORT_OFFSET"] == str(offset) and later["PORT_OFFSET_SOURCE"] == ".env.dynamic"
     assert auto(root)["PORT_OFFSET"] == str(offset)  # claiming again is idempotent
-    assert derive.load(root, {"PORT_OFFSET": "7"})["PORT_OFFSET"] == "7"  # explicit still wins
+    assert derive.load(root, Settings({"PORT_OFFSET": "7"}))["PORT_OFFSET"] == "7"  # explicit still wins
     claims = json.loads((state / "registry.json").read_text())["claims"]
     assert [c["offset"] for c in claims.values()] == [offset]
 
@@ -62,11 +57,11 @@ def test_worktrees_get_distinct_slots_and_release_frees_one(tmp_path, state):
     a, b = worktree(tmp_path, "a"), worktree(tmp_path, "b")
     oa, ob = auto(a)["PORT_OFFSET"], auto(b)["PORT_OFFSET"]
     assert oa != ob
-    assert release(a, "dev") == int(oa)
+    assert registry_claims.release(a, "dev", Settings.read()) == int(oa)
     assert not (a / ".env.dynamic").exists()
     c = worktree(tmp_path, "c")
     assert auto(c)["PORT_OFFSET"] == oa  # the freed slot is free again
-    assert release(a, "dev") is None
+    assert registry_claims.release(a, "dev", Settings.read()) is None
 
 
 def footprint(values) -> set[int]:
@@ -81,12 +76,12 @@ def test_auto_and_task_slots_never_share_a_port_or_test_port(tmp_path, state):
     """12+ workers need 12+ port blocks: the claimed copies' test-port ranges stay apart, and
     apart from every claimed copy's (and the default copy's) service ports."""
     copies = [auto(worktree(tmp_path, f"w{i}")) for i in range(6)]
-    copies += [derive.load(worktree(tmp_path, f"t{i}"), {"TASK_ID": f"task-{1001 + i}", "PARALLEL_STACKS_STATE_DIR": str(state)}, claim=True)
+    copies += [derive.load(worktree(tmp_path, f"t{i}"), Settings({"TASK_ID": f"task-{1001 + i}", "PARALLEL_STACKS_STATE_DIR": str(state)}), claim=True)
                for i in range(4)]
     assert [c["PORT_OFFSET_SOURCE"] for c in copies[6:]] == ["TASK_ID"] * 4
     assert [c["PORT_OFFSET"] for c in copies[6:]] == ["10", "20", "30", "40"]  # seed 000's offsets, exactly: only test ports move
     assert copies[6]["TEST_PORTS"] != "20010-20209"  # the default copy's tests use 20000-20199
-    default = footprint({**derive.load(worktree(tmp_path, "d"), {"PORT_OFFSET": "0"})})
+    default = footprint({**derive.load(worktree(tmp_path, "d"), Settings({"PORT_OFFSET": "0"}))})
     prints = [footprint(c) for c in copies] + [default]
     for i, a in enumerate(prints):
         for b in prints[i + 1 :]:
@@ -100,12 +95,12 @@ def test_each_environment_keeps_its_own_slot(tmp_path, state):
     dev = auto(root)["PORT_OFFSET"]
     test = auto(root, ENV="test")["PORT_OFFSET"]
     assert dev != test
-    assert derive.load(root, {})["PORT_OFFSET"] == dev  # the test claim did not overwrite dev's
-    assert derive.load(root, {"ENV": "test"})["PORT_OFFSET"] == test
-    assert release(root, "test") == int(test)
-    assert derive.load(root, {})["PORT_OFFSET"] == dev
-    assert derive.load(root, {"ENV": "test"})["PORT_OFFSET_SOURCE"] == "default"
-    assert release(root, "dev") == int(dev)
+    assert derive.load(root, Settings({}))["PORT_OFFSET"] == dev  # the test claim did not overwrite dev's
+    assert derive.load(root, Settings({"ENV": "test"}))["PORT_OFFSET"] == test
+    assert registry_claims.release(root, "test", Settings.read()) == int(test)
+    assert derive.load(root, Settings({}))["PORT_OFFSET"] == dev
+    assert derive.load(root, Settings({"ENV": "test"}))["PORT_OFFSET_SOURCE"] == "default"
+    assert registry_claims.release(root, "dev", Settings.read()) == int(dev)
     assert not (root / ".env.dynamic").exists()
 
 
@@ -163,7 +158,7 @@ def test_auto_and_task_claims_on_a_remote_engine_check_that_hosts_ports(tmp_path
     busy_there = {8003 + 100, 8003 + 50}  # the api ports of auto's first slot (100) and task-5's preferred one (50)
     probed = []
 
-    def remote_busy_ports(values, ports, environ=None):
+    def remote_busy_ports(values, ports, settings):
         probed.extend(ports)
         return {port for port in ports if port in busy_there}
 
@@ -175,8 +170,8 @@ def test_auto_and_task_claims_on_a_remote_engine_check_that_hosts_ports(tmp_path
     monkeypatch.setattr(engine, "running_containers", lambda *args: [])  # the remote engine runs nothing yet
     monkeypatch.setattr(engine, "missing_images", lambda *args: [])  # it has the probe's image
     far = {"DOCKER_HOST": "tcp://10.1.2.3:2376", "SLOT_CLAIMS": "local", "DOCKER_CONFIG": str(tmp_path), "PARALLEL_STACKS_STATE_DIR": str(state)}
-    auto_copy = derive.load(worktree(tmp_path, "a"), {**far, "PORT_OFFSET": "auto"}, claim=True)
-    task_copy = derive.load(worktree(tmp_path, "t"), {**far, "TASK_ID": "task-5"}, claim=True)
+    auto_copy = derive.load(worktree(tmp_path, "a"), Settings({**far, "PORT_OFFSET": "auto"}), claim=True)
+    task_copy = derive.load(worktree(tmp_path, "t"), Settings({**far, "TASK_ID": "task-5"}), claim=True)
     assert (auto_copy["PORT_OFFSET"], task_copy["PORT_OFFSET"]) == ("200", "60")  # 100 and 50 are busy on that host
     assert {8103, 8053} <= set(probed)
     assert task_copy["PORT_OFFSET_SOURCE"] == "TASK_ID" and auto_copy["PORT_OFFSET_SOURCE"] == "auto"
@@ -210,10 +205,11 @@ def test_corrupt_registry_keeps_the_callers_claim(tmp_path, state, capsys, corru
 CLAIMER = """
 import sys, time
 from parallel_stacks import derive
+from parallel_stacks.settings import Settings
 from pathlib import Path
 while time.time() < {start}:
     time.sleep(0.001)
-print(derive.load(Path(sys.argv[1]), {{"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": {state!r}}}, claim=True)["PORT_OFFSET"])
+print(derive.load(Path(sys.argv[1]), Settings({{"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": {state!r}}}), claim=True)["PORT_OFFSET"])
 """
 
 

@@ -134,7 +134,7 @@ def test_nuke_of_a_remote_copy_leaves_the_other_remote_copy_and_the_local_one(st
 
 def claim_offsets(remote: str, tmp_path: Path, mode: str) -> list[int]:
     """20 concurrent PORT_OFFSET=auto claims, half from each of two state directories (two machines sharing the engine)."""
-    code = "import sys; from pathlib import Path; from parallel_stacks import derive; print(derive.load(Path(sys.argv[1]), claim=True)['PORT_OFFSET'])  # claims, as make up does"
+    code = "import sys; from pathlib import Path; from parallel_stacks import derive; from parallel_stacks.settings import Settings; print(derive.load(Path(sys.argv[1]), Settings.read(), claim=True)['PORT_OFFSET'])  # claims, as make up does"
     trees = [make_worktree(tmp_path / mode / f"w{i}") for i in range(20)]
 
     def one(i: int) -> int:

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from conftest import Project, bake, make_worktree, one_error_line
+from parallel_stacks.settings import Settings
 
 K8S_VERSION = "1.37.0"
 
@@ -84,7 +85,7 @@ def test_k8s_with_a_bad_offset_is_one_line(project):
 def test_engine_location_follows_docker_host(tmp_path, environ, expected):
     from parallel_stacks import engine
 
-    assert engine.location({"DOCKER_CONFIG": str(tmp_path), **environ}) == expected
+    assert engine.location(Settings({"DOCKER_CONFIG": str(tmp_path), **environ})) == expected
 
 
 def docker_context(config: Path, name: str, host: str, current: bool = False) -> None:
@@ -104,12 +105,12 @@ def test_engine_location_follows_docker_contexts(tmp_path):
 
     docker_context(tmp_path, "build-box", "ssh://ci@build-box", current=True)
     docker_context(tmp_path, "other", "tcp://192.0.2.7:2376")
-    assert engine.location({"DOCKER_CONFIG": str(tmp_path)}) == ("ssh://ci@build-box", "build-box")  # `docker context use`
-    assert engine.location({"DOCKER_CONFIG": str(tmp_path), "DOCKER_CONTEXT": "other"}) == ("tcp://192.0.2.7:2376", "192.0.2.7")
-    assert engine.location({"DOCKER_CONFIG": str(tmp_path), "DOCKER_HOST": "unix:///var/run/docker.sock"}) == ("local", None)
-    assert engine.location({"DOCKER_CONFIG": str(tmp_path), "DOCKER_CONTEXT": "default"}) == ("local", None)
+    assert engine.location(Settings({"DOCKER_CONFIG": str(tmp_path)})) == ("ssh://ci@build-box", "build-box")  # `docker context use`
+    assert engine.location(Settings({"DOCKER_CONFIG": str(tmp_path), "DOCKER_CONTEXT": "other"})) == ("tcp://192.0.2.7:2376", "192.0.2.7")
+    assert engine.location(Settings({"DOCKER_CONFIG": str(tmp_path), "DOCKER_HOST": "unix:///var/run/docker.sock"})) == ("local", None)
+    assert engine.location(Settings({"DOCKER_CONFIG": str(tmp_path), "DOCKER_CONTEXT": "default"})) == ("local", None)
     with pytest.raises(StackError, match=r"^docker context 'nope' is not defined \(`docker context ls`\)$"):
-        engine.location({"DOCKER_CONFIG": str(tmp_path), "DOCKER_CONTEXT": "nope"})
+        engine.location(Settings({"DOCKER_CONFIG": str(tmp_path), "DOCKER_CONTEXT": "nope"}))
 
 
 def test_a_remote_engine_names_its_host_in_urls_and_stack_host_overrides_it(tmp_path):
@@ -118,23 +119,22 @@ def test_a_remote_engine_names_its_host_in_urls_and_stack_host_overrides_it(tmp_
 
     root = make_worktree(tmp_path / "w")
     base = {"PORT_OFFSET": "10000", "DOCKER_CONFIG": str(tmp_path), "PARALLEL_STACKS_STATE_DIR": str(tmp_path / "state")}
-    local = derive.load(root, base)
+    local = derive.load(root, Settings(base))
     assert local["STACK_ENGINE"] == "local" and "STACK_HOST" not in local and local["API_URL"] == "http://127.0.0.1:18003"
     assert local["API_NAMED_URL"] == "http://api.shop-10000.localhost:7355"
-    far = derive.load(root, {**base, "DOCKER_HOST": "ssh://ci@build-box"})
+    far = derive.load(root, Settings({**base, "DOCKER_HOST": "ssh://ci@build-box"}))
     assert far["STACK_ENGINE"] == "ssh://ci@build-box" and far["STACK_HOST"] == "build-box"
     assert far["API_URL"] == "http://build-box:18003" and "API_NAMED_URL" not in far
-    named = derive.load(root, {**base, "DOCKER_HOST": "ssh://ci@build-box", "STACK_HOST": "box.vpn"})
+    named = derive.load(root, Settings({**base, "DOCKER_HOST": "ssh://ci@build-box", "STACK_HOST": "box.vpn"}))
     assert named["API_URL"] == "http://box.vpn:18003"
-    assert derive.load(root, {**base, "STACK_HOST": "fd00::7"})["API_URL"] == "http://[fd00::7]:18003"
+    assert derive.load(root, Settings({**base, "STACK_HOST": "fd00::7"}))["API_URL"] == "http://[fd00::7]:18003"
     with pytest.raises(StackError, match=r"STACK_HOST='http://x' \(from environment\) must be a host name or an IP address"):
-        derive.load(root, {**base, "STACK_HOST": "http://x"})
+        derive.load(root, Settings({**base, "STACK_HOST": "http://x"}))
 
 
 def test_slot_claims_setting_is_checked(tmp_path):
-    from parallel_stacks.basics import StackError
     from parallel_stacks.registry import slots
-    from parallel_stacks.settings import Settings
+    from parallel_stacks.basics import StackError
 
     assert slots.engine_claims_on(Settings({"DOCKER_CONFIG": str(tmp_path)})) is False
     assert slots.engine_claims_on(Settings({"DOCKER_CONFIG": str(tmp_path), "DOCKER_HOST": "tcp://10.1.2.3:2376"})) is True
@@ -150,9 +150,9 @@ def test_the_env_cache_follows_docker_context_use(tmp_path, monkeypatch):
 
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
     root = make_worktree(tmp_path / "w")
-    before = cache.inputs(str(root), "values")
+    before = cache.inputs(str(root), "values", Settings.read())
     docker_context(tmp_path, "build-box", "ssh://ci@build-box", current=True)
-    after = cache.inputs(str(root), "values")
+    after = cache.inputs(str(root), "values", Settings.read())
     assert before != after
     assert b"c2VjcmV0" not in after, "the cache key holds the CLI's credentials"
 

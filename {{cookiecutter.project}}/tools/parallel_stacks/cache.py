@@ -19,17 +19,21 @@ from __future__ import annotations
 import marshal
 import os
 
+from .settings import SLOT_SOURCES
+
 TYPE_CHECKING = False  # typing costs a fifth of this path's start-up: types for mypy only
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
+
+    from .settings import Settings
 
 __all__ = ["REGISTRY_SOURCES", "Recorder", "cached", "inputs"]
 
 PACKAGE = os.path.dirname(os.path.realpath(__file__))
 FORMAT = 4
 KEEP = 16  # entries: a few offsets, ENVs and projects
-REGISTRY_SOURCES = ("auto", "TASK_ID", "ZENFLOW_TASK_ID", "CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID")
+REGISTRY_SOURCES = ("auto", *SLOT_SOURCES)  # offsets that asked the slot registry: never stored
 
 
 class Recorder(dict):  # type: ignore[type-arg]
@@ -83,7 +87,7 @@ def _code() -> list[tuple[str, int, int]]:
     return found
 
 
-def inputs(root: str, command: str) -> bytes:
+def inputs(root: str, command: str, settings: Settings) -> bytes:
     """The files the derivation reads, verbatim, with the command and project path."""
     env_dir = os.path.join(root, "env")
     try:
@@ -92,14 +96,14 @@ def inputs(root: str, command: str) -> bytes:
         env_files = []
     files = [("stack.yml", _read(os.path.join(root, "stack.yml"))), (".env.dynamic", _read(os.path.join(root, ".env.dynamic")))]
     files += [("env/" + n, _read(os.path.join(env_dir, n))) for n in env_files]
-    files.append(("docker context", _docker_context()))
+    files.append(("docker context", _docker_context(settings)))
     return marshal.dumps((FORMAT, root, command, tuple(files), tuple(_code())))
 
 
-def _docker_context() -> bytes | None:
+def _docker_context(settings: Settings) -> bytes | None:
     """What of the docker CLI's config decides the engine (`docker context use` writes currentContext):
     the part of config.json from that key on, never the whole file (it may hold credentials)."""
-    config = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    config = settings.docker_config_dir()
     raw = _read(os.path.join(config, "config.json"))
     if raw is None or b'"currentContext"' not in raw:
         return None
@@ -107,11 +111,9 @@ def _docker_context() -> bytes | None:
     return raw[start : raw.find(b",", start) if b"," in raw[start:] else start + 200]
 
 
-def cache_file(root: str, environ: Mapping[str, str] | None = None) -> str:
+def cache_file(root: str, settings: Settings) -> str:
     """This project's cache file: $XDG_CACHE_HOME/parallel-stacks/derived/<its path, flattened>.marshal."""
-    environ = os.environ if environ is None else environ
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "parallel-stacks", "derived", root.strip(os.sep).replace(os.sep, "%") + ".marshal")
+    return os.path.join(settings.cache_dir(), "derived", root.strip(os.sep).replace(os.sep, "%") + ".marshal")
 
 
 def _load(path: str) -> list[Any]:
@@ -139,15 +141,16 @@ def _store(path: str, entries: list[Any]) -> None:
             pass  # a read-only install just runs uncached
 
 
-def cached(root: str, key: bytes, environ: Mapping[str, str], compute: Callable[[Recorder], tuple[Any, bool]]) -> Any:
-    """The stored payload for `key` and the environment; else compute(recorder) -> (payload, storable)."""
-    path = cache_file(root, environ)
+def cached(root: str, key: bytes, settings: Settings, compute: Callable[[Settings], tuple[Any, bool]]) -> Any:
+    """The stored payload for `key` and the environment; else compute(recording) -> (payload, storable), where
+    `recording` are these settings remembering every variable the computation asks for."""
+    path = cache_file(root, settings)
     entries = [e for e in _load(path) if isinstance(e, tuple) and len(e) == 4 and e[0] == FORMAT]  # older formats go
     for _, entry_key, asked, payload in entries:
-        if entry_key == key and all(environ.get(k) == v for k, v in asked):
+        if entry_key == key and all(settings.env.get(k) == v for k, v in asked):
             return payload
-    recorder = Recorder(environ)
-    payload, storable = compute(recorder)
+    recorder = Recorder(settings.env)
+    payload, storable = compute(type(settings)(recorder))
     if storable:
         entry = (FORMAT, key, tuple(sorted(recorder.asked.items())), payload)
         _store(path, [entry, *(e for e in entries if e[:3] != entry[:3])])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .basics import StackError
+from .settings import Settings
 
 __all__ = [
     "DEFAULTS",
@@ -45,11 +46,11 @@ RESERVED_NAMES = {"named_urls"}  # NAMED_URLS_PORT is the named-URL proxy's port
 Layers = list[tuple[str, dict[str, str]]]
 
 
-def project_root(environ: Mapping[str, str] | None = None, start: Path | None = None) -> Path:
+def project_root(settings: Settings, start: Path | None = None) -> Path:
     """STACK_ROOT, else the nearest directory at or above `start` (the cwd) holding stack.yml."""
     from .root import find
 
-    found = find(environ, None if start is None else str(start))
+    found = find(settings, None if start is None else str(start))
     if found is None:
         raise StackError(f"no stack.yml in {start or Path.cwd()} or above; run this from the project (or set STACK_ROOT)")
     return Path(found)
@@ -273,21 +274,22 @@ def env_file_layers(root: Path, env_name: str) -> Layers:
     return layers
 
 
-def lookup(key: str, environ: Mapping[str, str], layers: Layers) -> tuple[str | None, str]:
+def lookup(key: str, settings: Settings, layers: Layers) -> tuple[str | None, str]:
     """(value, source) of a setting by precedence; (None, 'default') if unset."""
-    if key in environ:
-        return environ[key], "environment"
+    value = settings.layer(key)
+    if value is not None:
+        return value, "environment"
     for source, values in reversed(layers):
         if key in values:
             return values[key], source
     return None, "default"
 
 
-def env_name_of(environ: Mapping[str, str]) -> str:
+def env_name_of(settings: Settings) -> str:
     """STACK_ENV, else ENV (unless it is the POSIX shell's startup-file path), else dev."""
-    name = environ.get("STACK_ENV") or ""
+    name = settings.get("STACK_ENV") or ""
     if not name:
-        name = environ.get("ENV") or ""
+        name = settings.get("ENV") or ""
         if "/" in name:
             name = ""  # sh(1)'s ENV=~/.shrc, not ours
     name = name or "dev"

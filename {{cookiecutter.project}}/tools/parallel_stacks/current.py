@@ -3,35 +3,33 @@
 
 from __future__ import annotations
 
-import os
-
-from .cache import REGISTRY_SOURCES, Recorder, cached, inputs
+from .cache import REGISTRY_SOURCES, cached, inputs
 from .root import find
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from typing import Any
+
+    from .settings import Settings
 
 __all__ = ["values"]
 
 
-def values(environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], dict[str, Any]]:
+def values(settings: Settings) -> tuple[dict[str, str], dict[str, Any]]:
     """(values, services) as derive.load() and derive.services() give them, cached like `make env`."""
-    environ = os.environ if environ is None else environ
-    root = find(environ)
+    root = find(settings)
 
-    def compute(recorder: Recorder) -> tuple[Any, bool]:
+    def compute(recording: Settings) -> tuple[Any, bool]:
         from pathlib import Path
 
         from . import derive
 
         where = None if root is None else Path(root)
-        result = derive.load(where, recorder)
+        result = derive.load(where, recording)
         return (result, derive.services(Path(result["STACK_WORKTREE"]))), result["PORT_OFFSET_SOURCE"].split(" ", 1)[
             0
         ] not in REGISTRY_SOURCES
 
     if root is None:
-        return compute(Recorder(environ))[0]  # type: ignore[no-any-return]
-    return cached(root, inputs(root, "values"), environ, compute)  # type: ignore[no-any-return]
+        return compute(settings)[0]  # type: ignore[no-any-return]
+    return cached(root, inputs(root, "values", settings), settings, compute)  # type: ignore[no-any-return]

@@ -6,7 +6,6 @@ other helpers and the tests read what this derives (`make env`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,12 +49,12 @@ Values = dict[str, str]
 MASK = "********"
 
 
-def load(root: Path | None = None, environ: Mapping[str, str] | None = None, claim: bool = False) -> Values:
+def load(root: Path | None, settings: Settings, claim: bool = False) -> Values:
     """Everything a copy needs, as an ordered dict of strings (see load_with_layers)."""
-    return load_with_layers(root, environ, claim)[0]
+    return load_with_layers(root, settings, claim)[0]
 
 
-def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None = None, claim: bool = False) -> tuple[Values, Layers]:
+def load_with_layers(root: Path | None, settings: Settings, claim: bool = False) -> tuple[Values, Layers]:
     """(values, env file layers): everything a copy needs, and the files it came from.
 
     Deriving writes nothing: a `PORT_OFFSET=auto` copy (or a task id's) gets the slot it holds, or the one
@@ -68,14 +67,13 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
     <SERVICE>_CONTAINER_PORT, <VOLUME>_VOLUME, then each kind's settings and
     each service's URL.
     """
-    environ = os.environ if environ is None else environ
-    root = project_root(environ) if root is None else root
-    env_name = env_name_of(environ)
+    root = project_root(settings) if root is None else root
+    env_name = env_name_of(settings)
     stack = load_stack(root / "stack.yml")
     layers = env_file_layers(root, env_name)
-    bind_raw, bind_source = lookup("BIND_ADDRESS", environ, layers)
+    bind_raw, bind_source = lookup("BIND_ADDRESS", settings, layers)
     bind = parse_bind_address(DEFAULTS["BIND_ADDRESS"] if bind_raw is None else bind_raw, bind_source)
-    offset, offset_source, test_start = resolve_offset(Settings(environ), layers, stack, root, env_name, bind, claim)
+    offset, offset_source, test_start = resolve_offset(settings, layers, stack, root, env_name, bind, claim)
     project = stack["project"]
     out: Values = {
         "PORT_OFFSET": str(offset),
@@ -87,7 +85,7 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
         "BIND_ADDRESS": bind,
         "TEST_PORTS": worker_ports_text(offset, test_start),
     }
-    out.update(engine_values(environ, layers))
+    out.update(engine_values(settings, layers))
     for name, svc in stack["services"].items():
         out[f"{var_name(name)}_PORT"] = str(host_port(svc["host_port"], offset))
         out[f"{var_name(name)}_CONTAINER_PORT"] = str(svc["container_port"])
@@ -98,13 +96,13 @@ def load_with_layers(root: Path | None = None, environ: Mapping[str, str] | None
     for var, rel in data_dirs(stack).items():
         out[var] = str(copy_data_dir(root.resolve(), out["COMPOSE_PROJECT_NAME"]) / rel)
     for kind in _kinds_of(stack):
-        out.update(kind.settings(project, lambda key: lookup(key, environ, layers)[0]))
+        out.update(kind.settings(project, lambda key: lookup(key, settings, layers)[0]))
     routed = _services_of(stack, out)
     for service, kind in routed:
         out[kind.url_variable(service)] = kind.url(service, out)
     # named URLs through the machine's proxy (proxy.py); *.localhost is this machine, so not for an engine elsewhere
     if any(kind.routed for _, kind in routed) and out["STACK_ENGINE"] == "local":
-        out["NAMED_URLS_PORT"] = parse_proxy_port(*lookup("NAMED_URLS_PORT", environ, layers))
+        out["NAMED_URLS_PORT"] = parse_proxy_port(*lookup("NAMED_URLS_PORT", settings, layers))
         if out["NAMED_URLS_PORT"] != "off":
             for service, kind in routed:
                 if kind.routed:
@@ -122,13 +120,13 @@ def copy_data_dir(root: Path, copy: str) -> Path:
     return root / DATA_DIR / copy
 
 
-def engine_values(environ: Mapping[str, str], layers: Layers) -> Values:
+def engine_values(settings: Settings, layers: Layers) -> Values:
     """STACK_ENGINE (`local` or the remote endpoint), and STACK_HOST, the host clients reach the copy's ports on:
     set by hand, else the remote engine's host; absent for a local engine (URLs use the bind address)."""
     from .engine import location
 
-    endpoint, engine_host = location(environ)
-    raw, source = lookup("STACK_HOST", environ, layers)
+    endpoint, engine_host = location(settings)
+    raw, source = lookup("STACK_HOST", settings, layers)
     out = {"STACK_ENGINE": endpoint}
     if raw:
         if any(c in raw for c in " /@?#") or len(raw) > 253:
@@ -158,9 +156,8 @@ def _services_of(stack: Mapping[str, Any], values: Mapping[str, str]) -> list[tu
     ]
 
 
-def services(root: Path | None = None) -> dict[str, dict[str, Any]]:
+def services(root: Path) -> dict[str, dict[str, Any]]:
     """stack.yml's services: {name: {kind, container_port, host_port, volumes}}."""
-    root = project_root() if root is None else root
     result: dict[str, dict[str, Any]] = load_stack(root / "stack.yml")["services"]
     return result
 
@@ -213,20 +210,19 @@ def _mask_url_password(url: str, secrets: set[str]) -> str:
     return url
 
 
-def compose_environment(root: Path | None = None, environ: Mapping[str, str] | None = None, claim: bool = False) -> tuple[Values, Values]:
+def compose_environment(root: Path | None, settings: Settings, claim: bool = False) -> tuple[Values, Values]:
     """(values, environment for `docker compose`): env files < process env < derived values; for an adopted
     project (stack.yml's `compose.variables`) the process environment and those variables only.
 
     One pass over stack.yml and the env files serves both.
     """
-    environ = os.environ if environ is None else environ
-    derived, layers = load_with_layers(root, environ, claim)
+    derived, layers = load_with_layers(root, settings, claim)
     own = compose_variables(load_stack(Path(derived["STACK_WORKTREE"]) / "stack.yml"))
     if own is not None:
         # an adopted project: compose interpolates the team's own names; it gets the process environment (as by hand)
         # and the adoption's variables only, never the helper's URLs and settings (they could shadow the team's)
-        env = dict(environ)
-        explicit = lookup("BIND_ADDRESS", environ, layers)[0] is not None
+        env = dict(settings.env)
+        explicit = lookup("BIND_ADDRESS", settings, layers)[0] is not None
         for variable, source in own.items():
             if source == "BIND_ADDRESS" and not explicit:
                 env.pop(variable, None)  # unset: each port keeps the address its compose file gives it
@@ -236,7 +232,7 @@ def compose_environment(root: Path | None = None, environ: Mapping[str, str] | N
     merged: Values = {}
     for _, values in layers:
         merged.update(values)
-    merged.update(environ)
+    merged.update(settings.env)
     merged.update(derived)
     return derived, merged
 

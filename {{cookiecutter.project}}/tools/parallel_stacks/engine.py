@@ -13,8 +13,9 @@ from .basics import StackError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from typing import Any
+
+    from .settings import Settings
 
 __all__ = [
     "PROJECT_LABEL",
@@ -56,14 +57,14 @@ TEST_WORKER_LABEL = labels.TEST_WORKER
 DOCKER_TIMEOUT = 60  # seconds: one for every docker CLI call the package makes
 
 
-def run_docker(*args: str, stdin: bytes | None = None, check: bool = True) -> Any:
+def run_docker(settings: Settings, *args: str, stdin: bytes | None = None, check: bool = True) -> Any:
     """THE way the package runs the docker CLI (no shell, one timeout, one wording of failures): the
     CompletedProcess, stdout and stderr as bytes. StackError when docker is missing, does not answer, the
     engine is unreachable, or (`check`) the command fails; `check=False` leaves other failures to the caller."""
     import subprocess
 
     try:
-        proc = subprocess.run(["docker", *args], input=stdin, capture_output=True, timeout=DOCKER_TIMEOUT)
+        proc = subprocess.run(["docker", *args], input=stdin, capture_output=True, timeout=DOCKER_TIMEOUT, env=settings.env)
     except FileNotFoundError:
         raise StackError("docker is not installed or not on PATH") from None
     except subprocess.TimeoutExpired:
@@ -79,57 +80,64 @@ def run_docker(*args: str, stdin: bytes | None = None, check: bool = True) -> An
     return proc
 
 
-def docker(*args: str) -> str:
+def docker(settings: Settings, *args: str) -> str:
     """Run `docker ARGS` and return its stdout as text; StackError on failure (run_docker)."""
-    return str(run_docker(*args).stdout.decode(errors="replace"))
+    return str(run_docker(settings, *args).stdout.decode(errors="replace"))
 
 
-def json_list(*args: str) -> list[Any]:
+def json_list(settings: Settings, *args: str) -> list[Any]:
     """`docker ARGS` whose output is a JSON list (inspect)."""
     import json
 
-    result: list[Any] = json.loads(docker(*args))
+    result: list[Any] = json.loads(docker(settings, *args))
     return result
 
 
-def _ids(kind: str, project: str) -> list[str]:
+def _ids(settings: Settings, kind: str, project: str) -> list[str]:
     filt = ["--filter", f"label={PROJECT_LABEL}={project}"]
-    out = docker("ps", "-aq", *filt) if kind == "container" else docker(kind, "ls", "--format", "{{.Name}}", *filt)
+    out = docker(settings, "ps", "-aq", *filt) if kind == "container" else docker(settings, kind, "ls", "--format", "{{.Name}}", *filt)
     return [line for line in out.split() if line]
 
 
-def containers(project: str) -> list[dict[str, Any]]:
+def containers(settings: Settings, project: str) -> list[dict[str, Any]]:
     """`docker inspect` records of every container (running or not) of the compose project."""
-    ids = _ids("container", project)
-    return json_list("inspect", *ids) if ids else []
+    ids = _ids(settings, "container", project)
+    return json_list(settings, "inspect", *ids) if ids else []
 
 
-def volumes(project: str) -> list[dict[str, Any]]:
+def volumes(settings: Settings, project: str) -> list[dict[str, Any]]:
     """Inspect records of compose project `project`'s volumes."""
-    names = _ids("volume", project)
-    return json_list("volume", "inspect", *names) if names else []
+    names = _ids(settings, "volume", project)
+    return json_list(settings, "volume", "inspect", *names) if names else []
 
 
-def networks(project: str) -> list[str]:
+def networks(settings: Settings, project: str) -> list[str]:
     """Inspect records of compose project `project`'s networks."""
-    return _ids("network", project)
+    return _ids(settings, "network", project)
 
 
-def test_objects(project: str) -> tuple[list[dict[str, Any]], list[str]]:
+def test_objects(settings: Settings, project: str) -> tuple[list[dict[str, Any]], list[str]]:
     """(container records, network names) that tests of copy `project` started for themselves."""
     filt = ["--filter", f"label={TEST_COPY_LABEL}={project}"]
-    ids = docker("ps", "-aq", *filt).split()
-    return (json_list("inspect", *ids) if ids else []), docker("network", "ls", "--format", "{{.Name}}", *filt).split()
+    ids = docker(settings, "ps", "-aq", *filt).split()
+    return (json_list(settings, "inspect", *ids) if ids else []), docker(settings, "network", "ls", "--format", "{{.Name}}", *filt).split()
 
 
-def images(project: str) -> dict[str, str]:
+def images(settings: Settings, project: str) -> dict[str, str]:
     """{reference to remove: shown name} of the images compose built for the project (they carry its label).
 
     Tagged images by their tag (removing it leaves other tags of the same
     image alone), untagged leftovers of earlier builds by id.
     """
     out = docker(
-        "image", "ls", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}", "--filter", f"label={PROJECT_LABEL}={project}"
+        settings,
+        "image",
+        "ls",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Repository}}:{{.Tag}}",
+        "--filter",
+        f"label={PROJECT_LABEL}={project}",
     )
     found: dict[str, str] = {}
     for line in out.splitlines():
@@ -140,11 +148,11 @@ def images(project: str) -> dict[str, str]:
     return found
 
 
-def _inspected(path: str) -> tuple[bool, dict[str, Any] | None]:
+def _inspected(settings: Settings, path: str) -> tuple[bool, dict[str, Any] | None]:
     """(answered, record) of GET `path` on the engine's socket: the record, None for 404, (False, None) to ask the CLI."""
     import json
 
-    answer = engine_request(path)
+    answer = engine_request(settings, path)
     if answer is None or answer[0] not in (200, 404):
         return False, None
     if answer[0] == 404:
@@ -156,15 +164,15 @@ def _inspected(path: str) -> tuple[bool, dict[str, Any] | None]:
     return (True, record) if isinstance(record, dict) else (False, None)
 
 
-def volume(name: str) -> dict[str, Any] | None:
+def volume(settings: Settings, name: str) -> dict[str, Any] | None:
     """The volume's inspect record, or None if it does not exist (the socket's answer, else the CLI's)."""
     from urllib.parse import quote
 
-    answered, found = _inspected(f"/volumes/{quote(name, safe='')}")
+    answered, found = _inspected(settings, f"/volumes/{quote(name, safe='')}")
     if answered:
         return found
     try:
-        record: dict[str, Any] = json_list("volume", "inspect", name)[0]
+        record: dict[str, Any] = json_list(settings, "volume", "inspect", name)[0]
         return record
     except StackError as exc:
         if "no such volume" in str(exc).lower():
@@ -172,15 +180,15 @@ def volume(name: str) -> dict[str, Any] | None:
         raise
 
 
-def container(name: str) -> dict[str, Any] | None:
+def container(settings: Settings, name: str) -> dict[str, Any] | None:
     """The container's inspect record, or None if it does not exist (the socket's answer, else the CLI's)."""
     from urllib.parse import quote
 
-    answered, found = _inspected(f"/containers/{quote(name, safe='')}/json")
+    answered, found = _inspected(settings, f"/containers/{quote(name, safe='')}/json")
     if answered:
         return found
     try:
-        record: dict[str, Any] = json_list("container", "inspect", name)[0]
+        record: dict[str, Any] = json_list(settings, "container", "inspect", name)[0]
         return record
     except StackError as exc:
         if "no such" in str(exc).lower():
@@ -188,34 +196,34 @@ def container(name: str) -> dict[str, Any] | None:
         raise
 
 
-def image_id(name: str) -> str | None:
+def image_id(settings: Settings, name: str) -> str | None:
     """The id of the image `name` refers to now, or None if there is none (socket, else CLI)."""
     from urllib.parse import quote
 
-    answered, found = _inspected(f"/images/{quote(name, safe='')}/json")
+    answered, found = _inspected(settings, f"/images/{quote(name, safe='')}/json")
     if answered:
         return str(found["Id"]) if found and found.get("Id") else None
     try:
-        return docker("image", "inspect", "--format", "{{.Id}}", name).strip() or None
+        return docker(settings, "image", "inspect", "--format", "{{.Id}}", name).strip() or None
     except StackError as exc:
         if "no such image" in str(exc).lower():
             return None
         raise
 
 
-def project_containers(project: str) -> list[dict[str, Any]] | None:
+def project_containers(settings: Settings, project: str) -> list[dict[str, Any]] | None:
     """The engine's list entries (Id, State, Status, Labels, ImageID, Ports, ...) of every container of the
     compose project, from its socket in one request; None when the socket cannot be asked (callers use the CLI)."""
-    return labelled_containers(f"{PROJECT_LABEL}={project}")
+    return labelled_containers(settings, f"{PROJECT_LABEL}={project}")
 
 
-def labelled_containers(label: str) -> list[dict[str, Any]] | None:
+def labelled_containers(settings: Settings, label: str) -> list[dict[str, Any]] | None:
     """List entries of every container (running or not) carrying `label` (`key` or `key=value`), in one
     request on the socket; None when the socket cannot be asked."""
     import json
     from urllib.parse import quote
 
-    answer = engine_request(f"/containers/json?all=1&filters={quote(json.dumps({'label': [label]}))}")
+    answer = engine_request(settings, f"/containers/json?all=1&filters={quote(json.dumps({'label': [label]}))}")
     if answer is None or answer[0] != 200:
         return None
     try:
@@ -225,12 +233,12 @@ def labelled_containers(label: str) -> list[dict[str, Any]] | None:
     return found if isinstance(found, list) else None
 
 
-def labelled_volumes(label: str) -> list[dict[str, Any]] | None:
+def labelled_volumes(settings: Settings, label: str) -> list[dict[str, Any]] | None:
     """Every volume carrying `label`, with its labels, in one request on the socket; None when it cannot be asked."""
     import json
     from urllib.parse import quote
 
-    answer = engine_request(f"/volumes?filters={quote(json.dumps({'label': [label]}))}")
+    answer = engine_request(settings, f"/volumes?filters={quote(json.dumps({'label': [label]}))}")
     if answer is None or answer[0] != 200:
         return None
     try:
@@ -240,12 +248,12 @@ def labelled_volumes(label: str) -> list[dict[str, Any]] | None:
     return found if isinstance(found, list) else ([] if found is None else None)
 
 
-def api_version() -> tuple[int, int] | None:
+def api_version(settings: Settings) -> tuple[int, int] | None:
     """The engine's API version (1.44 is Docker Engine 25), or None when the engine does not answer."""
     import json
 
     raw = ""
-    body = engine_get("/version")
+    body = engine_get(settings, "/version")
     if body is not None:
         try:
             raw = str(json.loads(body).get("ApiVersion") or "")
@@ -253,31 +261,31 @@ def api_version() -> tuple[int, int] | None:
             raw = ""
     if not raw:
         try:
-            raw = docker("version", "--format", "{{.Server.APIVersion}}").strip()
+            raw = docker(settings, "version", "--format", "{{.Server.APIVersion}}").strip()
         except StackError:
             return None
     major, _, minor = raw.partition(".")
     return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else None
 
 
-def missing_images(names: list[str]) -> list[str]:
+def missing_images(settings: Settings, names: list[str]) -> list[str]:
     """The image references among `names` that are not on this machine."""
     import re
 
     if not names:
         return []
-    proc = run_docker("image", "inspect", "--format", "{{.Id}}", *names, check=False)
+    proc = run_docker(settings, "image", "inspect", "--format", "{{.Id}}", *names, check=False)
     if proc.returncode == 0:
         return []
     missing = re.findall(r"No such image: (\S+)", proc.stderr.decode(errors="replace"))
     if not missing:
-        docker("image", "inspect", *names)  # not a missing image: let docker() word the error
+        docker(settings, "image", "inspect", *names)  # not a missing image: let docker() word the error
     return [name for name in names if name in missing]
 
 
-def pull(name: str) -> None:
+def pull(settings: Settings, name: str) -> None:
     """`docker pull -q NAME`; StackError with docker's last line if it fails."""
-    docker("pull", "-q", name)
+    docker(settings, "pull", "-q", name)
 
 
 def host_bindings(rec: dict[str, Any]) -> list[tuple[str, int]]:
@@ -296,33 +304,27 @@ def published_ports(records: list[dict[str, Any]]) -> set[int]:
 
 
 # ---------------------------------------------------------------- where the engine is
-def location(environ: Mapping[str, str] | None = None) -> tuple[str, str | None]:
+def location(settings: Settings) -> tuple[str, str | None]:
     """(endpoint, host): the engine the docker CLI talks to (`local`, or its DOCKER_HOST / context endpoint)
     and the host its published ports are on (None: this machine).
 
     Follows the CLI: DOCKER_HOST, else DOCKER_CONTEXT, else the current context of
     `$DOCKER_CONFIG/config.json` (`docker context use`), read from its files (no CLI call).
     """
-    environ = os.environ if environ is None else environ
-    endpoint = environ.get("DOCKER_HOST", "")
+    endpoint = settings.get("DOCKER_HOST")
     if not endpoint:
-        context = environ.get("DOCKER_CONTEXT", "") or _current_context(environ)
+        context = settings.get("DOCKER_CONTEXT") or _current_context(settings)
         if context and context != "default":
-            endpoint = _context_endpoint(context, environ)
+            endpoint = _context_endpoint(settings, context)
     host = _remote_host(endpoint)
     return (endpoint if host else "local"), host
 
 
-def docker_config_dir(environ: Mapping[str, str]) -> str:
-    """The docker CLI's configuration directory: DOCKER_CONFIG, else ~/.docker."""
-    return environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
-
-
-def _current_context(environ: Mapping[str, str]) -> str:
+def _current_context(settings: Settings) -> str:
     import json  # only parsed when the file names a context
 
     try:
-        with open(os.path.join(docker_config_dir(environ), "config.json"), "rb") as handle:
+        with open(os.path.join(settings.docker_config_dir(), "config.json"), "rb") as handle:
             raw = handle.read()
         if b"currentContext" not in raw:  # the common case, without parsing
             return ""
@@ -332,12 +334,12 @@ def _current_context(environ: Mapping[str, str]) -> str:
     return str(context)
 
 
-def _context_endpoint(context: str, environ: Mapping[str, str]) -> str:
+def _context_endpoint(settings: Settings, context: str) -> str:
     """The docker endpoint of a CLI context, from its metadata file; StackError if there is no such context."""
     import hashlib
     import json
 
-    meta = os.path.join(docker_config_dir(environ), "contexts", "meta", hashlib.sha256(context.encode()).hexdigest(), "meta.json")
+    meta = os.path.join(settings.docker_config_dir(), "contexts", "meta", hashlib.sha256(context.encode()).hexdigest(), "meta.json")
     try:
         with open(meta, "rb") as handle:
             return str(json.loads(handle.read())["Endpoints"]["docker"]["Host"])
@@ -364,25 +366,25 @@ def _remote_host(endpoint: str) -> str | None:
 
 
 # ---------------------------------------------------------------- every running container
-def _socket_path() -> str | None:
+def _socket_path(settings: Settings) -> str | None:
     """The engine's unix socket when the CLI would use it too (no remote host or context)."""
-    host = os.environ.get("DOCKER_HOST", "")
-    if os.environ.get("DOCKER_CONTEXT"):
+    host = settings.get("DOCKER_HOST")
+    if settings.get("DOCKER_CONTEXT"):
         return None
     if host.startswith("unix://"):
         return host[len("unix://") :]
-    if host or _current_context(os.environ) not in ("", "default"):
+    if host or _current_context(settings) not in ("", "default"):
         return None  # another engine (`docker context use`): the CLI knows how to reach it
     return "/var/run/docker.sock"
 
 
-def engine_get(path: str) -> bytes | None:
+def engine_get(settings: Settings, path: str) -> bytes | None:
     """GET `path` from the engine's local unix socket: the body, or None when it does not answer 200."""
-    answer = engine_request(path)
+    answer = engine_request(settings, path)
     return answer[1] if answer is not None and answer[0] == 200 else None
 
 
-def engine_request(path: str) -> tuple[int, bytes] | None:
+def engine_request(settings: Settings, path: str) -> tuple[int, bytes] | None:
     """GET `path` from the engine's local unix socket: (status, body), or None when the socket cannot be asked.
 
     Plain HTTP/1.0 on a socket: a few ms, where http.client's imports alone
@@ -390,7 +392,7 @@ def engine_request(path: str) -> tuple[int, bytes] | None:
     """
     import _socket  # the C module under socket.py, without its enum/selectors imports
 
-    sock_path = _socket_path()
+    sock_path = _socket_path(settings)
     if not sock_path or not os.path.exists(sock_path):
         return None
     chunks = []
@@ -414,11 +416,11 @@ def engine_request(path: str) -> tuple[int, bytes] | None:
     return int(head[9:12]), body
 
 
-def running_containers() -> list[dict[str, Any]]:
+def running_containers(settings: Settings) -> list[dict[str, Any]]:
     """[{name, project, working_dir, ports: [(host_ip, host_port)]}] of every running container."""
     import json
 
-    body = engine_get("/containers/json")
+    body = engine_get(settings, "/containers/json")
     if body is not None:
         try:
             return [
@@ -432,8 +434,8 @@ def running_containers() -> list[dict[str, Any]]:
             ]
         except (ValueError, TypeError, AttributeError):
             pass  # an odd engine: ask the CLI instead
-    ids = docker("ps", "-q").split()
-    records = json_list("inspect", *ids) if ids else []
+    ids = docker(settings, "ps", "-q").split()
+    records = json_list(settings, "inspect", *ids) if ids else []
     out = []
     for rec in records:
         labels = rec.get("Config", {}).get("Labels") or {}

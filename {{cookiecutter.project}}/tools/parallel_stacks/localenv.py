@@ -19,8 +19,9 @@ HEADER = (
 )
 
 
-def ensure_local_env(root: Path, keys: list[str] | None = None) -> Path:
-    """Append a fresh value for every secret in `keys` (default: the stack's kinds' secrets) that env/local.env lacks."""
+def ensure_local_env(root: Path, env_name: str = "dev", keys: list[str] | None = None) -> Path:
+    """Append a fresh value for every secret in `keys` (default: the stack's kinds' secrets) that env/local.env lacks
+    (nor env/`env_name`.env sets)."""
     if keys is None:
         from .derive import secret_keys, services
 
@@ -29,13 +30,6 @@ def ensure_local_env(root: Path, keys: list[str] | None = None) -> Path:
     existing = path.read_text(encoding="utf-8") if path.exists() else ""
     # a committed value counts too: an adopted compose file's literal password, recorded in env/dev.env, is the one
     # its database was made with (a fresh one here would lock the app's own URL out)
-    from .basics import StackError
-    from .config import env_name_of
-
-    try:
-        env_name = env_name_of(os.environ)
-    except StackError:
-        env_name = "dev"  # the commands word a bad ENV themselves
     committed = root / "env" / f"{env_name}.env"
     known = existing + (committed.read_text(encoding="utf-8") if committed.is_file() else "")
     missing = [k for k in keys if not re.search(rf"^\s*(export\s+)?{re.escape(k)}\s*=\s*\S", known, re.M)]

@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,7 +157,7 @@ def uninstall() -> Router | None:
     return router
 
 
-def install_from_env(environ: Any = os.environ, on_error: Callable[[str], None] | None = None) -> Router | None:
+def install_from_env(environ: Mapping[str, str], on_error: Callable[[str], None] | None = None) -> Router | None:
     """In a subprocess (sitecustomize): the table the test process exported; None when there is none."""
     text = environ.get(ENV, "")
     if not text:

@@ -14,15 +14,12 @@ from typing import Any
 from .basics import MAX_NUMBER_DIGITS, StackError, is_digits, short
 from .config import DEFAULT_TASK_STEP, Layers, lookup
 from .formula import offset_for_number, parse_offset, task_number
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from .settings import Settings
+from .settings import SLOT_SOURCES, Settings
 
 __all__ = ["CI_NUMBER_VARS", "TASK_VARS", "UNCLAIMED", "resolve_offset"]
 
-TASK_VARS = ("TASK_ID", "ZENFLOW_TASK_ID")
-CI_NUMBER_VARS = ("CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID")
+TASK_VARS = SLOT_SOURCES[:2]  # task ids, then CI build numbers (settings.SLOT_SOURCES, in that order)
+CI_NUMBER_VARS = SLOT_SOURCES[2:]
 
 
 def resolve_offset(
@@ -32,7 +29,7 @@ def resolve_offset(
 
     `claim`: record an auto or task-id slot (the commands that start a copy); without it nothing is written
     and an unclaimed slot is the one a claim would take now (source `... (unclaimed)`)."""
-    raw, source = lookup("PORT_OFFSET", settings.env, layers)
+    raw, source = lookup("PORT_OFFSET", settings, layers)
     if raw is not None and raw.strip().lower() == "auto":
         return _auto(root, env_name, stack, bind, settings, "PORT_OFFSET=auto", claim)
     if raw is not None:
@@ -46,7 +43,7 @@ def resolve_offset(
             return parse_offset(str(remembered), ".env.dynamic", stack), ".env.dynamic", test_start
     step = stack.get("task_step", DEFAULT_TASK_STEP)
     for var in TASK_VARS:
-        task, tsource = lookup(var, settings.env, layers)
+        task, tsource = lookup(var, settings, layers)
         if task is not None:
             preferred = offset_for_number(task_number(task, tsource, var), step)
             return _derived(root, env_name, stack, bind, settings, preferred, f"{var}={task.strip()}", var, claim)
@@ -59,7 +56,7 @@ def resolve_offset(
                 )
             preferred = offset_for_number(int(number), step)
             return _derived(root, env_name, stack, bind, settings, preferred, f"{var}={number}", var, claim)
-    fallback, fsource = lookup("DEFAULT_PORT_OFFSET", settings.env, layers)
+    fallback, fsource = lookup("DEFAULT_PORT_OFFSET", settings, layers)
     if fallback is not None and fallback.strip().lower() == "auto":
         return _auto(root, env_name, stack, bind, settings, "DEFAULT_PORT_OFFSET=auto", claim)
     if fallback is not None:

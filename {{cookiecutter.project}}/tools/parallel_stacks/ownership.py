@@ -15,6 +15,7 @@ from typing import Any
 from . import engine
 from .basics import StackError
 from .engine import PROJECT_LABEL, WORKDIR_LABEL, WORKTREE_LABEL
+from .settings import Settings
 
 __all__ = ["check_ownership", "ensure_owned", "foreign_worktree", "judge_ownership"]
 
@@ -25,22 +26,22 @@ def foreign_worktree(labels: Mapping[str, str], here: str) -> str | None:
     return tree if tree and os.path.realpath(tree) != os.path.realpath(here) else None
 
 
-def check_ownership(values: Mapping[str, str], records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def check_ownership(settings: Settings, values: Mapping[str, str], records: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Refuse (StackError) when this copy's compose project or volumes belong elsewhere.
 
     Returns the container records so callers need not ask twice.
     """
-    records = engine.containers(values["COMPOSE_PROJECT_NAME"]) if records is None else records
+    records = engine.containers(settings, values["COMPOSE_PROJECT_NAME"]) if records is None else records
     volume_labels: dict[str, dict[str, str] | None] = {}
     for key, name in values.items():
         if key.endswith("_VOLUME"):
-            rec = engine.volume(name)
+            rec = engine.volume(settings, name)
             volume_labels[name] = None if rec is None else (rec.get("Labels") or {})
     judge_ownership(values, [rec.get("Config", {}).get("Labels") or {} for rec in records], volume_labels)
     return records
 
 
-def ensure_owned(values: Mapping[str, str]) -> None:
+def ensure_owned(settings: Settings, values: Mapping[str, str]) -> None:
     """check_ownership's verdict for commands that need only the verdict (down, ps, logs, tests).
 
     Asks the engine's socket directly (a few ms); falls back to the CLI.
@@ -50,22 +51,22 @@ def ensure_owned(values: Mapping[str, str]) -> None:
 
     project = values["COMPOSE_PROJECT_NAME"]
     filters = quote(json.dumps({"label": [f"{PROJECT_LABEL}={project}"]}))
-    answer = engine.engine_request(f"/containers/json?all=1&filters={filters}")
+    answer = engine.engine_request(settings, f"/containers/json?all=1&filters={filters}")
     if answer is None or answer[0] != 200:
-        check_ownership(values)
+        check_ownership(settings, values)
         return
     try:
         labels = [rec.get("Labels") or {} for rec in json.loads(answer[1])]
     except (ValueError, AttributeError):
-        check_ownership(values)
+        check_ownership(settings, values)
         return
     volume_labels: dict[str, dict[str, str] | None] = {}
     for key, name in values.items():
         if not key.endswith("_VOLUME"):
             continue
-        answer = engine.engine_request(f"/volumes/{quote(name)}")
+        answer = engine.engine_request(settings, f"/volumes/{quote(name)}")
         if answer is None or answer[0] not in (200, 404):
-            check_ownership(values)
+            check_ownership(settings, values)
             return
         volume_labels[name] = None if answer[0] == 404 else (json.loads(answer[1]).get("Labels") or {})
     judge_ownership(values, labels, volume_labels)

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Mapping
     from typing import Any
 
+    from .settings import Settings
+
 SEARCH_STEP = 1000  # suggested offsets keep ports readable (15432 = postgres of copy 10000)
 SEARCH_TRIES = 60
 
@@ -215,17 +217,16 @@ for port in sys.argv[2:]:
 """
 
 
-def remote_busy_ports(values: Mapping[str, str], ports: list[int], environ: Mapping[str, str] | None = None) -> set[int]:
+def remote_busy_ports(values: Mapping[str, str], ports: list[int], settings: Settings) -> set[int]:
     """Ports of `ports` something holds on a remote engine's host: a short-lived container on that host's
     network tries to bind each (PROBE_IMAGE, default the stack's PYTHON_IMAGE; it needs python3)."""
-    import os
 
     from . import engine as docker_state
 
-    environ = os.environ if environ is None else environ
-    image = environ.get("PROBE_IMAGE") or environ.get("PYTHON_IMAGE") or "python:3.12-slim"
+    image = settings.get("PROBE_IMAGE") or settings.get("PYTHON_IMAGE") or "python:3.12-slim"
     bind = values["BIND_ADDRESS"]
     out = docker_state.docker(
+        settings,
         "run",
         "--rm",
         "--network",
@@ -304,7 +305,7 @@ def describe(values: Mapping[str, str], found: list[Conflict], suggestion: int |
 _ASK = object()
 
 
-def check(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], running: Any = _ASK) -> None:
+def check(settings: Settings, values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], running: Any = _ASK) -> None:
     """Raise StackError naming the owner and a free offset when any port is taken.
 
     `running`: every running container (None: engine unreachable); asked for when not given.
@@ -314,7 +315,7 @@ def check(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], 
         from . import engine as docker_state
 
         try:
-            running = docker_state.running_containers()
+            running = docker_state.running_containers(settings)
         except StackError as exc:
             if remote:
                 raise StackError(f"the engine {values['STACK_ENGINE']} is not reachable: {exc}") from None
@@ -325,7 +326,7 @@ def check(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], 
         own = {p for rec in running or [] if is_own(rec, values) for _, p in rec["ports"]}
         ports = [p for _, p in service_ports(values, services) if p not in own]
         try:
-            busy = remote_busy_ports(values, ports) if ports else set()
+            busy = remote_busy_ports(values, ports, settings) if ports else set()
         except StackError as exc:
             print(f"warning: could not probe the ports of {values.get('STACK_HOST')} ({exc}); checked its containers only", file=sys.stderr)
             busy = set()
@@ -334,7 +335,7 @@ def check(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]], 
         raise StackError(describe(values, found, nearest_free_offset(values, services, running, remote=remote)))
 
 
-def quick_all_free(values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]]) -> bool:
+def quick_all_free(settings: Settings, values: Mapping[str, str], services: Mapping[str, Mapping[str, Any]]) -> bool:
     """True when every port is free on the host and no running container mentions it.
 
     The common case, answered with sockets and one raw engine request; any
@@ -349,7 +350,7 @@ def quick_all_free(values: Mapping[str, str], services: Mapping[str, Mapping[str
     hosts = addresses(values["BIND_ADDRESS"])
     if not all(port_free(h, p) for p in ports for h in hosts):
         return False
-    body = docker_state.engine_get("/containers/json")
+    body = docker_state.engine_get(settings, "/containers/json")
     if body is None or b'"PublicPort": ' in body:
         return False
     return not any(b'"PublicPort":%d,' % p in body or b'"PublicPort":%d}' % p in body for p in ports)

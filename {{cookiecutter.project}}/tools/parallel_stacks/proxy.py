@@ -90,25 +90,25 @@ def _ours(rec: Mapping[str, Any], port: str) -> bool:
     return bool((rec.get("Config", {}).get("Labels") or {}).get(PROXY_LABEL) == port)
 
 
-def table(port: str) -> Table:
+def table(settings: Settings, port: str) -> Table:
     """The proxy's routing table ({} when there is no proxy on `port`)."""
-    rec = docker_state.container(container_name(port))
-    return _read(container_name(port)) if rec is not None and _ours(rec, port) else {}
+    rec = docker_state.container(settings, container_name(port))
+    return _read(settings, container_name(port)) if rec is not None and _ours(rec, port) else {}
 
 
-def _read(name: str) -> Table:
+def _read(settings: Settings, name: str) -> Table:
     """The routing table in the proxy container: from the engine's socket (the archive `docker cp` reads), else the CLI."""
     import io
     import tarfile
     from urllib.parse import quote
 
-    answer = docker_state.engine_request(f"/containers/{quote(name, safe='')}/archive?path={quote(CONF_DIR + '/routes.json')}")
+    answer = docker_state.engine_request(settings, f"/containers/{quote(name, safe='')}/archive?path={quote(CONF_DIR + '/routes.json')}")
     if answer is not None and answer[0] in (200, 404):
         if answer[0] == 404:
             return {}  # a proxy that never got a table (killed while starting): start from none
         archive = answer[1]
     else:
-        proc = docker_state.run_docker("cp", f"{name}:{CONF_DIR}/routes.json", "-", check=False)
+        proc = docker_state.run_docker(settings, "cp", f"{name}:{CONF_DIR}/routes.json", "-", check=False)
         if proc.returncode != 0:
             return {}
         archive = proc.stdout
@@ -118,27 +118,27 @@ def _read(name: str) -> Table:
     return loaded
 
 
-def _write(name: str, port: str, routes: Table) -> None:
+def _write(settings: Settings, name: str, port: str, routes: Table) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="ps-proxy-") as tmp:
         Path(tmp, "routes.json").write_text(json.dumps(routes, indent=1, sort_keys=True) + "\n")
         Path(tmp, "Caddyfile").write_text(caddyfile(port, routes))
-        docker_state.docker("cp", f"{tmp}/.", f"{name}:{CONF_DIR}/")
+        docker_state.docker(settings, "cp", f"{tmp}/.", f"{name}:{CONF_DIR}/")
 
 
-def _lock_file(environ: Mapping[str, str]) -> Any:
-    directory = state_dir(Settings(environ))
+def _lock_file(settings: Settings) -> Any:
+    directory = state_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
     return open(directory / "proxy.lock", "a")
 
 
 @contextlib.contextmanager
-def _machine_lock(environ: Mapping[str, str]) -> Iterator[None]:
+def _machine_lock(settings: Settings) -> Iterator[None]:
     """One change of the proxy at a time on this machine (an flock, released however its holder exits)."""
     import fcntl
 
-    with _lock_file(environ) as handle:
+    with _lock_file(settings) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -147,7 +147,7 @@ def _machine_lock(environ: Mapping[str, str]) -> Iterator[None]:
         yield
 
 
-def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str]) -> dict[str, str]:
+def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]], settings: Settings) -> dict[str, str]:
     """Route this copy's named hosts through the proxy (started if needed); returns the routes.
 
     StackError (one line) when the proxy cannot serve them: its port held by
@@ -159,22 +159,22 @@ def publish(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str,
     if port == "off":
         return {}
     if not routes:
-        withdraw(project, port, environ)
+        withdraw(project, port, settings)
         return {}
-    put(project, {"worktree": values["STACK_WORKTREE"], "routes": routes}, port, environ)
+    put(project, {"worktree": values["STACK_WORKTREE"], "routes": routes}, port, settings)
     return routes
 
 
-def put(project: str, entry: dict[str, Any], port: str, environ: Mapping[str, str]) -> None:
+def put(project: str, entry: dict[str, Any], port: str, settings: Settings) -> None:
     """Set `project`'s entry ({"worktree", "routes": {host: upstream}}, optionally "pid" of the process serving
     them) in the proxy on `port`, starting the proxy if needed. The dashboard routes itself through this."""
     routes: dict[str, str] = entry["routes"]
     name = container_name(port)
-    with _machine_lock(environ):
-        rec = docker_state.container(name)
+    with _machine_lock(settings):
+        rec = docker_state.container(settings, name)
         if rec is not None and not _ours(rec, port):
             raise StackError(f"a container named {name} exists and is not this template's proxy; remove it or set NAMED_URLS_PORT")
-        current = _read(name) if rec is not None else {}
+        current = _read(settings, name) if rec is not None else {}
         if rec is not None and current.get(project) == entry and rec["State"].get("Running"):
             return  # already routed: nothing to change
         for other, their in current.items():
@@ -186,27 +186,27 @@ def put(project: str, entry: dict[str, Any], port: str, environ: Mapping[str, st
         before = dict(current)
         current[project] = entry
         if rec is None:
-            _create(name, port, environ)
+            _create(name, port, settings)
         elif not rec["State"].get("Running"):
             _check_port(port)  # a stopped proxy's port may have been taken since
-        _write(name, port, current)
+        _write(settings, name, port, current)
         if rec is None or not rec["State"].get("Running"):
-            _start(name, port, keep=bool(before))
+            _start(settings, name, port, keep=bool(before))
         else:
-            _reload(name, port, before)
+            _reload(settings, name, port, before)
 
 
-def _reload(name: str, port: str, before: Table) -> None:
+def _reload(settings: Settings, name: str, port: str, before: Table) -> None:
     """Reload the proxy's config; if Caddy refuses it, put the previous table back (the other copies keep their names)."""
     try:
-        _caddy_reload(name)
+        _caddy_reload(settings, name)
     except StackError as exc:
-        _write(name, port, before)
+        _write(settings, name, port, before)
         raise StackError(f"the named-URL proxy refused the new routes, kept the old ones ({exc})") from None
 
 
-def _caddy_reload(name: str) -> None:
-    docker_state.docker("exec", name, "caddy", "reload", "--config", f"{CONF_DIR}/Caddyfile", "--adapter", "caddyfile")
+def _caddy_reload(settings: Settings, name: str) -> None:
+    docker_state.docker(settings, "exec", name, "caddy", "reload", "--config", f"{CONF_DIR}/Caddyfile", "--adapter", "caddyfile")
 
 
 def _check_port(port: str) -> None:
@@ -216,15 +216,16 @@ def _check_port(port: str) -> None:
         raise StackError(f"port {port} is held by {process_owner(int(port))}; set NAMED_URLS_PORT to a free port (or NAMED_URLS_PORT=off)")
 
 
-def _create(name: str, port: str, environ: Mapping[str, str]) -> None:
+def _create(name: str, port: str, settings: Settings) -> None:
     _check_port(port)
-    image = environ.get("CADDY_IMAGE") or DEFAULT_IMAGE
-    if docker_state.missing_images([image]):
+    image = settings.get("CADDY_IMAGE") or DEFAULT_IMAGE
+    if docker_state.missing_images(settings, [image]):
         try:
-            docker_state.pull(image)
+            docker_state.pull(settings, image)
         except StackError:
             raise StackError(f"image {image} is not on this machine and could not be pulled; pull it or set CADDY_IMAGE") from None
     docker_state.docker(
+        settings,
         "create",
         "--name",
         name,
@@ -244,66 +245,66 @@ def _create(name: str, port: str, environ: Mapping[str, str]) -> None:
     )
 
 
-def _start(name: str, port: str, keep: bool = False) -> None:
+def _start(settings: Settings, name: str, port: str, keep: bool = False) -> None:
     """Start the proxy and wait until it listens; one line if it cannot, and no container left
     unless it holds other copies' routes (`keep`: they are kept for a later start)."""
     import time
 
     from .probe import port_free
 
-    docker_state.docker("start", name)
+    docker_state.docker(settings, "start", name)
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
         if not port_free("127.0.0.1", int(port)):
             return
-        rec = docker_state.container(name)
+        rec = docker_state.container(settings, name)
         if rec is None or not rec["State"].get("Running"):
             break
         time.sleep(0.1)
-    logs = docker_state.docker("logs", "--tail", "3", name).strip().splitlines()
+    logs = docker_state.docker(settings, "logs", "--tail", "3", name).strip().splitlines()
     with contextlib.suppress(StackError):
         if keep:
-            docker_state.docker("stop", name)
+            docker_state.docker(settings, "stop", name)
         else:
-            docker_state.docker("rm", "-f", name)
+            docker_state.docker(settings, "rm", "-f", name)
     raise StackError(f"the named-URL proxy {name} did not start: {logs[-1] if logs else 'no output'}")
 
 
-def withdraw(project: str, port: str, environ: Mapping[str, str], pid: int | None = None) -> bool:
+def withdraw(project: str, port: str, settings: Settings, pid: int | None = None) -> bool:
     """Remove `project`'s routes; the proxy goes with the last copy's. True if it had routes.
     `pid`: only if its entry names that serving process (a dashboard never withdraws another's route)."""
     if port == "off":
         return False
     name = container_name(port)
-    with _machine_lock(environ):
-        rec = docker_state.container(name)
+    with _machine_lock(settings):
+        rec = docker_state.container(settings, name)
         if rec is None or not _ours(rec, port):
             return False
-        current = _read(name)
+        current = _read(settings, name)
         if project not in current or (pid is not None and current[project].get("pid") != pid):
             return False
         del current[project]
         if not current:
-            docker_state.docker("rm", "-f", name)
+            docker_state.docker(settings, "rm", "-f", name)
             return True
-        _write(name, port, current)
+        _write(settings, name, port, current)
         if rec["State"].get("Running"):
-            _caddy_reload(name)
+            _caddy_reload(settings, name)
     return True
 
 
-def proxies() -> dict[str, Table]:
+def proxies(settings: Settings) -> dict[str, Table]:
     """{proxy port: routing table} of every named-URL proxy on the engine."""
     found = {}
-    listed = docker_state.labelled_containers(PROXY_LABEL)  # the socket first (a few ms), else the CLI
+    listed = docker_state.labelled_containers(settings, PROXY_LABEL)  # the socket first (a few ms), else the CLI
     if listed is not None:
         for listing in listed:
             name = str((listing.get("Names") or ["?"])[0]).lstrip("/")
-            found[(listing.get("Labels") or {}).get(PROXY_LABEL, "")] = _read(name)
+            found[(listing.get("Labels") or {}).get(PROXY_LABEL, "")] = _read(settings, name)
         return found
-    for line in docker_state.docker("ps", "-a", "--filter", f"label={PROXY_LABEL}", "--format", "{{.Names}}").split():
-        rec = docker_state.container(line)
+    for line in docker_state.docker(settings, "ps", "-a", "--filter", f"label={PROXY_LABEL}", "--format", "{{.Names}}").split():
+        rec = docker_state.container(settings, line)
         if rec is not None:
             port = (rec["Config"].get("Labels") or {}).get(PROXY_LABEL, "")
-            found[port] = _read(line)
+            found[port] = _read(settings, line)
     return found

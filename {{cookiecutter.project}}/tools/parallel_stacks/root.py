@@ -8,16 +8,15 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from .settings import Settings
 
 __all__ = ["find"]
 
 
-def find(environ: Mapping[str, str] | None = None, start: str | None = None) -> str | None:
+def find(settings: Settings, start: str | None = None) -> str | None:
     """The project directory, or None when there is none."""
-    environ = os.environ if environ is None else environ
-    if environ.get("STACK_ROOT"):
-        return os.path.realpath(environ["STACK_ROOT"])
+    if settings.get("STACK_ROOT"):
+        return os.path.realpath(settings.get("STACK_ROOT"))
     here = os.path.realpath(start or os.getcwd())
     while True:
         if os.path.isfile(os.path.join(here, "stack.yml")):

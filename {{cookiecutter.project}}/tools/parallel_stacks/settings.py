@@ -22,7 +22,7 @@ TYPE_CHECKING = False  # typing costs a fifth of `make env`'s start-up: types fo
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["NAMES", "VARIABLES", "Settings"]
+__all__ = ["COPY_SELECTORS", "NAMES", "SLOT_SOURCES", "VARIABLES", "Settings"]
 
 # (name, what it does): every variable the package reads by name; docs/VARIABLES.md documents each
 VARIABLES: tuple[tuple[str, str], ...] = (
@@ -73,11 +73,17 @@ VARIABLES: tuple[tuple[str, str], ...] = (
     ("REDIS_IMAGE", "the image of the workers' routed Redis servers"),
     # the test run
     ("STACK_ISOLATION_ENV", "a file of NAME = {VALUE} lines: the app's own variables each worker gets (make adopt writes it)"),
+    ("PYTEST_XDIST_WORKER", "pytest-xdist names the worker (gw0, gw1 ...) in its environment before pytest starts in it"),
     ("PYTEST_XDIST_AUTO_NUM_WORKERS", "pytest-xdist's -n auto count; set, the plugin leaves it alone"),
     ("PYTHONPATH", "kept, with the localhost-routing hook put in front for the test run's subprocesses"),
     ("PARALLEL_STACKS_ROUTES", "set by the plugin for subprocesses: the localhost routes of this worker"),
 )
 NAMES = frozenset(name for name, _ in VARIABLES)
+# what picks a copy's offset from a number (a task id, then a CI build number): offsets.py tries them in this order;
+# a copy whose offset came from one of them (or auto) asked the slot registry, so the env cache never stores it
+SLOT_SOURCES = ("TASK_ID", "ZENFLOW_TASK_ID", "CI_BUILD_NUMBER", "BUILD_NUMBER", "CI_JOB_ID", "GITHUB_RUN_ID")
+# what selects a copy in the caller's environment: a new worktree's copy must not inherit them (its own settings decide)
+COPY_SELECTORS = ("PORT_OFFSET", "TASK_ID", "ZENFLOW_TASK_ID", "STACK_ROOT")
 
 
 class Settings:

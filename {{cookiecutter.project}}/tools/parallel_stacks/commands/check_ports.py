@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 
 from ..runner import run
+from ..settings import Settings
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """`make check-ports`: refuse in one line when a host port of this copy is taken by anything but this copy; warn about ports in the ephemeral range."""
+    settings = Settings.read()
     argv = sys.argv[1:] if argv is None else argv
     if set(argv) - {"--quiet"}:  # --help and mistakes: argparse words them
         import argparse
@@ -25,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         from .. import probe
         from ..current import values as derived
 
-        values, services = derived()
-        if not probe.quick_all_free(values, services):
-            probe.check(values, services)
+        values, services = derived(settings)
+        if not probe.quick_all_free(settings, values, services):
+            probe.check(settings, values, services)
         inside, low, high = probe.ephemeral_ports(values, services)
         if inside and values.get("STACK_ENGINE", "local") == "local":
             print(

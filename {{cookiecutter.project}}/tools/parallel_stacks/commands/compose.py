@@ -19,6 +19,7 @@ from typing import Any
 from .. import derive
 from ..basics import StackError
 from ..runner import run as run_command
+from ..settings import Settings
 
 WAIT_SECONDS = 180
 POOLS_EXHAUSTED = "could not find an available, non-overlapping IPv4 address pool"  # the engine's words, Engine 20-28
@@ -30,13 +31,13 @@ _VERSIONS: dict[tuple[str, ...], str] = {}  # compose command -> `version --shor
 _LEGACY: dict[tuple[str, ...], str | None] = {}  # compose command -> why it gets the legacy file (None: it does not)
 
 
-def compose_command(configured: str | None = None) -> list[str]:
+def compose_command(settings: Settings, configured: str | None = None) -> list[str]:
     """COMPOSE if set, else `docker compose` (v2), else `docker-compose` (v1)."""
-    configured = (configured if configured is not None else os.environ.get("COMPOSE", "")).strip()
+    configured = (configured if configured is not None else settings.get("COMPOSE")).strip()
     if configured:
         return shlex.split(configured)
-    plugin = compose_plugin()
-    known = _plugin_version(plugin) if plugin else None
+    plugin = compose_plugin(settings)
+    known = _plugin_version(settings, plugin) if plugin else None
     if known:
         _VERSIONS[("docker", "compose")] = known
         return ["docker", "compose"]
@@ -45,7 +46,7 @@ def compose_command(configured: str | None = None) -> list[str]:
         if probe.returncode == 0:
             _VERSIONS[("docker", "compose")] = str(probe.stdout or "").strip()
             if plugin:
-                _plugin_version(plugin, _VERSIONS[("docker", "compose")])
+                _plugin_version(settings, plugin, _VERSIONS[("docker", "compose")])
             return ["docker", "compose"]
     except (FileNotFoundError, subprocess.TimeoutExpired):
         pass
@@ -64,13 +65,13 @@ PLUGIN_DIRS = (
 )
 
 
-def compose_plugin() -> str | None:
+def compose_plugin(settings: Settings) -> str | None:
     """The Compose v2 plugin the docker CLI runs for `docker compose` (its own search order), if docker is on PATH."""
     import shutil
 
     if not shutil.which("docker"):
         return None
-    config = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    config = settings.docker_config_dir()
     for directory in (os.path.join(config, "cli-plugins"), *PLUGIN_DIRS):
         path = os.path.join(directory, "docker-compose")
         if os.path.isfile(path) and os.access(path, os.X_OK):
@@ -78,13 +79,12 @@ def compose_plugin() -> str | None:
     return None
 
 
-def _plugin_version(path: str, learned: str | None = None) -> str | None:
+def _plugin_version(settings: Settings, path: str, learned: str | None = None) -> str | None:
     """The plugin's `version --short` as last probed, kept in the user's cache by the binary's size and mtime
     (an upgrade is a new entry): `make up` need not start compose just to learn its version. With `learned`: store it."""
     import json
 
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    cache = os.path.join(base, "parallel-stacks", "compose-version.json")
+    cache = os.path.join(settings.cache_dir(), "compose-version.json")
     try:
         st = os.stat(path)
         stamp = [path, st.st_size, st.st_mtime_ns]
@@ -128,23 +128,20 @@ def is_v1(cmd: list[str]) -> bool:
     return compose_version(cmd).lstrip("v").startswith("1.")
 
 
-def start_interval_missing(cmd: list[str], environ: Mapping[str, str] | None = None) -> str | None:
+def start_interval_missing(settings: Settings, cmd: list[str]) -> str | None:
     """Why this compose and engine cannot take a health check's start_interval (None: they can).
 
     STACK_LEGACY_HEALTHCHECKS=1 says so for any engine (what older ones get, on purpose).
     """
-    from ..basics import truthy
-
-    environ = os.environ if environ is None else environ
-    if truthy(environ.get("STACK_LEGACY_HEALTHCHECKS")):
+    if settings.flag("STACK_LEGACY_HEALTHCHECKS"):
         return "STACK_LEGACY_HEALTHCHECKS is set"
     key = tuple(cmd)
     if key not in _LEGACY:
-        _LEGACY[key] = _start_interval_missing(cmd)
+        _LEGACY[key] = _start_interval_missing(settings, cmd)
     return _LEGACY[key]
 
 
-def _start_interval_missing(cmd: list[str]) -> str | None:
+def _start_interval_missing(settings: Settings, cmd: list[str]) -> str | None:
     import re
 
     from .. import engine as docker_state
@@ -153,7 +150,7 @@ def _start_interval_missing(cmd: list[str]) -> str | None:
     numbers = tuple(int(n) for n in re.findall(r"\d+", version)[:2])
     if len(numbers) == 2 and numbers < START_INTERVAL_COMPOSE:
         return f"Compose {version}"
-    api = docker_state.api_version()
+    api = docker_state.api_version(settings)
     if api is not None and api < START_INTERVAL_API:
         return f"Docker Engine API {api[0]}.{api[1]} (Engine < 25)"
     return None
@@ -191,14 +188,13 @@ def without_start_interval(model: Any) -> Any:
     return model
 
 
-def legacy_compose_file(source: Path, environ: Mapping[str, str] | None = None) -> str:
+def legacy_compose_file(settings: Settings, source: Path) -> str:
     """A compose file without start_interval, for engines and composes older than it, in the user's cache
     directory ($XDG_CACHE_HOME/parallel-stacks/compose/), rewritten only when it changes; the file itself when it
     has no start_interval (or is not plain YAML). Relative paths still mean the worktree: compose runs with
     --project-directory."""
     import yaml
 
-    environ = os.environ if environ is None else environ
     with open(source, encoding="utf-8") as handle:
         original = handle.read()
     if "start_interval" not in original:
@@ -210,8 +206,7 @@ def legacy_compose_file(source: Path, environ: Mapping[str, str] | None = None) 
     dumper: Any = type("NoAliases", (yaml.SafeDumper,), {"ignore_aliases": lambda self, data: True})
     text = f"# Written by parallel-stacks from {source}, without start_interval (this engine or compose predates it); do not edit.\n"
     text += yaml.dump(model, Dumper=dumper, sort_keys=False, default_flow_style=False)
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "parallel-stacks", "compose", str(source).strip(os.sep).replace(os.sep, "%"))
+    path = os.path.join(settings.cache_dir(), "compose", str(source).strip(os.sep).replace(os.sep, "%"))
     try:
         with open(path, encoding="utf-8") as handle:
             if handle.read() == text:
@@ -226,12 +221,12 @@ def legacy_compose_file(source: Path, environ: Mapping[str, str] | None = None) 
     return path
 
 
-def run_files(cmd: list[str], values: Mapping[str, str]) -> list[str]:
+def run_files(settings: Settings, cmd: list[str], values: Mapping[str, str]) -> list[str]:
     """The compose files this copy runs: compose_files, or their legacy copies where start_interval is unknown."""
     files = compose_files(values)
-    if start_interval_missing(cmd) is None:
+    if start_interval_missing(settings, cmd) is None:
         return [str(p) for p in files]
-    return [legacy_compose_file(p) for p in files]
+    return [legacy_compose_file(settings, p) for p in files]
 
 
 def compose_files(values: Mapping[str, str]) -> list[Path]:
@@ -243,13 +238,13 @@ def compose_files(values: Mapping[str, str]) -> list[Path]:
     return files_of(load_stack(root / "stack.yml"), root)
 
 
-def base_args(cmd: list[str], values: Mapping[str, str]) -> list[str]:
+def base_args(settings: Settings, cmd: list[str], values: Mapping[str, str]) -> list[str]:
     """`compose -p <copy> -f <file>... [--profile <p>...] --project-directory <worktree>`: exactly the project's file set."""
     from ..config import compose_profiles, load_stack
 
     root = values["STACK_WORKTREE"]
     args = [*cmd, "-p", values["COMPOSE_PROJECT_NAME"]]
-    for path in run_files(cmd, values):
+    for path in run_files(settings, cmd, values):
         args += ["-f", path]
     for profile in compose_profiles(load_stack(Path(root) / "stack.yml")):
         args += ["--profile", profile]
@@ -269,14 +264,14 @@ def run(argv: list[str], env: Mapping[str, str]) -> int:
         raise StackError(f"{argv[0]} not found") from None
 
 
-def wait_healthy(project: str) -> None:
+def wait_healthy(settings: Settings, project: str) -> None:
     """Compose v1 has no --wait: poll container health, bounded."""
     from .. import engine as docker_state
 
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         states = []
-        for rec in docker_state.containers(project):
+        for rec in docker_state.containers(settings, project):
             state = rec.get("State", {})
             states.append((state.get("Health") or {}).get("Status", "healthy" if state.get("Running") else "down"))
         if states and all(s == "healthy" for s in states):
@@ -285,19 +280,21 @@ def wait_healthy(project: str) -> None:
     raise StackError(f"{project} did not become healthy within {WAIT_SECONDS} s; see `make logs`")
 
 
-def compose_config(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str]) -> dict[str, Any]:
+def compose_config(settings: Settings, cmd: list[str], values: Mapping[str, str], env: Mapping[str, str]) -> dict[str, Any]:
     """The resolved compose model (`compose config`), or one StackError line."""
-    return compose_config_text(cmd, values, env)[1]
+    return compose_config_text(settings, cmd, values, env)[1]
 
 
-def compose_config_text(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+def compose_config_text(
+    settings: Settings, cmd: list[str], values: Mapping[str, str], env: Mapping[str, str]
+) -> tuple[str, dict[str, Any]]:
     """(`compose config`'s text, the model it describes), or one StackError line."""
     import yaml
 
     missing = [p for p in compose_files(values) if not p.is_file()]
     if missing:
         raise StackError(f"compose file {missing[0].name} (stack.yml) does not exist in {values['STACK_WORKTREE']}")
-    proc = subprocess.run([*base_args(cmd, values), "config"], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([*base_args(settings, cmd, values), "config"], env=env, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
         raise StackError(f"{files_text(values)} is not usable: {lines[-1]}")
@@ -327,14 +324,14 @@ def built_images(config: Mapping[str, Any], values: Mapping[str, str]) -> dict[s
     }
 
 
-def ensure_images(needed: dict[str, str]) -> None:
+def ensure_images(settings: Settings, needed: dict[str, str]) -> None:
     """Pull what is missing before anything is created; one line if an image cannot be had."""
     from .. import engine as docker_state
 
-    for image in docker_state.missing_images(list(needed)):
+    for image in docker_state.missing_images(settings, list(needed)):
         print(f"pulling {image} for service {needed[image]} (not on this machine yet)", file=sys.stderr, flush=True)
         try:
-            docker_state.pull(image)
+            docker_state.pull(settings, image)
         except StackError as exc:
             raise StackError(
                 f"image {image} (service {needed[image]}) is not on this machine and could not be pulled "
@@ -358,18 +355,25 @@ def show_tail(output: str, lines: int = 40) -> None:
         print("\n".join(tail), file=sys.stderr)
 
 
-def build(cmd: list[str], values: Mapping[str, str], env: Mapping[str, str], images: dict[str, str], only: list[str] | None = None) -> int:
+def build(
+    settings: Settings,
+    cmd: list[str],
+    values: Mapping[str, str],
+    env: Mapping[str, str],
+    images: dict[str, str],
+    only: list[str] | None = None,
+) -> int:
     """Build this copy's images (`only`: of those services): progress shown for a first build, otherwise quiet unless it fails."""
     from .. import engine as docker_state
 
     if not images:
         return 0
-    missing = docker_state.missing_images(list(images))
+    missing = docker_state.missing_images(settings, list(images))
     if missing:
         names = ", ".join(images[i] for i in missing)
         print(f"building images for {names} (first build of this copy; later ones are quiet)", file=sys.stderr, flush=True)
-        return run([*base_args(cmd, values), "build", *(only or [])], env)
-    code, output = quiet([*base_args(cmd, values), "build", "--quiet", *(only or [])], env)
+        return run([*base_args(settings, cmd, values), "build", *(only or [])], env)
+    code, output = quiet([*base_args(settings, cmd, values), "build", "--quiet", *(only or [])], env)
     if code != 0:
         show_tail(output)
     return code
@@ -404,7 +408,7 @@ def snapshot(records: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
     }
 
 
-def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, str], cmd: list[str], extra: list[str]) -> int:
+def up(settings: Settings, values: Mapping[str, str], env: Mapping[str, str], cmd: list[str], extra: list[str]) -> int:
     """`make up`: check ownership, ports, volumes and images, claim what it needs, build, start, wait until healthy, publish the named URLs; nothing created when a check fails."""
     from .. import engine as docker_state
     from .. import ownership
@@ -417,7 +421,7 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     root = Path(values["STACK_WORKTREE"])
     stack_services = derive.services(root)
     missing = [key for key in derive.secret_keys(stack_services) if not values.get(key)]
-    legacy = start_interval_missing(cmd)
+    legacy = start_interval_missing(settings, cmd)
     if legacy:
         print(
             f"note: {legacy}: no health-check start_interval, so this copy's checks run every {LEGACY_INTERVAL:g} s "
@@ -428,26 +432,26 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     config: dict[str, Any] = {}
     model: dict[str, Any] | None = None
     # only a whole copy started as `make up` starts it is stamped (not SERVICES=..., not extra compose arguments)
-    quick = not extra and not environ.get("SERVICES", "").strip()
-    read_by_config = upstate.config_key(cmd, compose_version(cmd), run_files(cmd, values), env) if quick else None
+    quick = not extra and not settings.get("SERVICES").strip()
+    read_by_config = upstate.config_key(cmd, compose_version(cmd), run_files(settings, cmd, values), env) if quick else None
     if not missing and quick:
         # a copy that is up, healthy and started from exactly these inputs: nothing for compose to do (upstate.py)
-        ownership.ensure_owned(values)
-        model = upstate.remembered_model(values, read_by_config, environ)
+        ownership.ensure_owned(settings, values)
+        model = upstate.remembered_model(values, read_by_config, settings)
         if model is None:
-            config_text, config = compose_config_text(cmd, values, env)
+            config_text, config = compose_config_text(settings, cmd, values, env)
             model = upstate.model_of(config_text, config)
-        digest = upstate.inputs_digest(cmd, model)
-        if upstate.unchanged(values, digest, model, environ, "_" if is_v1(cmd) else "-"):
-            named_urls(values, stack_services, environ)
+        digest = upstate.inputs_digest(settings, cmd, model)
+        if upstate.unchanged(values, digest, model, settings, "_" if is_v1(cmd) else "-"):
+            named_urls(values, stack_services, settings)
             print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
             return 0
-    records = ownership.check_ownership(values)
-    check_ports.check(values, stack_services)
+    records = ownership.check_ownership(settings, values)
+    check_ports.check(settings, values, stack_services)
     locked = [key for key in derive.secret_keys(stack_services, stored=True) if key in missing]
     if locked:
         for key, name in values.items():
-            if key.endswith("_VOLUME") and docker_state.volume(name) is not None:
+            if key.endswith("_VOLUME") and docker_state.volume(settings, name) is not None:
                 raise StackError(
                     f"volume {name} holds data set up with a secret this worktree no longer has "
                     f"({', '.join(locked)} {'is' if len(locked) == 1 else 'are'} missing from env/local.env); restore it there, or `make nuke` to start over"
@@ -456,29 +460,31 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
     adopted = compose_variables(load_stack(root / "stack.yml")) is not None
     if not config or missing:  # (the quick check above may have asked already, or answered from its stamp)
         # (a baked compose file requires its secrets; an adopted one reads the team's own, never ours)
-        config_text, config = compose_config_text(cmd, values, env if adopted else {**env, **{key: "unset" for key in missing}})
+        config_text, config = compose_config_text(settings, cmd, values, env if adopted else {**env, **{key: "unset" for key in missing}})
         model = upstate.model_of(config_text, config)
-    selected = selected_services(config, environ.get("SERVICES", ""))
+    selected = selected_services(config, settings.get("SERVICES"))
     if selected:
         config = {**config, "services": {n: s for n, s in (config.get("services") or {}).items() if n in selected}}
-    ensure_images(required_images(config))
-    ensure_local_env(root)
-    values, env = derive.compose_environment(root, environ, claim=True)  # re-read: a secret may be new
+    ensure_images(settings, required_images(config))
+    ensure_local_env(root, values["STACK_ENV"])
+    values, env = derive.compose_environment(root, settings, claim=True)  # re-read: a secret may be new
     for variable in data_dirs(load_stack(root / "stack.yml")):
         Path(values[variable]).mkdir(parents=True, exist_ok=True)  # the copy's own data directories, under the repository
     if quick and missing:  # a new secret: what compose reads, and so its answer, changed
-        read_by_config = upstate.config_key(cmd, compose_version(cmd), run_files(cmd, values), env)
-        config_text, full = compose_config_text(cmd, values, env)
+        read_by_config = upstate.config_key(cmd, compose_version(cmd), run_files(settings, cmd, values), env)
+        config_text, full = compose_config_text(settings, cmd, values, env)
         model = upstate.model_of(config_text, full)
-    digest = upstate.inputs_digest(cmd, model) if quick and model is not None else None  # images pulled by now
-    upstate.forget(values, environ)  # what runs from here on is not what the stamp says
+    digest = upstate.inputs_digest(settings, cmd, model) if quick and model is not None else None  # images pulled by now
+    upstate.forget(values, settings)  # what runs from here on is not what the stamp says
     before = snapshot(records)  # the ownership check's records: under the operation lock nothing has changed them
-    code = build(cmd, values, env, built_images(config, values), sorted(n for n in selected if config["services"][n].get("build")))
+    code = build(
+        settings, cmd, values, env, built_images(config, values), sorted(n for n in selected if config["services"][n].get("build"))
+    )
     if code != 0:
         print(f"error: building the images of {project} failed (exit {code}); the output above says why", file=sys.stderr)
         return code
     v1 = is_v1(cmd)
-    args = [*base_args(cmd, values), "up", "-d", "--remove-orphans"]
+    args = [*base_args(settings, cmd, values), "up", "-d", "--remove-orphans"]
     if not v1:
         args += ["--wait", "--wait-timeout", str(WAIT_SECONDS)]
     if not before:
@@ -497,23 +503,23 @@ def up(values: Mapping[str, str], env: Mapping[str, str], environ: Mapping[str, 
         print(f"error: `compose up` failed for {project} (exit {code}); see the output above and `make logs`", file=sys.stderr)
         return code
     if v1:
-        wait_healthy(project)
+        wait_healthy(settings, project)
     if quick:
-        upstate.record(values, digest, environ, read_by_config, model)
-    named_urls(values, stack_services, environ)
-    if before and snapshot(docker_state.containers(project)) == before:
+        upstate.record(values, digest, settings, read_by_config, model)
+    named_urls(values, stack_services, settings)
+    if before and snapshot(docker_state.containers(settings, project)) == before:
         print(f"{project} is already up and healthy; nothing changed (`make ports` shows its URLs)")
         return 0
     sys.stdout.write(derive.format_ports(derive.redact(values, stack_services), stack_services))
     return 0
 
 
-def named_urls(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str]) -> None:
+def named_urls(values: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]], settings: Settings) -> None:
     """Route the copy's named URLs through the machine's proxy; if it cannot, say why in one line (numbered URLs still work)."""
     from .. import proxy
 
     try:
-        proxy.publish(values, stack_services, environ)
+        proxy.publish(values, stack_services, settings)
     except StackError as exc:
         print(f"warning: named URLs are not served: {exc}", file=sys.stderr)
 
@@ -532,38 +538,39 @@ def client_args(values: Mapping[str, str], client: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m parallel_stacks {up,down,ps,logs,config,client}`: one compose command for this copy."""
+    settings = Settings.read()
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("command", choices=["up", "down", "ps", "logs", "config", "client"], help="compose command to run for this copy")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="extra arguments passed to compose (client: its name first, e.g. psql)")
     parser.add_argument("--compose", default=None, help="compose command (default: $COMPOSE, else auto-detect)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return run_command(lambda: dispatch(args.command, args.args, args.compose))
+    return run_command(lambda: dispatch(settings, args.command, args.args, args.compose))
 
 
-def dispatch(command: str, extra: list[str], compose: str | None) -> int:
+def dispatch(settings: Settings, command: str, extra: list[str], compose: str | None) -> int:
     """Run compose `command` for this copy (up and down under the worktree's operation lock; never on another worktree's copy)."""
     from .. import ownership
 
-    values, env = derive.compose_environment(None, os.environ, claim=command == "up")  # only up claims an auto slot
-    cmd = compose_command(compose)
+    values, env = derive.compose_environment(None, settings, claim=command == "up")  # only up claims an auto slot
+    cmd = compose_command(settings, compose)
     root = Path(values["STACK_WORKTREE"])
     if command in ("up", "down"):
         from .. import oplock
 
         with oplock.hold(root, f"make {command} of {values['COMPOSE_PROJECT_NAME']}"):
             if command == "up":
-                return up(values, env, dict(os.environ), cmd, extra)
-            ownership.ensure_owned(values)  # another worktree's copy is never stopped from here
-            code = run([*base_args(cmd, values), "down", "--remove-orphans", *extra], env)
+                return up(settings, values, env, cmd, extra)
+            ownership.ensure_owned(settings, values)  # another worktree's copy is never stopped from here
+            code = run([*base_args(settings, cmd, values), "down", "--remove-orphans", *extra], env)
             if code == 0:
                 from .. import proxy
 
-                proxy.withdraw(values["COMPOSE_PROJECT_NAME"], values.get("NAMED_URLS_PORT", "off"), os.environ)
+                proxy.withdraw(values["COMPOSE_PROJECT_NAME"], values.get("NAMED_URLS_PORT", "off"), settings)
             return code
     if command in ("ps", "logs", "client"):
-        ownership.ensure_owned(values)  # nor shown or entered as if it were this one
+        ownership.ensure_owned(settings, values)  # nor shown or entered as if it were this one
     if command == "client":
         if not extra:
             raise StackError("which client? e.g. `python -m parallel_stacks client psql`")
-        return run([*base_args(cmd, values), *client_args(values, extra[0]), *extra[1:]], env)
-    return run([*base_args(cmd, values), command, *extra], env)
+        return run([*base_args(settings, cmd, values), *client_args(values, extra[0]), *extra[1:]], env)
+    return run([*base_args(settings, cmd, values), command, *extra], env)

@@ -31,11 +31,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..basics import PORT_MAX, PORT_MIN, StackError, pid_alive, truthy
+from .. import fleet
+from ..basics import PORT_MAX, PORT_MIN, StackError, pid_alive
 from ..registry import store
 from ..runner import run
 from ..settings import Settings
-from . import fleet
 
 TOOLS = Path(__file__).resolve().parents[2]  # the directory holding this package: the server imports it from there
 DEFAULT_PORT = 7356  # beside the named-URL proxy's 7355
@@ -56,8 +56,8 @@ class Snapshots:
     Requests arriving while it is taken wait for it (one query, not one per request). `taken` counts the queries.
     """
 
-    def __init__(self, environ: Mapping[str, str], contexts: list[str] | None, interval: float = REFRESH_SECONDS):
-        self.environ, self.contexts, self.interval = environ, contexts, interval
+    def __init__(self, settings: Settings, contexts: list[str] | None, interval: float = REFRESH_SECONDS):
+        self.settings, self.contexts, self.interval = settings, contexts, interval
         self.lock = threading.Lock()
         self.latest: dict[str, Any] = {}
         self.at = float("-inf")
@@ -68,7 +68,7 @@ class Snapshots:
         with self.lock:
             if time.monotonic() - self.at >= self.interval:
                 try:
-                    self.latest = fleet.snapshot(self.environ, self.contexts)
+                    self.latest = fleet.snapshot(self.settings, self.contexts)
                 except Exception as exc:  # a page that says what went wrong, never a dead server
                     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     self.latest = {
@@ -361,20 +361,20 @@ def make_handler(snapshots: Snapshots) -> type:
     return Handler
 
 
-def serve(environ: Mapping[str, str], port: int) -> int:
+def serve(settings: Settings, port: int) -> int:
     """The background process: bind 127.0.0.1:`port`, record itself in the state file, serve until SIGTERM/SIGINT."""
     import signal
     from http.server import ThreadingHTTPServer
 
-    contexts = [c.strip() for c in (environ.get("CONTEXTS") or "").split(",") if c.strip()] or None
-    snapshots = Snapshots(environ, contexts)
+    contexts = [c.strip() for c in (settings.get("CONTEXTS") or "").split(",") if c.strip()] or None
+    snapshots = Snapshots(settings, contexts)
     try:
         server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(snapshots))
     except OSError as exc:
         raise StackError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
     server.daemon_threads = True
     bound = int(server.server_address[1])
-    state = _state_path(environ)
+    state = _state_path(settings)
     _write_state(state, {"pid": os.getpid(), "port": bound, "started_at": fleet.iso_utc(time.time())})
 
     def stop(_signum: int, _frame: Any) -> None:
@@ -386,17 +386,17 @@ def serve(environ: Mapping[str, str], port: int) -> int:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
-        mine = _read_state(environ)
+        mine = _read_state(settings)
         if mine is not None and mine["pid"] == os.getpid():
-            _withdraw(environ, mine)
+            _withdraw(settings, mine)
             with contextlib.suppress(OSError):
                 state.unlink()
     return 0
 
 
 # ---------------------------------------------------------------- start, reuse, stop
-def _state_path(environ: Mapping[str, str]) -> Path:
-    return store.state_dir(Settings(environ)) / STATE_FILE
+def _state_path(settings: Settings) -> Path:
+    return store.state_dir(settings) / STATE_FILE
 
 
 def _write_state(path: Path, state: Mapping[str, Any]) -> None:
@@ -406,9 +406,9 @@ def _write_state(path: Path, state: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _read_state(environ: Mapping[str, str]) -> dict[str, Any] | None:
+def _read_state(settings: Settings) -> dict[str, Any] | None:
     try:
-        state = json.loads(_state_path(environ).read_text())
+        state = json.loads(_state_path(settings).read_text())
         return state if isinstance(state, dict) and isinstance(state.get("pid"), int) and isinstance(state.get("port"), int) else None
     except (OSError, ValueError):
         return None
@@ -431,33 +431,33 @@ def _ping(port: int) -> int | None:
         conn.close()
 
 
-def running(environ: Mapping[str, str]) -> dict[str, Any] | None:
+def running(settings: Settings) -> dict[str, Any] | None:
     """The state of the dashboard this state directory's file names, when it answers as itself; else None."""
-    state = _read_state(environ)
+    state = _read_state(settings)
     if state is None or _ping(int(state["port"])) != state["pid"]:
         return None
     return state
 
 
-def _proxy_port(environ: Mapping[str, str]) -> str:
+def _proxy_port(settings: Settings) -> str:
     """NAMED_URLS_PORT as this project's settings say (env files and environment), `off` for none."""
     from ..config import parse_proxy_port
 
     with contextlib.suppress(StackError, OSError, KeyError):
         from .. import derive
 
-        return derive.load(None, environ)["NAMED_URLS_PORT"]
-    return parse_proxy_port(environ.get("NAMED_URLS_PORT"), "environment")
+        return derive.load(None, settings)["NAMED_URLS_PORT"]
+    return parse_proxy_port(settings.get("NAMED_URLS_PORT"), "environment")
 
 
-def _withdraw(environ: Mapping[str, str], state: Mapping[str, Any]) -> None:
+def _withdraw(settings: Settings, state: Mapping[str, Any]) -> None:
     """Take the route of the dashboard `state` describes out of the proxy it was put in (another's stays)."""
     from .. import proxy
 
     port = state.get("named_urls_port")
     if isinstance(port, str) and port != "off":
         with contextlib.suppress(StackError, OSError):
-            proxy.withdraw(ROUTE_KEY, port, environ, pid=int(state["pid"]))
+            proxy.withdraw(ROUTE_KEY, port, settings, pid=int(state["pid"]))
 
 
 def _urls(state: Mapping[str, Any], proxy_port: str) -> str:
@@ -465,31 +465,31 @@ def _urls(state: Mapping[str, Any], proxy_port: str) -> str:
     return numbered if proxy_port == "off" else f"http://{NAMED_HOST}:{proxy_port} (and {numbered})"
 
 
-def _port(environ: Mapping[str, str]) -> int:
-    raw = (environ.get("DASHBOARD_PORT") or str(DEFAULT_PORT)).strip()
+def _port(settings: Settings) -> int:
+    raw = (settings.get("DASHBOARD_PORT") or str(DEFAULT_PORT)).strip()
     if raw.isdigit() and (int(raw) == 0 or PORT_MIN <= int(raw) <= PORT_MAX):
         return int(raw)
     raise StackError(f"DASHBOARD_PORT={raw[:40]!r} must be a port between {PORT_MIN} and {PORT_MAX} (0: any free one)")
 
 
-def start(environ: Mapping[str, str]) -> int:
+def start(settings: Settings) -> int:
     """`make dashboard`: name the running dashboard, or start one in the background, route it, print its URLs."""
     import subprocess
 
     from ..probe import port_free, process_owner
 
-    proxy_port = _proxy_port(environ)
-    state = running(environ)
+    proxy_port = _proxy_port(settings)
+    state = running(settings)
     if state is not None:
         print(f"the dashboard is already running (pid {state['pid']}): {_urls(state, proxy_port)}")
         return 0
-    port = _port(environ)
+    port = _port(settings)
     if port and not port_free("127.0.0.1", port):
         raise StackError(f"port {port} is held by {process_owner(port)}; set DASHBOARD_PORT to a free port (0: any)")
-    directory = store.state_dir(Settings(environ))
+    directory = store.state_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
-        _state_path(environ).unlink()  # a dead dashboard's
+        _state_path(settings).unlink()  # a dead dashboard's
     with open(directory / LOG_FILE, "ab") as log:
         child = subprocess.Popen(
             [sys.executable, "-m", "parallel_stacks", "dashboard", "--serve", "--port", str(port)],
@@ -497,12 +497,12 @@ def start(environ: Mapping[str, str]) -> int:
             stdout=log,
             stderr=log,
             start_new_session=True,  # not stopped by the terminal's Ctrl-C; `make dashboard STOP=1` stops it
-            env={**os.environ, **environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(TOOLS), environ.get("PYTHONPATH")]))},
+            env={**settings.env, "PYTHONPATH": os.pathsep.join(filter(None, [str(TOOLS), settings.get("PYTHONPATH")]))},
             cwd=directory,  # holds no worktree open
         )
     deadline = time.monotonic() + START_SECONDS
     while True:
-        state = _read_state(environ)
+        state = _read_state(settings)
         if state is not None and state["pid"] == child.pid and _ping(int(state["port"])) == child.pid:
             break
         if child.poll() is not None or time.monotonic() > deadline:
@@ -516,12 +516,12 @@ def start(environ: Mapping[str, str]) -> int:
 
         entry = {"worktree": str(directory), "routes": {NAMED_HOST: f"127.0.0.1:{state['port']}"}, "pid": child.pid}
         try:
-            other = proxy.table(proxy_port).get(ROUTE_KEY) or {}
+            other = proxy.table(settings, proxy_port).get(ROUTE_KEY) or {}
             if other.get("pid") and other["pid"] != child.pid and pid_alive(int(other["pid"])):
                 raise StackError(f"{NAMED_HOST} is routed to another dashboard (pid {other['pid']}, state in {other.get('worktree')})")
-            proxy.put(ROUTE_KEY, entry, proxy_port, environ)
+            proxy.put(ROUTE_KEY, entry, proxy_port, settings)
             state = {**state, "named_urls_port": proxy_port}
-            _write_state(_state_path(environ), state)  # where its route is, for whoever stops it
+            _write_state(_state_path(settings), state)  # where its route is, for whoever stops it
         except StackError as exc:
             print(f"warning: no named URL for the dashboard ({exc})", file=sys.stderr)
             proxy_port = "off"
@@ -538,19 +538,19 @@ def _is_dashboard(pid: int) -> bool:
     return b"parallel_stacks" in cmdline and b"--serve" in cmdline
 
 
-def stop(environ: Mapping[str, str]) -> int:
+def stop(settings: Settings) -> int:
     """`make dashboard STOP=1`: stop the running dashboard (SIGTERM, checked to be one), withdraw its route."""
     import signal
 
-    state = _read_state(environ)
+    state = _read_state(settings)
     pid = None
     if state is not None and (_ping(int(state["port"])) == state["pid"] or _is_dashboard(int(state["pid"]))):
         pid = int(state["pid"])
     if pid is None:
         if state is not None:
-            _withdraw(environ, state)  # a dead dashboard's route
+            _withdraw(settings, state)  # a dead dashboard's route
         with contextlib.suppress(OSError):
-            _state_path(environ).unlink()
+            _state_path(settings).unlink()
         print("no dashboard running")
         return 0
     with contextlib.suppress(ProcessLookupError):
@@ -560,20 +560,21 @@ def stop(environ: Mapping[str, str]) -> int:
         time.sleep(0.05)
     if pid_alive(pid):
         raise StackError(f"the dashboard (pid {pid}) did not stop within {STOP_SECONDS:.0f} s; kill {pid}")
-    _withdraw(environ, state or {})  # it withdraws its route itself; this covers one that could not
+    _withdraw(settings, state or {})  # it withdraws its route itself; this covers one that could not
     with contextlib.suppress(OSError):
-        _state_path(environ).unlink()
+        _state_path(settings).unlink()
     print(f"dashboard stopped (pid {pid})")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m parallel_stacks dashboard [--stop]`; `--serve` is the background process itself."""
+    settings = Settings.read()
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks dashboard", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--stop", action="store_true", default=truthy(os.environ.get("STOP")), help="stop the running dashboard (STOP=1)")
+    parser.add_argument("--stop", action="store_true", default=settings.flag("STOP"), help="stop the running dashboard (STOP=1)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the background process itself
     parser.add_argument("--port", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.serve:
-        return run(lambda: serve(os.environ, int(args.port or 0)))
-    return run(lambda: stop(os.environ) if args.stop else start(os.environ))
+        return run(lambda: serve(settings, int(args.port or 0)))
+    return run(lambda: stop(settings) if args.stop else start(settings))

@@ -6,12 +6,11 @@ Exit status 1 when any check fails, else 0 (warnings do not fail).
 from __future__ import annotations
 
 import argparse
-import os
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from .. import derive
 from ..basics import StackError
 from ..config import project_root, read_env_file
+from ..settings import Settings
 
 
 class Report:
@@ -40,7 +40,7 @@ class Checked:
     root: Path
     values: dict[str, str]
     services: dict[str, Any]
-    environ: Mapping[str, str]
+    settings: Settings
     running: list[dict[str, Any]] | None = None  # the engine's running containers; None: it did not answer
     compose: list[str] | None = None  # the compose command; None: none found
 
@@ -63,11 +63,11 @@ def check_env_files(report: Report, c: Checked) -> None:
 
 def check_inherited(report: Report, c: Checked) -> None:
     """Shell variables that disagree with the computed ones (a stale export from another worktree)."""
-    values, environ = c.values, c.environ
+    values, shell = c.values, c.settings.layer
     clashes = [
-        f"{key}={environ[key]} (computed {values[key]})"
+        f"{key}={shell(key)} (computed {values[key]})"
         for key in values
-        if (key == "COMPOSE_PROJECT_NAME" or key.endswith("_PORT")) and key in environ and environ[key] != values[key]
+        if (key == "COMPOSE_PROJECT_NAME" or key.endswith("_PORT")) and shell(key) not in (None, values[key])
     ]
     if clashes:
         report.line("warn", "shell", "inherited " + ", ".join(clashes) + "; make ignores them, but tools you run by hand may not")
@@ -98,11 +98,11 @@ def check_engine(report: Report, c: Checked) -> None:
     from .. import engine as docker_state
 
     try:
-        version = docker_state.docker("version", "--format", "{{.Server.Version}}").strip()
+        version = docker_state.docker(c.settings, "version", "--format", "{{.Server.Version}}").strip()
         local = c.values.get("STACK_ENGINE", "local") == "local"
         where = "on this machine" if local else f"at {c.values['STACK_ENGINE']} (host {c.values.get('STACK_HOST')})"
         report.line("ok", "engine", f"Docker {version} reachable, {where}")
-        c.running = docker_state.running_containers()
+        c.running = docker_state.running_containers(c.settings)
     except StackError as exc:
         report.line("FAIL", "engine", str(exc))
 
@@ -112,7 +112,7 @@ def check_compose(report: Report, c: Checked) -> None:
     from . import compose as compose_run
 
     try:
-        cmd = compose_run.compose_command()
+        cmd = compose_run.compose_command(c.settings)
         out = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, timeout=30).stdout.strip()
         report.line("ok", "compose", f"{' '.join(cmd)} {out}")
         c.compose = cmd
@@ -128,7 +128,7 @@ def check_compose_files(report: Report, c: Checked) -> None:
     if c.compose is None:
         return  # check_compose said why
     try:
-        values, env = derive.compose_environment(None, c.environ)
+        values, env = derive.compose_environment(None, c.settings)
         root = Path(values["STACK_WORKTREE"])
         if compose_variables(load_stack(root / "stack.yml")) is None:  # a baked compose file requires secrets `make up` writes first
             env = {**env, **{key: "unset" for key in derive.secret_keys(derive.services(root)) if not values.get(key)}}
@@ -136,7 +136,7 @@ def check_compose_files(report: Report, c: Checked) -> None:
         if missing:
             report.line("FAIL", "compose files", f"{', '.join(missing)} (stack.yml) does not exist")
             return
-        args = [*compose_run.base_args(c.compose, values), "config", "--quiet"]
+        args = [*compose_run.base_args(c.settings, c.compose, values), "config", "--quiet"]
         proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
     except (StackError, OSError, subprocess.TimeoutExpired) as exc:
         report.line("FAIL", "compose files", str(exc) or type(exc).__name__)
@@ -153,7 +153,7 @@ def check_ports(report: Report, c: Checked) -> None:
     from .. import probe
 
     try:
-        probe.check(c.values, c.services, c.running)
+        probe.check(c.settings, c.values, c.services, c.running)
         report.line("ok", "ports", "every port free or already this copy's")
     except StackError as exc:
         report.line("FAIL", "ports", str(exc))
@@ -174,16 +174,14 @@ def check_ephemeral(report: Report, c: Checked) -> None:
 
 def check_registry(report: Report, c: Checked) -> None:
     """The slot registry reads, and how many of its claims are stale (read-only: doctor changes nothing)."""
+    from .. import fleet
     from ..registry import store
-    from ..settings import Settings
-    from . import fleet
 
-    settings = Settings(c.environ)
     try:
-        with store.Registry(store.state_dir(settings), settings, write=False) as reg:
+        with store.Registry(c.settings, write=False) as reg:
             claims = dict(reg.claims)
-        copies = fleet.docker_copies() if c.running is not None else None
-        stale = fleet.stale_claims(claims, copies, time.time())
+        copies = fleet.docker_copies(c.settings) if c.running is not None else None
+        stale = fleet.stale_claims(c.settings, claims, copies, time.time())
         if stale:
             report.line(
                 "warn", "registry", f"{len(stale)} stale claim(s) of {len(claims)}: `make gc` lists them, `make gc FORCE=1` frees them"
@@ -210,13 +208,14 @@ CHECKS: list[Callable[[Report, Checked], None]] = [
 
 def main(argv: list[str] | None = None) -> int:
     """`make doctor`: what is wrong with this copy's setup, one line per check; exit 1 if any check failed."""
+    settings = Settings.read()
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks doctor", description=__doc__.splitlines()[0])
     parser.parse_args(sys.argv[1:] if argv is None else argv)
     report = Report()
     try:
-        root = project_root()
-        values = derive.load(root, os.environ)
-        checked = Checked(root, values, derive.services(root), os.environ)
+        root = project_root(settings)
+        values = derive.load(root, settings)
+        checked = Checked(root, values, derive.services(root), settings)
         report.line(
             "ok",
             "config",

@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
-from ..cache import REGISTRY_SOURCES, Recorder, cached, inputs
+from ..cache import REGISTRY_SOURCES, cached, inputs
 from ..root import find
+from ..settings import Settings
 
 TYPE_CHECKING = False  # typing costs a fifth of `make env`'s start-up: types for mypy only
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    pass
 
 __all__ = ["main", "render"]
 
 COMMANDS = ("env", "ports")
 
 
-def render(command: str, environ: Mapping[str, str], show_secrets: bool | None = None) -> tuple[str, str]:
+def render(command: str, settings: Settings, show_secrets: bool | None = None) -> tuple[str, str]:
     """(text, offset source) of `make env` or `make ports`."""
     from pathlib import Path
 
     from .. import derive
 
-    result = derive.load(None, environ)
+    result = derive.load(None, settings)
     stack_services = derive.services(Path(result["STACK_WORKTREE"]))
     if show_secrets is None:
-        show_secrets = environ.get("SHOW_SECRETS") == "1"
+        show_secrets = settings.get("SHOW_SECRETS") == "1"
     shown = result if show_secrets else derive.redact(result, stack_services)
     text = derive.format_env(shown) if command == "env" else derive.format_ports(shown, stack_services)
     return text, result["PORT_OFFSET_SOURCE"]
@@ -34,29 +34,30 @@ def render(command: str, environ: Mapping[str, str], show_secrets: bool | None =
 
 def main(argv: list[str] | None = None) -> int:
     """`make env` / `make ports`: the derived values, served from the cache when every input is unchanged."""
+    settings = Settings.read()
     argv = sys.argv[1:] if argv is None else argv
-    root = find()
+    root = find(settings)
     if len(argv) != 1 or argv[0] not in COMMANDS or root is None:
-        return _slow(argv)  # --help, --show-secrets, mistakes, no project: argparse and the runner word them
+        return _slow(argv, settings)  # --help, --show-secrets, mistakes, no project: argparse and the runner word them
     code = 0
 
-    def compute(recorder: Recorder) -> tuple[str, bool]:
+    def compute(recording: Settings) -> tuple[str, bool]:
         nonlocal code
         from ..basics import StackError
 
         try:
-            text, source = render(argv[0], recorder)
+            text, source = render(argv[0], recording)
         except StackError as exc:
             print(f"error: {exc}", file=sys.stderr)
             code = 2
             return "", False
         return text, source.split(" ", 1)[0] not in REGISTRY_SOURCES
 
-    sys.stdout.write(cached(root, inputs(root, argv[0]), os.environ, compute))
+    sys.stdout.write(cached(root, inputs(root, argv[0], settings), settings, compute))
     return code
 
 
-def _slow(argv: list[str]) -> int:
+def _slow(argv: list[str], settings: Settings) -> int:
     import argparse
 
     from ..runner import run
@@ -67,7 +68,7 @@ def _slow(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     def command() -> int:
-        sys.stdout.write(render(args.command, os.environ, args.show_secrets)[0])
+        sys.stdout.write(render(args.command, settings, args.show_secrets)[0])
         return 0
 
     return run(command)

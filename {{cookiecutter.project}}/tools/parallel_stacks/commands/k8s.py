@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from .. import derive, labels
 from ..basics import StackError, var_name
 from ..formula import named_host
 from ..runner import run
+from ..settings import Settings
 
 LABEL = labels.K8S_PREFIX
 
@@ -110,139 +110,223 @@ def secret_values(values: Mapping[str, str]) -> list[str]:
     return [values[k] for k in derive.secret_keys(derive.services(Path(values["STACK_WORKTREE"]))) if values.get(k)]
 
 
+Manifest = dict[str, Any]  # one Kubernetes object, as `dump` writes it (key order kept)
+Warn = Callable[[str], None]
+
+
+def namespace_manifest(ns: str, values: Mapping[str, str]) -> Manifest:
+    """The copy's Namespace, named like its compose project (every other object lives in it)."""
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta(ns, None, values)}
+
+
+def secret_manifest(ns: str, values: Mapping[str, str], data: Mapping[str, str]) -> Manifest:
+    """The Secret `copy-secrets`: the environment values carrying this copy's secrets, keyed `<app>.<VARIABLE>`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta("copy-secrets", ns, values),
+        "type": "Opaque",
+        "stringData": dict(data),
+    }
+
+
+def claim_manifest(claim: str, ns: str, values: Mapping[str, str], service: str) -> Manifest:
+    """A PersistentVolumeClaim for a named volume (named like the copy's Docker volume), labelled with the first service
+    mounting it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": meta(claim, ns, values, service),
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+
+
+def config_map_manifest(name: str, ns: str, values: Mapping[str, str], service: str, source: Path) -> Manifest:
+    """A ConfigMap holding one read-only bind-mounted file of `service`, under the file's name."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(name, ns, values, service),
+        "data": {source.name: source.read_text(encoding="utf-8")},
+    }
+
+
+def selector_of(app: str, ns: str) -> dict[str, str]:
+    """The labels picking one service's pods of this copy (its Deployment's and its Service's selector)."""
+    return {"app.kubernetes.io/name": app, f"{LABEL}/copy": ns}
+
+
+def deployment_manifest(
+    service: str, ns: str, values: Mapping[str, str], container: dict[str, Any], volumes: list[dict[str, Any]]
+) -> Manifest:
+    """A compose service as a Deployment of one pod running `container` with `volumes`; Recreate when it holds a
+    PersistentVolumeClaim (the old pod must let go of it first), RollingUpdate otherwise."""
+    app = dns_name(service)
+    pod: dict[str, Any] = {"containers": [container]}
+    if volumes:
+        pod["volumes"] = volumes
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(app, ns, values, service),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector_of(app, ns)},
+            "strategy": {"type": "Recreate" if any("persistentVolumeClaim" in v for v in volumes) else "RollingUpdate"},
+            "template": {"metadata": {"labels": labels_of(values, service)}, "spec": pod},
+        },
+    }
+
+
+def service_manifest(service: str, ns: str, values: Mapping[str, str], ports: list[tuple[int, str]]) -> Manifest:
+    """A Service with the compose service's name (so the names the services use for each other keep working), one port
+    per container port."""
+    app = dns_name(service)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(app, ns, values, service),
+        "spec": {
+            "selector": selector_of(app, ns),
+            "ports": [{"name": f"p{p}-{proto.lower()}", "port": p, "targetPort": p, "protocol": proto} for p, proto in ports],
+        },
+    }
+
+
+def ingress_manifest(ns: str, values: Mapping[str, str], rules: list[dict[str, Any]]) -> Manifest:
+    """The Ingress `named-urls`: one rule per named host of the copy (`ingress_rule`)."""
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta("named-urls", ns, values), "spec": {"rules": rules}}
+
+
+def ingress_rule(
+    service: str, ports: list[tuple[int, str]], values: Mapping[str, str], stack: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """The Ingress rule sending the service's named host (`<service>.<copy>.localhost`) to its first port; None when it
+    has no named URL (not an http kind, none set) or no port."""
+    url = values.get(f"{var_name(service)}_NAMED_URL") or (
+        f"http://{named_host(service, values['COMPOSE_PROJECT_NAME'])}" if stack.get(service, {}).get("kind") == "http" else ""
+    )
+    if not (url and ports):
+        return None
+    host = named_host(service, values["COMPOSE_PROJECT_NAME"])
+    backend = {"service": {"name": dns_name(service), "port": {"number": ports[0][0]}}}
+    return {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
+
+
+def storage_of(
+    service: str,
+    svc: Mapping[str, Any],
+    ns: str,
+    values: Mapping[str, str],
+    volume_names: Mapping[str, str],
+    claimed: set[str],
+    warn: Warn,
+) -> tuple[list[Manifest], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the objects its mounts need, the pod's volumes, the container's volume mounts) of one compose service: named
+    volumes as PersistentVolumeClaims (each once: `claimed` holds those already rendered, and gains the new ones),
+    read-only bind-mounted files as ConfigMaps, tmpfs as memory-backed emptyDirs. A bind-mounted directory is left
+    out, with a warning."""
+    objects: list[Manifest] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for index, mount in enumerate(svc.get("volumes") or []):
+        kind, source, target = mount.get("type"), mount.get("source"), mount["target"]
+        if kind == "volume" and source:
+            claim = dns_name(volume_names.get(source, source))
+            if claim not in claimed:
+                claimed.add(claim)
+                objects.append(claim_manifest(claim, ns, values, service))
+            volumes.append({"name": f"v{index}", "persistentVolumeClaim": {"claimName": claim}})
+            mounts.append({"name": f"v{index}", "mountPath": target})
+        elif kind == "bind" and source and Path(source).is_file():
+            config_map = dns_name(f"{service}-{Path(source).name}")
+            objects.append(config_map_manifest(config_map, ns, values, service, Path(source)))
+            volumes.append({"name": f"v{index}", "configMap": {"name": config_map}})
+            mounts.append({"name": f"v{index}", "mountPath": target, "subPath": Path(source).name, "readOnly": True})
+        elif kind == "bind":
+            warn(f"service {service}: bind mount {source} -> {target} is a directory on this machine; left out (use a volume or an image)")
+    for index, path in enumerate(svc.get("tmpfs") or []):
+        volumes.append({"name": f"t{index}", "emptyDir": {"medium": "Memory"}})
+        mounts.append({"name": f"t{index}", "mountPath": str(path).split(":")[0]})
+    return objects, volumes, mounts
+
+
+def env_of(app: str, svc: Mapping[str, Any], secrets: list[str]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """(the container's environment, sorted by name; what it puts into `copy-secrets`): a value carrying one of
+    `secrets` becomes a reference to the Secret's key `<app>.<VARIABLE>`."""
+    env: list[dict[str, Any]] = []
+    secret_data: dict[str, str] = {}
+    for key, value in sorted((svc.get("environment") or {}).items()):
+        value = "" if value is None else str(value)
+        if any(secret in value for secret in secrets):
+            secret_data[f"{app}.{key}"] = unescape(value)
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": "copy-secrets", "key": f"{app}.{key}"}}})
+        else:
+            env.append({"name": key, "value": value})
+    return env, secret_data
+
+
+def container_of(
+    service: str,
+    svc: Mapping[str, Any],
+    values: Mapping[str, str],
+    ports: list[tuple[int, str]],
+    env: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+    warn: Warn,
+) -> dict[str, Any]:
+    """The pod's container for a compose service: its image (the one compose builds, named like it, with a warning
+    when it is built here), entrypoint and command, ports, environment, mounts, healthcheck as readiness probe."""
+    image = svc.get("image") or f"{values['COMPOSE_PROJECT_NAME']}-{service}:latest"
+    if svc.get("build"):
+        warn(f"service {service}: image {image} is built on this machine; push it to a registry the cluster pulls from")
+    container: dict[str, Any] = {"name": dns_name(service), "image": image}
+    if svc.get("entrypoint"):
+        container["command"] = list(svc["entrypoint"])
+    if svc.get("command"):
+        container["args"] = list(svc["command"])
+    if ports:
+        container["ports"] = [{"containerPort": p, "protocol": proto} for p, proto in ports]
+    if env:
+        container["env"] = env
+    if mounts:
+        container["volumeMounts"] = mounts
+    probe = probe_of(svc.get("healthcheck"))
+    if probe:
+        container["readinessProbe"] = probe
+    return container
+
+
 def render(values: Mapping[str, str], config: Mapping[str, Any], warn: Any = None) -> list[dict[str, Any]]:
-    """The manifests of one copy, as a list of objects (the first is its Namespace)."""
+    """The manifests of one copy, as a list of objects: its Namespace, the Secret (when a value carries a secret), per
+    compose service the PersistentVolumeClaims and ConfigMaps its mounts need, its Deployment and Service (when it has
+    ports), and last the Ingress of its named hosts."""
     warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
     root = Path(values["STACK_WORKTREE"])
     ns = dns_name(values["COMPOSE_PROJECT_NAME"])
     secrets = secret_values(values)
     stack = derive.services(root)
-    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": meta(ns, None, values)}]
-    secret_data: dict[str, str] = {}
     volume_names = {key: config_vol.get("name", key) for key, config_vol in (config.get("volumes") or {}).items()}
-    claims: set[str] = set()
+    docs: list[dict[str, Any]] = [namespace_manifest(ns, values)]
+    secret_data: dict[str, str] = {}
+    claimed: set[str] = set()
     rules: list[dict[str, Any]] = []
     for name, svc in (config.get("services") or {}).items():
-        app = dns_name(name)
-        volumes: list[dict[str, Any]] = []
-        mounts: list[dict[str, Any]] = []
-        for index, mount in enumerate(svc.get("volumes") or []):
-            kind, source, target = mount.get("type"), mount.get("source"), mount["target"]
-            if kind == "volume" and source:
-                claim = dns_name(volume_names.get(source, source))
-                if claim not in claims:
-                    claims.add(claim)
-                    docs.append(
-                        {
-                            "apiVersion": "v1",
-                            "kind": "PersistentVolumeClaim",
-                            "metadata": meta(claim, ns, values, name),
-                            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-                        }
-                    )
-                volumes.append({"name": f"v{index}", "persistentVolumeClaim": {"claimName": claim}})
-                mounts.append({"name": f"v{index}", "mountPath": target})
-            elif kind == "bind" and source and Path(source).is_file():
-                config_map = dns_name(f"{name}-{Path(source).name}")
-                docs.append(
-                    {
-                        "apiVersion": "v1",
-                        "kind": "ConfigMap",
-                        "metadata": meta(config_map, ns, values, name),
-                        "data": {Path(source).name: Path(source).read_text(encoding="utf-8")},
-                    }
-                )
-                volumes.append({"name": f"v{index}", "configMap": {"name": config_map}})
-                mounts.append({"name": f"v{index}", "mountPath": target, "subPath": Path(source).name, "readOnly": True})
-            elif kind == "bind":
-                warn(f"service {name}: bind mount {source} -> {target} is a directory on this machine; left out (use a volume or an image)")
-        for index, path in enumerate(svc.get("tmpfs") or []):
-            volumes.append({"name": f"t{index}", "emptyDir": {"medium": "Memory"}})
-            mounts.append({"name": f"t{index}", "mountPath": str(path).split(":")[0]})
-        env = []
-        for key, value in sorted((svc.get("environment") or {}).items()):
-            value = "" if value is None else str(value)
-            if any(secret in value for secret in secrets):
-                secret_data[f"{app}.{key}"] = unescape(value)
-                env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": "copy-secrets", "key": f"{app}.{key}"}}})
-            else:
-                env.append({"name": key, "value": value})
-        image = svc.get("image") or f"{values['COMPOSE_PROJECT_NAME']}-{name}:latest"
-        if svc.get("build"):
-            warn(f"service {name}: image {image} is built on this machine; push it to a registry the cluster pulls from")
-        container: dict[str, Any] = {"name": app, "image": image}
-        if svc.get("entrypoint"):
-            container["command"] = list(svc["entrypoint"])
-        if svc.get("command"):
-            container["args"] = list(svc["command"])
+        objects, volumes, mounts = storage_of(name, svc, ns, values, volume_names, claimed, warn)
+        docs += objects
+        env, carried = env_of(dns_name(name), svc, secrets)
+        secret_data.update(carried)
         ports = ports_of(svc)
+        docs.append(deployment_manifest(name, ns, values, container_of(name, svc, values, ports, env, mounts, warn), volumes))
         if ports:
-            container["ports"] = [{"containerPort": p, "protocol": proto} for p, proto in ports]
-        if env:
-            container["env"] = env
-        if mounts:
-            container["volumeMounts"] = mounts
-        probe = probe_of(svc.get("healthcheck"))
-        if probe:
-            container["readinessProbe"] = probe
-        pod: dict[str, Any] = {"containers": [container]}
-        if volumes:
-            pod["volumes"] = volumes
-        selector = {"app.kubernetes.io/name": app, f"{LABEL}/copy": ns}
-        deployment = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": meta(app, ns, values, name),
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": selector},
-                "strategy": {"type": "Recreate" if any("persistentVolumeClaim" in v for v in volumes) else "RollingUpdate"},
-                "template": {"metadata": {"labels": labels_of(values, name)}, "spec": pod},
-            },
-        }
-        docs.append(deployment)
-        if ports:
-            docs.append(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Service",
-                    "metadata": meta(app, ns, values, name),
-                    "spec": {
-                        "selector": selector,
-                        "ports": [{"name": f"p{p}-{proto.lower()}", "port": p, "targetPort": p, "protocol": proto} for p, proto in ports],
-                    },
-                }
-            )
-        url = values.get(f"{var_name(name)}_NAMED_URL") or (
-            f"http://{named_host(name, values['COMPOSE_PROJECT_NAME'])}" if stack.get(name, {}).get("kind") == "http" else ""
-        )
-        if url and ports:
-            host = named_host(name, values["COMPOSE_PROJECT_NAME"])
-            rules.append(
-                {
-                    "host": host,
-                    "http": {
-                        "paths": [
-                            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": app, "port": {"number": ports[0][0]}}}}
-                        ]
-                    },
-                }
-            )
+            docs.append(service_manifest(name, ns, values, ports))
+        rule = ingress_rule(name, ports, values, stack)
+        if rule:
+            rules.append(rule)
     if secret_data:
-        docs.insert(
-            1,
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": meta("copy-secrets", ns, values),
-                "type": "Opaque",
-                "stringData": secret_data,
-            },
-        )
+        docs.insert(1, secret_manifest(ns, values, secret_data))
     if rules:
-        docs.append(
-            {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta("named-urls", ns, values), "spec": {"rules": rules}}
-        )
+        docs.append(ingress_manifest(ns, values, rules))
     return docs
 
 
@@ -256,17 +340,18 @@ def dump(docs: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`make k8s`: this copy as Kubernetes manifests on stdout."""
+    settings = Settings.read()
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks k8s", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     def command() -> int:
         from .compose import compose_command, compose_config
 
-        values, env = derive.compose_environment(None, os.environ)
+        values, env = derive.compose_environment(None, settings)
         missing = [k for k in derive.secret_keys(derive.services(Path(values["STACK_WORKTREE"]))) if not values.get(k)]
         if missing:
             raise StackError(f"{', '.join(missing)} not set for this worktree (env/local.env); `make up` once writes them")
-        config = compose_config(compose_command(), values, env)
+        config = compose_config(settings, compose_command(settings), values, env)
         sys.stdout.write(dump(render(values, config)))
         return 0
 

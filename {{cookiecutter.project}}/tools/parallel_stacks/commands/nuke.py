@@ -9,7 +9,6 @@ Asks for confirmation unless FORCE=1 or CI is set.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,26 +16,27 @@ from typing import Any, TextIO
 
 from .. import derive, oplock, ownership
 from .. import engine as docker_state
-from ..basics import StackError, truthy
+from ..basics import StackError
 from ..runner import run
+from ..settings import Settings
 
 
-def plan(values: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[str], list[str], dict[str, str]]:
+def plan(settings: Settings, values: Mapping[str, str]) -> tuple[list[dict[str, Any]], list[str], list[str], dict[str, str]]:
     """(containers, networks, volume names, {image reference: name}) carrying this copy's compose project label."""
     project = values["COMPOSE_PROJECT_NAME"]
-    records = ownership.check_ownership(values)
+    records = ownership.check_ownership(settings, values)
     vols = []
-    for rec in docker_state.volumes(project):
+    for rec in docker_state.volumes(settings, project):
         tree = ownership.foreign_worktree(rec.get("Labels") or {}, values["STACK_WORKTREE"])
         if tree:
             raise StackError(f"volume {rec['Name']} of {project} belongs to another worktree ({tree}); nothing removed")
         vols.append(rec["Name"])
-    tests, test_networks = docker_state.test_objects(project)  # containers tests started for themselves (worker_broker)
+    tests, test_networks = docker_state.test_objects(settings, project)  # containers tests started for themselves (worker_broker)
     for rec in tests:
         tree = ownership.foreign_worktree(rec["Config"].get("Labels") or {}, values["STACK_WORKTREE"])
         if tree:
             raise StackError(f"test container {rec['Name'].lstrip('/')} of {project} belongs to another worktree ({tree}); nothing removed")
-    return records + tests, docker_state.networks(project) + test_networks, vols, docker_state.images(project)
+    return records + tests, docker_state.networks(settings, project) + test_networks, vols, docker_state.images(settings, project)
 
 
 def data_directory(values: Mapping[str, str]) -> Path | None:
@@ -63,37 +63,38 @@ def confirm(project: str, stdin: TextIO = sys.stdin) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """`make nuke`: remove this copy's containers, networks, volumes and images, and nothing of another copy."""
+    settings = Settings.read()
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks nuke", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--force",
         action="store_true",
-        default=truthy(os.environ.get("FORCE")) or truthy(os.environ.get("CI")),
+        default=settings.flag("FORCE") or settings.flag("CI"),
         help="do not ask for confirmation (default when FORCE=1 or CI is set)",
     )
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        default=truthy(os.environ.get("DRY_RUN")),
+        default=settings.flag("DRY_RUN"),
         help="list what would be removed, remove nothing (default when DRY_RUN=1)",
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     def command() -> int:
-        values = derive.load()
+        values = derive.load(None, settings)
         with oplock.hold(Path(values["STACK_WORKTREE"]), f"make nuke of {values['COMPOSE_PROJECT_NAME']}"):
-            return remove(values, args)
+            return remove(settings, values, args)
 
     return run(command)
 
 
-def remove(values: Mapping[str, str], args: argparse.Namespace) -> int:
+def remove(settings: Settings, values: Mapping[str, str], args: argparse.Namespace) -> int:
     """List, confirm and remove this copy's objects (under the operation lock)."""
     from .. import proxy
 
     project = values["COMPOSE_PROJECT_NAME"]
-    records, nets, vols, images = plan(values)
+    records, nets, vols, images = plan(settings, values)
     port = values.get("NAMED_URLS_PORT", "off")
-    routes = sorted(proxy.table(port).get(project, {}).get("routes", {})) if port != "off" else []
+    routes = sorted(proxy.table(settings, port).get(project, {}).get("routes", {})) if port != "off" else []
     data = data_directory(values)
     if not (records or nets or vols or images or routes or data):
         print(f"nothing to remove for {project}")
@@ -113,26 +114,26 @@ def remove(values: Mapping[str, str], args: argparse.Namespace) -> int:
         print("not confirmed; nothing removed")
         return 1
     if records:
-        docker_state.docker("rm", "-f", "-v", *[r["Id"] for r in records])
+        docker_state.docker(settings, "rm", "-f", "-v", *[r["Id"] for r in records])
     if nets:
-        docker_state.docker("network", "rm", *nets)
+        docker_state.docker(settings, "network", "rm", *nets)
     if vols:
-        docker_state.docker("volume", "rm", *vols)
+        docker_state.docker(settings, "volume", "rm", *vols)
     kept = []
     for ref, name in images.items():
         try:
-            docker_state.docker("image", "rm", ref)
+            docker_state.docker(settings, "image", "rm", ref)
         except StackError:
             kept.append(name)  # still used by a container outside this copy: not ours to stop
     if routes:
-        proxy.withdraw(project, port, os.environ)
+        proxy.withdraw(project, port, settings)
     if data:
         import shutil
 
         shutil.rmtree(data)
     from .upstate import forget
 
-    forget(values, os.environ)  # the quick `make up`'s stamp of this copy (commands/upstate.py): nothing of it is left
+    forget(values, settings)  # the quick `make up`'s stamp of this copy (commands/upstate.py): nothing of it is left
     if kept:
         print(f"kept image(s) {', '.join(kept)}: still in use by a container outside {project}", file=sys.stderr)
     print(

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..runner import run
+from ..settings import Settings
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     """`make claim` / `make release`: take, or free, this worktree's PORT_OFFSET=auto (and task-id) slots."""
+    settings = Settings.read()
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("command", choices=["claim", "release"], help="claim: print this worktree's auto slot; release: free its slots")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -21,14 +22,12 @@ def main(argv: list[str] | None = None) -> int:
         from .. import derive
         from ..config import env_name_of, project_root
         from ..registry import claims
-        from ..settings import Settings
 
-        root = project_root()
+        root = project_root(settings)
         if args.command == "claim":
-            print(derive.load(root, {**os.environ, "PORT_OFFSET": "auto"}, claim=True)["PORT_OFFSET"])
+            print(derive.load(root, settings.replace(PORT_OFFSET="auto"), claim=True)["PORT_OFFSET"])
             return 0
-        settings = Settings.read()
-        freed = claims.release(root, env_name_of(settings.env), settings)
+        freed = claims.release(root, env_name_of(settings), settings)
         print(f"released PORT_OFFSET={freed}" if freed is not None else "released this worktree's task and build-number slots, if any")
         return 0
 

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import labels
+from ..settings import Settings
 
 __all__ = ["config_key", "context_digest", "inputs_digest", "model_of", "record", "remembered_model", "stamp_path", "unchanged"]
 
@@ -37,12 +38,10 @@ FORMAT = 2
 SKIP_DIRS = {".git", "__pycache__", ".venv", "node_modules", ".mypy_cache", ".pytest_cache"}
 
 
-def stamp_path(values: Mapping[str, str], environ: Mapping[str, str] | None = None) -> str:
+def stamp_path(values: Mapping[str, str], settings: Settings) -> str:
     """$XDG_CACHE_HOME/parallel-stacks/up/<worktree, flattened>%<compose project>.json"""
-    environ = os.environ if environ is None else environ
-    base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     flat = values["STACK_WORKTREE"].strip(os.sep).replace(os.sep, "%")
-    return os.path.join(base, "parallel-stacks", "up", f"{flat}%{values['COMPOSE_PROJECT_NAME']}.json")
+    return os.path.join(settings.cache_dir(), "up", f"{flat}%{values['COMPOSE_PROJECT_NAME']}.json")
 
 
 def context_digest(directory: str, dockerfile: str | None = None) -> str:
@@ -117,11 +116,11 @@ def model_of(config_text: str, config: Mapping[str, Any]) -> dict[str, Any]:
     return {"text": hashlib.sha256(config_text.encode()).hexdigest(), "services": services, "images": sorted(required_images(config))}
 
 
-def remembered_model(values: Mapping[str, str], key: str | None, environ: Mapping[str, str]) -> dict[str, Any] | None:
+def remembered_model(values: Mapping[str, str], key: str | None, settings: Settings) -> dict[str, Any] | None:
     """The model the stamp recorded when `compose config` read exactly what `key` describes; None otherwise."""
     if key is None:
         return None
-    stamp = _load(stamp_path(values, environ))
+    stamp = _load(stamp_path(values, settings))
     model = stamp.get("model")
     return model if stamp.get("config_key") == key and isinstance(model, dict) else None
 
@@ -136,7 +135,7 @@ def service_images(config: Mapping[str, Any], project: str, separator: str = "-"
     }
 
 
-def inputs_digest(cmd: list[str], model: Mapping[str, Any]) -> str | None:
+def inputs_digest(settings: Settings, cmd: list[str], model: Mapping[str, Any]) -> str | None:
     """What the copy is started from (model_of's), as one digest; None when an image it names is missing
     (the full path pulls it) or a build context is not a directory here."""
     from .. import engine
@@ -150,7 +149,7 @@ def inputs_digest(cmd: list[str], model: Mapping[str, Any]) -> str | None:
         elif build:
             return None  # a remote context (git URL): only compose can tell
     for image in sorted(set(model.get("images") or [])):
-        found = engine.image_id(image)
+        found = engine.image_id(settings, image)
         if found is None:
             return None
         digest.update(f"\0image {image} {found}".encode())
@@ -172,20 +171,18 @@ def _load(path: str) -> dict[str, Any]:
     return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
 
 
-def unchanged(
-    values: Mapping[str, str], digest: str | None, model: Mapping[str, Any], environ: Mapping[str, str], separator: str = "-"
-) -> bool:
+def unchanged(values: Mapping[str, str], digest: str | None, model: Mapping[str, Any], settings: Settings, separator: str = "-") -> bool:
     """True when the copy runs exactly what the last successful `up` started from `digest`, all of it healthy
     (`separator`: how this compose names the images it builds, see service_images)."""
     from .. import engine
 
     if digest is None:
         return False
-    stamp = _load(stamp_path(values, environ))
+    stamp = _load(stamp_path(values, settings))
     if stamp.get("digest") != digest:
         return False
     project = values["COMPOSE_PROJECT_NAME"]
-    entries = engine.project_containers(project)
+    entries = engine.project_containers(settings, project)
     if not entries or sorted(str(e.get("Id")) for e in entries) != sorted(stamp.get("containers") or []):
         return False
     if not all(_healthy(e) for e in entries):
@@ -194,13 +191,13 @@ def unchanged(
     services = [str((e.get("Labels") or {}).get(labels.SERVICE, "")) for e in entries]
     if sorted(services) != sorted(wanted):
         return False  # a service without its container, or one twice: compose's business
-    return all(engine.image_id(wanted[svc]) == e.get("ImageID") for svc, e in zip(services, entries))
+    return all(engine.image_id(settings, wanted[svc]) == e.get("ImageID") for svc, e in zip(services, entries))
 
 
 def record(
     values: Mapping[str, str],
     digest: str | None,
-    environ: Mapping[str, str],
+    settings: Settings,
     key: str | None = None,
     model: Mapping[str, Any] | None = None,
 ) -> None:
@@ -208,10 +205,10 @@ def record(
     `key` and `model`: what `compose config` read and what the stamp keeps of its answer."""
     from .. import engine
 
-    path = stamp_path(values, environ)
-    entries = engine.project_containers(values["COMPOSE_PROJECT_NAME"]) if digest is not None else None
+    path = stamp_path(values, settings)
+    entries = engine.project_containers(settings, values["COMPOSE_PROJECT_NAME"]) if digest is not None else None
     if digest is None or not entries:
-        forget(values, environ)
+        forget(values, settings)
         return
     data = {
         "format": FORMAT,
@@ -233,9 +230,9 @@ def record(
             pass  # no cache directory: every `up` takes the full path
 
 
-def forget(values: Mapping[str, str], environ: Mapping[str, str]) -> None:
+def forget(values: Mapping[str, str], settings: Settings) -> None:
     """Remove the copy's quick-up stamp (after `make nuke`): the next `make up` takes the full path."""
     try:
-        os.unlink(stamp_path(values, environ))
+        os.unlink(stamp_path(values, settings))
     except OSError:
         pass

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -33,12 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import derive
-from ..basics import StackError, truthy
+from ..basics import StackError
+from ..config import env_name_of
 from ..runner import run
+from ..settings import COPY_SELECTORS, Settings
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,59}")
 INCLUDE_FILE = ".worktreeinclude"
-SELECTORS = ("PORT_OFFSET", "TASK_ID", "ZENFLOW_TASK_ID", "COMPOSE_PROJECT_NAME", "STACK_ROOT")
+SELECTORS = (*COPY_SELECTORS, "COMPOSE_PROJECT_NAME")  # and a stale export of another copy's project name
 
 
 def check_name(name: str) -> str:
@@ -79,9 +80,9 @@ def worktrees(top: Path) -> list[dict[str, str]]:
     return out
 
 
-def clean_env(environ: Mapping[str, str]) -> dict[str, str]:
+def clean_env(settings: Settings) -> dict[str, str]:
     """The caller's environment without what picks a copy: the new worktree's own settings decide."""
-    return {k: v for k, v in environ.items() if k not in SELECTORS}
+    return {k: v for k, v in settings.env.items() if k not in SELECTORS}
 
 
 def copy_includes(source: Path, target: Path, secret_keys: list[str]) -> list[str]:
@@ -127,7 +128,7 @@ def describe(project_dir: Path, values: Mapping[str, str], name: str, branch: st
     }
 
 
-def setup(source: Path, project_dir: Path, environ: Mapping[str, str], up: bool) -> dict[str, str]:
+def setup(source: Path, project_dir: Path, settings: Settings, up: bool) -> dict[str, str]:
     """Copy the includes, claim an auto slot, start the stack if asked; the new copy's values."""
     secret_keys = derive.secret_keys(derive.services(source))
     copied = copy_includes(source, project_dir, secret_keys)
@@ -135,29 +136,29 @@ def setup(source: Path, project_dir: Path, environ: Mapping[str, str], up: bool)
         print(f"copied {', '.join(copied)} (without secrets: the new copy makes its own)", file=sys.stderr)
     from ..localenv import ensure_local_env
 
-    ensure_local_env(project_dir)  # its own secrets, before anything reads them
-    env = {**clean_env(environ), "STACK_ROOT": str(project_dir)}
-    values = derive.load(project_dir, {**env, "PORT_OFFSET": "auto"}, claim=True)  # .env.dynamic remembers the slot
+    env = Settings({**clean_env(settings), "STACK_ROOT": str(project_dir), "PORT_OFFSET": "auto"})
+    ensure_local_env(project_dir, env_name_of(env))  # its own secrets, before anything reads them
+    values = derive.load(project_dir, env, claim=True)  # .env.dynamic remembers the slot
     if up:
-        proc = subprocess.run(["make", "up"], cwd=project_dir, env=clean_env(environ), stdout=sys.stderr)
+        proc = subprocess.run(["make", "up"], cwd=project_dir, env=clean_env(settings), stdout=sys.stderr)
         if proc.returncode != 0:
             raise SystemExit(1)
     return values
 
 
-def add(project: Path, name: str, environ: Mapping[str, str], up: bool) -> dict[str, Any]:
+def add(project: Path, name: str, settings: Settings, up: bool) -> dict[str, Any]:
     """`make worktree NAME=...`: a git worktree with its own copy (slot claimed, secrets its own; started with UP=1)."""
     check_name(name)
     top, inside = repo_of(project)
-    parent = Path(environ["WORKTREE_DIR"]) if environ.get("WORKTREE_DIR") else top.parent
-    path = parent / name if environ.get("WORKTREE_DIR") else parent / f"{top.name}.{name}"
+    parent = Path(settings.get("WORKTREE_DIR")) if settings.get("WORKTREE_DIR") else top.parent
+    path = parent / name if settings.get("WORKTREE_DIR") else parent / f"{top.name}.{name}"
     if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{name}"], cwd=top, capture_output=True).returncode == 0:
         raise StackError(f"branch {name!r} exists already: pick another NAME (or `git worktree add` it yourself, then `worktree setup`)")
     if path.exists():
         raise StackError(f"{path} exists already: pick another NAME or remove it")
     git("worktree", "add", "-q", "-b", name, str(path), cwd=top)
     project_dir = path / inside
-    values = setup(project, project_dir, environ, up)
+    values = setup(project, project_dir, settings, up)
     return describe(project_dir, values, name, name, path)
 
 
@@ -170,23 +171,22 @@ def find(top: Path, name_or_path: str) -> tuple[Path, str]:
     raise StackError(f"no worktree of this repository has branch or path {name_or_path[:80]!r} (`git worktree list`)")
 
 
-def teardown(project_dir: Path, environ: Mapping[str, str]) -> dict[str, str]:
+def teardown(project_dir: Path, settings: Settings) -> dict[str, str]:
     """Nuke the worktree's copy (refused, with nothing changed, when it is another worktree's) and release its claims."""
     from .. import oplock
     from ..registry import claims
-    from ..settings import Settings
     from .nuke import remove as nuke
 
-    values = derive.load(project_dir, {**clean_env(environ), "STACK_ROOT": str(project_dir)})
+    values = derive.load(project_dir, Settings({**clean_env(settings), "STACK_ROOT": str(project_dir)}))
     with oplock.hold(project_dir, f"teardown of {values['COMPOSE_PROJECT_NAME']}"):
-        code = nuke(values, argparse.Namespace(force=True, dry_run=False))
+        code = nuke(settings, values, argparse.Namespace(force=True, dry_run=False))
     if code != 0:
         raise SystemExit(code)
-    claims.release(project_dir, values["STACK_ENV"], Settings(environ))
+    claims.release(project_dir, values["STACK_ENV"], settings)
     return values
 
 
-def remove(project: Path, name_or_path: str, environ: Mapping[str, str], force: bool) -> dict[str, Any]:
+def remove(project: Path, name_or_path: str, settings: Settings, force: bool) -> dict[str, Any]:
     """`make worktree-remove NAME=...`: nuke the worktree's copy, release its slots, remove the worktree."""
     top, inside = repo_of(project)
     if not Path(name_or_path).is_absolute():
@@ -198,7 +198,7 @@ def remove(project: Path, name_or_path: str, environ: Mapping[str, str], force: 
     if dirty and not force:
         raise StackError(f"{path} has uncommitted changes ({len(dirty.splitlines())} file(s)); commit them, or FORCE=1 to lose them")
     project_dir = path / inside
-    values = teardown(project_dir, environ) if (project_dir / "stack.yml").exists() else None
+    values = teardown(project_dir, settings) if (project_dir / "stack.yml").exists() else None
     git("worktree", "remove", *(["--force"] if force else []), str(path), cwd=top)
     out: dict[str, Any] = {"name": branch, "branch": branch, "path": str(path), "removed": True}
     if values:
@@ -224,42 +224,43 @@ def report(result: Mapping[str, Any], as_json: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m parallel_stacks worktree {add,remove,setup,teardown}`."""
+    settings = Settings.read()
     parser = argparse.ArgumentParser(prog="python -m parallel_stacks worktree", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("action", choices=["add", "remove", "setup", "teardown", "claude-create", "claude-remove"])
     parser.add_argument(
         "target", nargs="?", default=None, help="add/remove: NAME (default $NAME); setup/teardown: the worktree's project directory"
     )
-    parser.add_argument("--up", action="store_true", default=truthy(os.environ.get("UP")), help="add/setup: start the stack too (UP=1)")
+    parser.add_argument("--up", action="store_true", default=settings.flag("UP"), help="add/setup: start the stack too (UP=1)")
     parser.add_argument(
-        "--force", action="store_true", default=truthy(os.environ.get("FORCE")), help="remove: even with uncommitted changes (FORCE=1)"
+        "--force", action="store_true", default=settings.flag("FORCE"), help="remove: even with uncommitted changes (FORCE=1)"
     )
     parser.add_argument(
-        "--json", action="store_true", default=os.environ.get("FORMAT") == "json", help="one JSON object on stdout (FORMAT=json)"
+        "--json", action="store_true", default=settings.get("FORMAT") == "json", help="one JSON object on stdout (FORMAT=json)"
     )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     def command() -> int:
-        here = Path(os.environ.get("STACK_ROOT") or Path.cwd())
-        target = args.target if args.target is not None else os.environ.get("NAME", "")
+        here = Path(settings.get("STACK_ROOT") or Path.cwd())
+        target = args.target if args.target is not None else settings.get("NAME")
         if args.action.startswith("claude-"):
-            return claude_hook(here, args.action, sys.stdin.read(), args.up)
+            return claude_hook(here, args.action, sys.stdin.read(), args.up, settings)
         if args.action in ("add", "remove") and not target:
             raise StackError(f"which worktree? `make worktree{'-remove' if args.action == 'remove' else ''} NAME=<name>`")
         if args.action == "add":
-            result = add(here, target, os.environ, args.up)
+            result = add(here, target, settings, args.up)
         elif args.action == "remove":
-            result = remove(here, target, os.environ, args.force)
+            result = remove(here, target, settings, args.force)
         else:
             project_dir = Path(target or Path.cwd()).resolve()
             if not (project_dir / "stack.yml").exists():
                 raise StackError(f"{project_dir} has no stack.yml: give the worktree's project directory")
             if args.action == "setup":
                 values = setup(
-                    here if here.resolve() != project_dir else _main_worktree_project(project_dir), project_dir, os.environ, args.up
+                    here if here.resolve() != project_dir else _main_worktree_project(project_dir), project_dir, settings, args.up
                 )
                 result = describe(project_dir, values, project_dir.name, "", project_dir)
             else:
-                values = teardown(project_dir, os.environ)
+                values = teardown(project_dir, settings)
                 result = {"path": str(project_dir), "removed": False, "compose_project": values["COMPOSE_PROJECT_NAME"]}
                 print(f"nuked copy {values['COMPOSE_PROJECT_NAME']} and released its claim", file=sys.stderr)
                 if args.json:
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     return run(command)
 
 
-def claude_hook(here: Path, action: str, payload: str, up: bool) -> int:
+def claude_hook(here: Path, action: str, payload: str, up: bool, settings: Settings) -> int:
     """Claude Code's WorktreeCreate (stdin {"name"| "worktree_name", "cwd"}; stdout: the path) and
     WorktreeRemove (stdin {"worktree_path"}) hooks; progress on stderr."""
     try:
@@ -285,13 +286,13 @@ def claude_hook(here: Path, action: str, payload: str, up: bool) -> int:
         name = str(data.get("name") or data.get("worktree_name") or "")
         if not name:
             raise StackError('the WorktreeCreate payload names no worktree ("name")')
-        result = add(project if (project / "stack.yml").exists() else here, name, os.environ, up)
+        result = add(project if (project / "stack.yml").exists() else here, name, settings, up)
         print(result["path"])
         return 0
     path = str(data.get("worktree_path") or "")
     if not path:
         raise StackError('the WorktreeRemove payload names no worktree ("worktree_path")')
-    result = remove(here, path, os.environ, force=False)
+    result = remove(here, path, settings, force=False)
     print(f"removed worktree {result['path']}", file=sys.stderr)
     return 0
 

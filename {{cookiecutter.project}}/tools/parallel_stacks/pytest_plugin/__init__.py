@@ -33,6 +33,7 @@ from .state import (
     reap_containers,
     release_run_lock,
     release_worker_lock,
+    settings_of,
     stack_down_message,
     sweep_stale_runs,
     take_run_lock,
@@ -115,10 +116,10 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     from .workers import auto_workers, selection_key, usable_cpus, work_workers
 
     root = project_root(config)
-    if root is None or os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+    if root is None or settings_of(config).get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # not ours, or the user's explicit choice: xdist decides
     try:
-        kinds_of = copy_of(root)[1]
+        kinds_of = copy_of(root, settings_of(config))[1]
         options = isolation_options(config, config.getoption("isolation_redis"), config.getoption("no_isolation_of"))
     except StackError:
         return None  # pytest_configure words it
@@ -149,9 +150,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         return
     known = early_config.known_args_namespace
     try:
-        derived, kinds_of = copy_of(root)
+        derived, kinds_of = copy_of(root, settings_of(early_config))
         options = isolation_options(early_config, getattr(known, "isolation_redis", None), getattr(known, "no_isolation_of", None))
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "master")
+        worker = settings_of(early_config).get(
+            "PYTEST_XDIST_WORKER", "master"
+        )  # set before pytest starts in a worker (workerinput is not yet)
         ctx = build_context(derived, worker, not getattr(known, "no_isolation", False), Path("/"), kinds_of, options)
         variables = worker_variables(ctx, media_root=False)
         variables.update(mapped_variables(isolation_env_lines(early_config), variables))
@@ -203,7 +206,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         from ..ownership import ensure_owned
 
-        ensure_owned(state.values)  # another worktree's copy: refuse before touching anything of it
+        ensure_owned(state.settings, state.values)  # another worktree's copy: refuse before touching anything of it
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     down = unanswered(state)
@@ -212,7 +215,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         _stop_on_sigterm(config)
         state.lock_fd = take_run_lock(state.values)  # from here on this run may remove what it makes (and killed runs left)
-        sweep_stale_runs(state.values, state.run_dir)
+        sweep_stale_runs(state.settings, state.values, state.run_dir)
         make_run_dir(state.run_dir)
         started = time.perf_counter()
         for service, kind in state.services():
@@ -380,7 +383,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     try:
         _end_worker(config, state, during_session=False)
         _end_run(config, state, during_session=False)
-        if not _is_worker(config) and state.run_dir.exists() and reap_containers(state.values, state.run_dir):  # a crashed worker's broker
+        if (
+            not _is_worker(config) and state.run_dir.exists() and reap_containers(state.settings, state.values, state.run_dir)
+        ):  # a crashed worker's broker
             import shutil
 
             shutil.rmtree(state.run_dir, ignore_errors=True)  # this run's own directory (workers' included)

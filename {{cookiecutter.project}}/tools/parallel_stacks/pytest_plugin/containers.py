@@ -21,6 +21,7 @@ from ..engine import TEST_COPY_LABEL as COPY_LABEL
 from ..engine import TEST_RUN_LABEL as RUN_LABEL
 from ..engine import TEST_WORKER_LABEL as WORKER_LABEL
 from ..engine import WORKTREE_LABEL, docker
+from ..settings import Settings
 
 __all__ = ["COPY_LABEL", "MARKER", "RUN_LABEL", "WORKER_LABEL", "WorkerContainer", "reap", "start", "stop"]
 
@@ -32,9 +33,11 @@ class WorkerContainer:
     name: str
     network: str
     port: int  # the published host port, on 127.0.0.1
+    settings: Settings  # the engine it runs on
 
 
 def start(
+    settings: Settings,
     image: str,
     name: str,
     port: int,
@@ -55,13 +58,13 @@ def start(
     labels = {**labels, RUN_LABEL: run_dir.name}
     flags = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
     network = f"{name}-net" if own_network else ""
-    _clear_leftovers(name, network, labels)
+    _clear_leftovers(settings, name, network, labels)
     if network:
-        docker("network", "create", *flags, network)
-    container = WorkerContainer(name, network, port)
+        docker(settings, "network", "create", *flags, network)
+    container = WorkerContainer(name, network, port, settings)
     try:
         on = ["--network", network] if network else []
-        docker("run", "-d", "--name", name, *on, "-p", f"127.0.0.1:{port}:{container_port}", *flags, image, *command)
+        docker(settings, "run", "-d", "--name", name, *on, "-p", f"127.0.0.1:{port}:{container_port}", *flags, image, *command)
     except StackError:
         stop(container)
         raise
@@ -74,18 +77,18 @@ def stop(container: WorkerContainer) -> None:
         if not args[-1]:
             continue
         try:
-            docker(*args)
+            docker(container.settings, *args)
         except StackError:
             pass
 
 
-def _clear_leftovers(name: str, network: str, labels: dict[str, str]) -> None:
+def _clear_leftovers(settings: Settings, name: str, network: str, labels: dict[str, str]) -> None:
     for kind, obj in (("container", name), ("network", network)):
         if not obj:
             continue
         try:
             found = json.loads(
-                docker(kind, "inspect", "--format", "{{json .Config.Labels}}" if kind == "container" else "{{json .Labels}}", obj)
+                docker(settings, kind, "inspect", "--format", "{{json .Config.Labels}}" if kind == "container" else "{{json .Labels}}", obj)
             )
         except StackError:
             continue  # no such object: the usual case
@@ -95,16 +98,16 @@ def _clear_leftovers(name: str, network: str, labels: dict[str, str]) -> None:
                 f"a {kind} named {obj} exists and is not a test {kind} of this copy ({labels[COPY_LABEL]} in "
                 f"{labels[WORKTREE_LABEL]}); it is left alone: remove it yourself if it is stale"
             )
-        docker(*(("rm", "-f", "-v") if kind == "container" else ("network", "rm")), obj)
+        docker(settings, *(("rm", "-f", "-v") if kind == "container" else ("network", "rm")), obj)
 
 
-def reap(copy: str, run: str) -> list[str]:
+def reap(settings: Settings, copy: str, run: str) -> list[str]:
     """Remove the containers and networks that test run `run` of copy `copy` left; return their names."""
     filters = ["--filter", f"label={RUN_LABEL}={run}", "--filter", f"label={COPY_LABEL}={copy}"]
-    removed = docker("ps", "-a", *filters, "--format", "{{.Names}}").split()
+    removed = docker(settings, "ps", "-a", *filters, "--format", "{{.Names}}").split()
     if removed:
-        docker("rm", "-f", "-v", *removed)
-    for network in docker("network", "ls", *filters, "--format", "{{.Name}}").split():
-        docker("network", "rm", network)
+        docker(settings, "rm", "-f", "-v", *removed)
+    for network in docker(settings, "network", "ls", *filters, "--format", "{{.Name}}").split():
+        docker(settings, "network", "rm", network)
         removed.append(network)
     return removed

@@ -95,8 +95,6 @@ def mqtt_endpoint(pytestconfig: pytest.Config, parallel_context: ParallelTestCon
 def worker_broker(pytestconfig: pytest.Config, parallel_context: ParallelTestContext) -> Iterator[MqttEndpoint]:
     """A Mosquitto broker of this worker's own, for one test (seed 002): container `<copy>-<worker>-broker` on its
     own network, published on 127.0.0.1 on the last port of the worker's block, removed when the test ends."""
-    import os
-
     from ..engine import TEST_COPY_LABEL, TEST_WORKER_LABEL, WORKTREE_LABEL
     from . import containers
 
@@ -107,9 +105,11 @@ def worker_broker(pytestconfig: pytest.Config, parallel_context: ParallelTestCon
         WORKTREE_LABEL: state.values["STACK_WORKTREE"],
     }
     port = parallel_context.ports.port(parallel_context.ports.size - 1)
-    image = os.environ.get("MOSQUITTO_IMAGE") or BROKER_IMAGE
+    image = state.settings.get("MOSQUITTO_IMAGE") or BROKER_IMAGE
     try:
-        container = containers.start(image, parallel_context.container_name("broker"), port, 1883, labels, state.run_dir, BROKER_COMMAND)
+        container = containers.start(
+            state.settings, image, parallel_context.container_name("broker"), port, 1883, labels, state.run_dir, BROKER_COMMAND
+        )
     except StackError as exc:
         pytest.fail(f"worker_broker: {exc}", pytrace=False)
     try:

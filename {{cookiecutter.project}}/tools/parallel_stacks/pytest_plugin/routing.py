@@ -24,6 +24,7 @@ from .. import localroute
 from ..basics import StackError, await_answer
 from ..formula import TEST_PORT_BLOCK
 from ..kinds import LocalRoute, LocalServer
+from ..settings import Settings
 from .state import STATE, State, _is_worker
 
 __all__ = ["Planned", "enabled", "header", "plan", "routed_text", "start_server", "stop_servers"]
@@ -177,9 +178,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             _check_free(state, p)
             _write_spec(state, p.local.server, p)
     text = localroute.encode([p.route for p in routing.planned], STARTER)
-    pythonpath = os.environ.get("PYTHONPATH", "")
-    routing.saved_env = {name: os.environ.get(name) for name in (localroute.ENV, "PYTHONPATH")}
-    os.environ[localroute.ENV] = text
+    pythonpath = state.settings.get("PYTHONPATH")
+    routing.saved_env = {name: state.settings.env.get(name) for name in (localroute.ENV, "PYTHONPATH")}
+    os.environ[localroute.ENV] = text  # the plugin's job: the worker's variables, for its subprocesses too
     os.environ["PYTHONPATH"] = str(SITE_DIR) + (os.pathsep + pythonpath if pythonpath else "")
     localroute.install(localroute.Router([p.route for p in routing.planned], STARTER))
     routing.installed = True
@@ -203,7 +204,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         routing.counts.update(router.counts)
     state = config.stash[STATE]
     if state.worker_lock_fd is not None:
-        routing.started_ms += stop_servers(routing.planned)
+        routing.started_ms += stop_servers(state.settings, routing.planned)
     workeroutput = getattr(config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput["isolation_routed"] = dict(routing.counts)
@@ -240,7 +241,7 @@ def _write_spec(state: State, server: LocalServer, p: Planned) -> None:
     ctx = state.context
     spec = {
         "service": p.service,
-        "image": os.environ.get(server.image_variable) or server.image,
+        "image": state.settings.get(server.image_variable) or server.image,
         "name": ctx.container_name(p.service),
         "port": p.route.target,
         "container_port": server.container_port,
@@ -261,6 +262,7 @@ def start_server(spec_path: str) -> None:
     import fcntl
     import time
 
+    from ..settings import Settings
     from . import containers
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
@@ -270,6 +272,7 @@ def start_server(spec_path: str) -> None:
             return
         started = time.perf_counter()
         container = containers.start(
+            Settings.read(),  # this process's engine (the hook runs in test processes and their subprocesses)
             spec["image"],
             spec["name"],
             spec["port"],
@@ -295,7 +298,7 @@ def _wait_ready(spec: dict[str, Any]) -> None:
         )
 
 
-def stop_servers(planned: list[Planned]) -> list[float]:
+def stop_servers(settings: Settings, planned: list[Planned]) -> list[float]:
     """Remove the worker's own servers that were started (by this process or its subprocesses); return what
     starting each took (ms)."""
     from . import containers
@@ -306,7 +309,7 @@ def stop_servers(planned: list[Planned]) -> list[float]:
         if not p.route.server or not up.exists():
             continue
         spec = json.loads(Path(p.route.server).read_text(encoding="utf-8"))
-        containers.stop(containers.WorkerContainer(spec["name"], "", spec["port"]))
+        containers.stop(containers.WorkerContainer(spec["name"], "", spec["port"], settings))
         try:
             took.append(float(up.read_text(encoding="ascii")))
         except ValueError:

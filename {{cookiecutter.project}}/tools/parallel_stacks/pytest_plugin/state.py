@@ -14,6 +14,7 @@ import pytest
 from .. import kinds
 from ..basics import StackError, pid_alive
 from ..kinds import Kind, Run, Service, Worker
+from ..settings import Settings
 from .isolation import build_context, stack_services, worker_of
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "release_run_lock",
     "release_worker_lock",
     "run_lock_path",
+    "settings_of",
     "stack_down_message",
     "sweep_stale_runs",
     "take_run_lock",
@@ -53,6 +55,16 @@ def _workerinput(config: pytest.Config) -> dict[str, Any]:
     return getattr(config, "workerinput", {})
 
 
+SETTINGS = pytest.StashKey["Settings"]()
+
+
+def settings_of(config: pytest.Config) -> Settings:
+    """The environment of this test process, read once (before the plugin sets the worker's variables)."""
+    if SETTINGS not in config.stash:
+        config.stash[SETTINGS] = Settings.read()
+    return config.stash[SETTINGS]
+
+
 def project_root(config: pytest.Config) -> Path | None:
     """The stack this run belongs to: STACK_ROOT (the Makefile's), else the nearest stack.yml at or above the rootdir.
 
@@ -60,20 +72,20 @@ def project_root(config: pytest.Config) -> Path | None:
     """
     from ..root import find
 
-    found = find({"STACK_ROOT": os.environ.get("STACK_ROOT", "")}, str(config.rootpath))
+    found = find(settings_of(config), str(config.rootpath))
     return None if found is None else Path(found)
 
 
-def copy_of(root: Path) -> tuple[dict[str, str], dict[str, str]]:
+def copy_of(root: Path, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     """(values, {service: kind}) of the copy at `root`, as `make env` derives them (cached).
 
     SERVICES="db redis" (as on `make up`): the run isolates, checks and cleans up those services only (a team
     that runs only its infrastructure in compose); unset, every service of stack.yml."""
     from ..current import values
 
-    derived, services = values({**os.environ, "STACK_ROOT": str(root)})
+    derived, services = values(settings.replace(STACK_ROOT=str(root)))
     kinds_of = {name: kinds.name_of(svc) for name, svc in services.items()}
-    wanted = os.environ.get("SERVICES", "").replace(",", " ").split()
+    wanted = settings.get("SERVICES").replace(",", " ").split()
     unknown = [name for name in wanted if name not in kinds_of]
     if unknown:
         raise StackError(f"SERVICES names {', '.join(unknown)}, not a service of this copy (services: {', '.join(sorted(kinds_of))})")
@@ -84,7 +96,7 @@ def isolation_env_lines(config: pytest.Config) -> list[str]:
     """`isolation_env` lines: pytest's ini, then the file STACK_ISOLATION_ENV names (`make adopt` writes
     parallel-stacks/isolation_env for an adopted repository's suite, so its pytest config stays as it is)."""
     lines = [str(line) for line in config.getini("isolation_env")]
-    extra = os.environ.get("STACK_ISOLATION_ENV", "")
+    extra = settings_of(config).get("STACK_ISOLATION_ENV")
     if extra:
         try:
             text = Path(extra).read_text(encoding="utf-8")
@@ -109,11 +121,12 @@ class State:
 
     def __init__(self, config: pytest.Config, root: Path):
         workerinput = _workerinput(config)
+        self.settings = settings_of(config)
         if _is_worker(config) and "isolation_values" in workerinput:
             self.values = dict(workerinput["isolation_values"])  # the controller's: derived once per run
             self.kinds_of: dict[str, str] = dict(workerinput["isolation_kinds"])
         else:
-            self.values, self.kinds_of = copy_of(root)
+            self.values, self.kinds_of = copy_of(root, self.settings)
         self.isolated = not config.getoption("no_isolation")
         self.use_stack = not config.getoption("no_stack")
         self.options = isolation_options(config, config.getoption("isolation_redis"), config.getoption("no_isolation_of"))
@@ -167,7 +180,7 @@ def make_run_dir(path: Path) -> None:
         raise StackError(f"cannot create the test run's directory {path}: {exc.strerror}") from None
 
 
-def sweep_stale_runs(values: Mapping[str, str], mine: Path) -> list[str]:
+def sweep_stale_runs(settings: Settings, values: Mapping[str, str], mine: Path) -> list[str]:
     """Remove the run directories (and the containers their tests started) of this copy's runs whose process
     is gone (killed); a run still going keeps its own. Called holding the copy's run lock. Returns their names."""
     import shutil
@@ -176,13 +189,13 @@ def sweep_stale_runs(values: Mapping[str, str], mine: Path) -> list[str]:
     swept = []
     for stale in Path(tempfile.gettempdir()).glob(prefix + "*"):
         pid = stale.name[len(prefix) :].split("-", 1)[0]
-        if stale != mine and not (pid.isdigit() and pid_alive(int(pid))) and reap_containers(values, stale):
+        if stale != mine and not (pid.isdigit() and pid_alive(int(pid))) and reap_containers(settings, values, stale):
             shutil.rmtree(stale, ignore_errors=True)
             swept.append(stale.name)
     return swept
 
 
-def reap_containers(values: Mapping[str, str], run_dir: Path) -> bool:
+def reap_containers(settings: Settings, values: Mapping[str, str], run_dir: Path) -> bool:
     """Remove the containers and networks the tests of the run in `run_dir` started (worker_broker), if it
     started any; False when Docker could not be asked (the run directory is kept: the next run tries again)."""
     from .containers import MARKER, reap
@@ -190,7 +203,7 @@ def reap_containers(values: Mapping[str, str], run_dir: Path) -> bool:
     if not (run_dir / MARKER).exists():
         return True
     try:
-        reap(values["COMPOSE_PROJECT_NAME"], run_dir.name)
+        reap(settings, values["COMPOSE_PROJECT_NAME"], run_dir.name)
     except StackError:
         return False
     return True

@@ -40,7 +40,7 @@ from ..formula import compose_project_name, worker_port_range
 from ..probe import ephemeral_range
 from .dynamic import read_dynamic, write_dynamic
 from .slots import engine_claims_on, engine_hold, holder, release_on_engine
-from .store import Registry, claim_key, state_dir
+from .store import Registry, claim_key
 from .testports import allocate_test_ports, claimed_service_ports, footprints, remembered_test_start, service_ports
 
 TYPE_CHECKING = False
@@ -107,10 +107,10 @@ class _Checks:
         self.eph = ephemeral_range()
         self.on_engine = engine_claims_on(settings)
         # the host the copy's ports are on: this machine's sockets say nothing of a remote engine's host
-        self.remote = docker_state.location(settings.env)[1]
+        self.remote = docker_state.location(settings)[1]
         self.hosts = [] if self.remote else check_ports.addresses(bind)
         try:
-            running = docker_state.running_containers()
+            running = docker_state.running_containers(settings)
         except StackError:
             running = []
         mine = [rec for rec in running if rec.get("working_dir") and os.path.realpath(rec["working_dir"]) == worktree]
@@ -168,9 +168,9 @@ class _Checks:
     def _probe(self, ports: list[int]) -> set[int]:
         """Ports of `ports` something holds on the engine's host (probe.remote_busy_ports), without pulling its image."""
         image = self.settings.get("PROBE_IMAGE") or self.settings.get("PYTHON_IMAGE") or "python:3.12-slim"
-        if docker_state.missing_images([image]):
+        if docker_state.missing_images(self.settings, [image]):
             raise StackError(f"the probe image {image} is not on the engine (PROBE_IMAGE)")
-        return check_ports.remote_busy_ports({"BIND_ADDRESS": self.bind}, ports, self.settings.env)
+        return check_ports.remote_busy_ports({"BIND_ADDRESS": self.bind}, ports, self.settings)
 
 
 def _entry(
@@ -220,7 +220,7 @@ def claim(
     key = claim_key(worktree, env_name) + ("" if label is None else f"|{label}")
     checks = _Checks(stack, env_name, worktree, bind, settings, write)
     bases = checks.bases
-    with Registry(state_dir(settings), settings, write) as reg:
+    with Registry(settings, write) as reg:
         others = {k: c for k, c in reg.claims.items() if k != key}
         used = footprints(others, bases)
         before = reg.claims.get(key) or {}
@@ -301,7 +301,7 @@ def release(root: Path, env_name: str, settings: Settings) -> int | None:
     claims go there) and forget its auto slot; return the auto offset."""
     worktree = str(root.resolve())
     key = claim_key(worktree, env_name)
-    with Registry(state_dir(settings), settings) as reg:
+    with Registry(settings) as reg:
         derived = [reg.claims.pop(k) for k in [k for k in reg.claims if k.startswith(key + "|")]]  # task id and build number slots
         freed = reg.claims.pop(key, None)
         reg.write()

@@ -38,13 +38,15 @@ def engine_claims_on(settings: Settings) -> bool:
     mode = settings.get("SLOT_CLAIMS").strip().lower()
     if mode not in ("", "engine", "local"):
         raise StackError(f"SLOT_CLAIMS={mode[:40]!r}: use engine (claims on the Docker engine too) or local (this machine's registry only)")
-    return mode == "engine" or (mode == "" and docker_state.location(settings.env)[1] is not None)
+    return mode == "engine" or (mode == "" and docker_state.location(settings)[1] is not None)
 
 
 def _slot_image(settings: Settings) -> None:
     """An image with no files for the claim containers (they are never started): made on the engine once."""
-    if docker_state.missing_images([SLOT_IMAGE]):
-        proc = docker_state.run_docker("import", "-c", f"LABEL {SLOT_LABEL}-image=1", "-", SLOT_IMAGE, stdin=b"\0" * 10240, check=False)
+    if docker_state.missing_images(settings, [SLOT_IMAGE]):
+        proc = docker_state.run_docker(
+            settings, "import", "-c", f"LABEL {SLOT_LABEL}-image=1", "-", SLOT_IMAGE, stdin=b"\0" * 10240, check=False
+        )
         if proc.returncode != 0:
             raise StackError(f"could not create {SLOT_IMAGE} on the engine: {proc.stderr.decode(errors='replace').strip()[-200:]}")
 
@@ -92,7 +94,7 @@ def reserve_on_engine(offset: int, worktree: str, env_name: str, settings: Setti
     _slot_image(settings)
     try:
         docker_state.docker(
-            "create", "--name", name, *[a for k, v in claim_labels.items() for a in ("--label", f"{k}={v}")], SLOT_IMAGE, "claim"
+            settings, "create", "--name", name, *[a for k, v in claim_labels.items() for a in ("--label", f"{k}={v}")], SLOT_IMAGE, "claim"
         )
         return None
     except StackError as exc:
@@ -117,7 +119,7 @@ def engine_hold(offset: int, worktree: str, env_name: str, settings: Settings, w
 
 def engine_claim(settings: Settings, offset: int) -> dict[str, str] | None:
     """The labels of the engine's claim of slot `offset`, or None."""
-    rec = docker_state.container(f"{SLOT_PREFIX}{offset}")
+    rec = docker_state.container(settings, f"{SLOT_PREFIX}{offset}")
     return None if rec is None else _labels(rec)
 
 
@@ -128,7 +130,7 @@ def _labels(rec: Mapping[str, Any]) -> dict[str, str]:
 def engine_claims(settings: Settings) -> dict[int, dict[str, str]]:
     """{offset: labels} of every slot claimed on the engine."""
     found = {}
-    for name in docker_state.docker("ps", "-a", "--filter", f"label={SLOT_LABEL}", "--format", "{{.Names}}").split():
+    for name in docker_state.docker(settings, "ps", "-a", "--filter", f"label={SLOT_LABEL}", "--format", "{{.Names}}").split():
         slot = name[len(SLOT_PREFIX) :]
         if name.startswith(SLOT_PREFIX) and slot.isdigit():
             held = engine_claim(settings, int(slot))  # one by one: a claim released meanwhile is just not listed
@@ -142,7 +144,7 @@ def release_on_engine(offset: int, worktree: str, settings: Settings) -> bool:
     held = engine_claim(settings, offset)
     if held is None or not _is_mine(held, worktree, settings):
         return False
-    docker_state.docker("rm", f"{SLOT_PREFIX}{offset}")
+    docker_state.docker(settings, "rm", f"{SLOT_PREFIX}{offset}")
     return True
 
 

@@ -39,12 +39,12 @@ def claim_key(worktree: str, env_name: str) -> str:
 
 
 class Registry:
-    """The registry file, open under an exclusive lock (use as a context manager)."""
+    """The registry file in the state directory of `settings`, open under an exclusive lock (use as a context manager)."""
 
-    def __init__(self, directory: Path, settings: Settings, write: bool = True):
-        self.dir = directory
-        self.path = directory / "registry.json"
+    def __init__(self, settings: Settings, write: bool = True):
         self.settings = settings  # a corrupt file is rebuilt from what the engine's labels say
+        self.dir = state_dir(settings)
+        self.path = self.dir / "registry.json"
         self.claims: dict[str, dict[str, Any]] = {}
         self.recovered_from: str | None = None
         self.writable = write  # False: read what is there (shared lock), create and change nothing
@@ -118,11 +118,11 @@ def rebuild_claims(settings: Settings) -> dict[str, Any]:
 
     trees = set()
     try:
-        for rec in docker_state.running_containers():
+        for rec in docker_state.running_containers(settings):
             if rec.get("working_dir"):
                 trees.add(rec["working_dir"])
-        for name in docker_state.docker("volume", "ls", "-q", "--filter", f"label={docker_state.WORKTREE_LABEL}").split():
-            rec = docker_state.volume(name) or {}
+        for name in docker_state.docker(settings, "volume", "ls", "-q", "--filter", f"label={docker_state.WORKTREE_LABEL}").split():
+            rec = docker_state.volume(settings, name) or {}
             tree = (rec.get("Labels") or {}).get(docker_state.WORKTREE_LABEL)
             if tree:
                 trees.add(tree)

@@ -17,7 +17,7 @@ if os.environ.get("PARALLEL_STACKS_ROUTES"):
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
-        module.install_from_env(on_error=lambda line: print(line, file=sys.stderr))
+        module.install_from_env(os.environ, on_error=lambda line: print(line, file=sys.stderr))
 
     try:
         _route()
