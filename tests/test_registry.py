@@ -270,7 +270,7 @@ def test_stale_claims_are_freed_only_with_force(tmp_path, state, capsys, docker_
         if claim["worktree"] == str(idle.resolve()):
             claim["claimed_at"] = time.time() - 3600  # claimed an hour ago, never started
     (state / "registry.json").write_text(json.dumps(data))
-    environ = {"PARALLEL_STACKS_STATE_DIR": str(state)}
+    environ = Settings({"PARALLEL_STACKS_STATE_DIR": str(state)})
 
     assert fleet.gc(environ, force=False) == 0
     out = capsys.readouterr().out
