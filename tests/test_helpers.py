@@ -799,9 +799,10 @@ def test_labels_are_spelled_once_and_compose_files_use_the_same():
     import yaml as _yaml
 
     from conftest import PROJECT_TEMPLATE
-    from parallel_stacks import engine, labels, proxy, registry
+    from parallel_stacks import engine, labels, proxy
+    from parallel_stacks.registry import slots
 
-    assert (engine.PROJECT_LABEL, engine.WORKTREE_LABEL, registry.SLOT_LABEL, proxy.PROXY_LABEL) == (
+    assert (engine.PROJECT_LABEL, engine.WORKTREE_LABEL, slots.SLOT_LABEL, proxy.PROXY_LABEL) == (
         labels.PROJECT, labels.WORKTREE, labels.SLOT, labels.PROXY)
     text = (PROJECT_TEMPLATE / "compose.yaml").read_text()
     text = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("{%"))  # template tags, not YAML

@@ -11,9 +11,13 @@ import time
 import pytest
 
 from conftest import make_worktree
-from parallel_stacks import derive, registry
+from parallel_stacks import derive
 from parallel_stacks.settings import Settings
 from parallel_stacks.basics import StackError
+from parallel_stacks.registry import claims as registry_claims
+from parallel_stacks.registry import dynamic as registry_dynamic
+from parallel_stacks.registry import slots as registry_slots
+from parallel_stacks.registry import store as registry_store
 
 def worktree(base, name):
     return make_worktree(base / name)
@@ -35,8 +39,8 @@ def test_auto_claims_a_remembered_slot_outside_the_ephemeral_range(tmp_path, sta
     root = worktree(tmp_path, "a")
     values = auto(root)
     offset = int(values["PORT_OFFSET"])
-    assert offset > 0 and offset % registry.AUTO_STEP == 0
-    low, high = registry.ephemeral_range()
+    assert offset > 0 and offset % registry_claims.AUTO_STEP == 0
+    low, high = registry_claims.ephemeral_range()
     for key in ("POSTGRES_PORT", "REDIS_PORT", "API_PORT", "UI_PORT"):
         assert not low <= int(values[key]) <= high
     assert values["PORT_OFFSET_SOURCE"] == "auto"
@@ -53,11 +57,11 @@ def test_worktrees_get_distinct_slots_and_release_frees_one(tmp_path, state):
     a, b = worktree(tmp_path, "a"), worktree(tmp_path, "b")
     oa, ob = auto(a)["PORT_OFFSET"], auto(b)["PORT_OFFSET"]
     assert oa != ob
-    assert registry.release(a, "dev", Settings.read()) == int(oa)
+    assert registry_claims.release(a, "dev", Settings.read()) == int(oa)
     assert not (a / ".env.dynamic").exists()
     c = worktree(tmp_path, "c")
     assert auto(c)["PORT_OFFSET"] == oa  # the freed slot is free again
-    assert registry.release(a, "dev", Settings.read()) is None
+    assert registry_claims.release(a, "dev", Settings.read()) is None
 
 
 def footprint(values) -> set[int]:
@@ -94,16 +98,16 @@ def test_each_environment_keeps_its_own_slot(tmp_path, state):
     assert dev != test
     assert derive.load(root, Settings({}))["PORT_OFFSET"] == dev  # the test claim did not overwrite dev's
     assert derive.load(root, Settings({"ENV": "test"}))["PORT_OFFSET"] == test
-    assert registry.release(root, "test", Settings.read()) == int(test)
+    assert registry_claims.release(root, "test", Settings.read()) == int(test)
     assert derive.load(root, Settings({}))["PORT_OFFSET"] == dev
     assert derive.load(root, Settings({"ENV": "test"}))["PORT_OFFSET_SOURCE"] == "default"
-    assert registry.release(root, "dev", Settings.read()) == int(dev)
+    assert registry_claims.release(root, "dev", Settings.read()) == int(dev)
     assert not (root / ".env.dynamic").exists()
 
 
 def test_taken_slot_is_skipped_and_logged(tmp_path, state, capsys, monkeypatch):
     root = worktree(tmp_path, "a")
-    monkeypatch.setattr(registry, "AUTO_STEP", 1000)
+    monkeypatch.setattr(registry_claims, "AUTO_STEP", 1000)
     with socket.socket() as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -118,7 +122,7 @@ def test_taken_slot_is_skipped_and_logged(tmp_path, state, capsys, monkeypatch):
 
 
 def test_no_free_slot_is_one_clear_line(tmp_path, state, monkeypatch):
-    monkeypatch.setattr(registry, "ephemeral_range", lambda: (1024, 65535))
+    monkeypatch.setattr(registry_claims, "ephemeral_range", lambda: (1024, 65535))
     with pytest.raises(StackError, match="no free slot for PORT_OFFSET=auto") as info:
         auto(worktree(tmp_path, "a"))
     assert "\n" not in str(info.value)
@@ -134,8 +138,8 @@ def test_unusable_state_dir_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_state_dir_follows_xdg(tmp_path):
-    assert registry.state_dir(Settings({"XDG_STATE_HOME": str(tmp_path)})) == tmp_path / "parallel-stacks"
-    assert registry.state_dir(Settings({"HOME": "/h"})).name == "parallel-stacks"
+    assert registry_store.state_dir(Settings({"XDG_STATE_HOME": str(tmp_path)})) == tmp_path / "parallel-stacks"
+    assert registry_store.state_dir(Settings({"HOME": "/h"})).name == "parallel-stacks"
 
 
 def test_remembered_slot_taken_by_another_copy_is_refused(tmp_path, state):
@@ -144,6 +148,34 @@ def test_remembered_slot_taken_by_another_copy_is_refused(tmp_path, state):
     (b / ".env.dynamic").write_text(f"PORT_OFFSET_DEV={offset}\n")  # copied by hand
     with pytest.raises(StackError, match="now claimed by another copy"):
         auto(b)
+
+
+def test_auto_and_task_claims_on_a_remote_engine_check_that_hosts_ports(tmp_path, state, monkeypatch):
+    """Issue 25: one claim loop, the same checks for every source. With the engine on another host, whether a
+    port is free is asked on that host (a probe container there, probe.remote_busy_ports), never of this
+    machine's sockets: before, a task id's claim tested this machine's ports and an auto claim tested none."""
+    from parallel_stacks import engine, probe
+
+    busy_there = {8003 + 100, 8003 + 50}  # the api ports of auto's first slot (100) and task-5's preferred one (50)
+    probed = []
+
+    def remote_busy_ports(bind, ports, settings):
+        probed.extend(ports)
+        return {port for port in ports if port in busy_there}
+
+    def port_free(host, port):
+        raise AssertionError(f"asked this machine's {host}:{port} about a copy on a remote engine")
+
+    monkeypatch.setattr(probe, "remote_busy_ports", remote_busy_ports)
+    monkeypatch.setattr(probe, "port_free", port_free)
+    monkeypatch.setattr(engine, "running_containers", lambda *args: [])  # the remote engine runs nothing yet
+    monkeypatch.setattr(engine, "missing_images", lambda *args: [])  # it has the probe's image
+    far = {"DOCKER_HOST": "tcp://10.1.2.3:2376", "SLOT_CLAIMS": "local", "DOCKER_CONFIG": str(tmp_path), "PARALLEL_STACKS_STATE_DIR": str(state)}
+    auto_copy = derive.load(worktree(tmp_path, "a"), Settings({**far, "PORT_OFFSET": "auto"}), claim=True)
+    task_copy = derive.load(worktree(tmp_path, "t"), Settings({**far, "TASK_ID": "task-5"}), claim=True)
+    assert (auto_copy["PORT_OFFSET"], task_copy["PORT_OFFSET"]) == ("200", "60")  # 100 and 50 are busy on that host
+    assert {8103, 8053} <= set(probed)
+    assert task_copy["PORT_OFFSET_SOURCE"] == "TASK_ID" and auto_copy["PORT_OFFSET_SOURCE"] == "auto"
 
 
 CORRUPTIONS = [
@@ -196,7 +228,7 @@ def test_fifty_concurrent_claims_get_fifty_distinct_slots(tmp_path, state):
     ports = [p for c in claims.values() for p in c["ports"]]
     assert len(ports) == len(set(ports)) == 200, "two copies share a port"
     for root, offset in zip(roots, offsets):
-        assert registry.read_dynamic(root, "dev") == offset
+        assert registry_dynamic.read_dynamic(root, "dev") == offset
 
 
 @pytest.mark.docker
@@ -239,7 +271,7 @@ def test_stale_claims_are_freed_only_with_force(tmp_path, state, capsys, docker_
         if claim["worktree"] == str(idle.resolve()):
             claim["claimed_at"] = time.time() - 3600  # claimed an hour ago, never started
     (state / "registry.json").write_text(json.dumps(data))
-    environ = {"PARALLEL_STACKS_STATE_DIR": str(state)}
+    environ = Settings({"PARALLEL_STACKS_STATE_DIR": str(state)})
 
     assert fleet.gc(environ, force=False) == 0
     out = capsys.readouterr().out
@@ -266,7 +298,7 @@ def test_read_only_targets_never_claim(tmp_path, image_env, docker_engine):
     from conftest import Project, bake
 
     def engine_slots() -> list[str]:
-        return subprocess.run(["docker", "ps", "-aq", "--filter", f"label={registry.SLOT_LABEL}"],
+        return subprocess.run(["docker", "ps", "-aq", "--filter", f"label={registry_slots.SLOT_LABEL}"],
                               capture_output=True, text=True, check=True).stdout.split()
 
     state = tmp_path / "state"

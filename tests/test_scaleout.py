@@ -133,15 +133,15 @@ def test_a_remote_engine_names_its_host_in_urls_and_stack_host_overrides_it(tmp_
 
 
 def test_slot_claims_setting_is_checked(tmp_path):
-    from parallel_stacks import registry
+    from parallel_stacks.registry import slots
     from parallel_stacks.basics import StackError
 
-    assert registry.engine_claims_on(Settings({"DOCKER_CONFIG": str(tmp_path)})) is False
-    assert registry.engine_claims_on(Settings({"DOCKER_CONFIG": str(tmp_path), "DOCKER_HOST": "tcp://10.1.2.3:2376"})) is True
-    assert registry.engine_claims_on(Settings({"DOCKER_CONFIG": str(tmp_path), "DOCKER_HOST": "tcp://10.1.2.3:2376", "SLOT_CLAIMS": "local"})) is False
-    assert registry.engine_claims_on(Settings({"DOCKER_CONFIG": str(tmp_path), "SLOT_CLAIMS": "engine"})) is True
+    assert slots.engine_claims_on(Settings({"DOCKER_CONFIG": str(tmp_path)})) is False
+    assert slots.engine_claims_on(Settings({"DOCKER_CONFIG": str(tmp_path), "DOCKER_HOST": "tcp://10.1.2.3:2376"})) is True
+    assert slots.engine_claims_on(Settings({"DOCKER_CONFIG": str(tmp_path), "DOCKER_HOST": "tcp://10.1.2.3:2376", "SLOT_CLAIMS": "local"})) is False
+    assert slots.engine_claims_on(Settings({"DOCKER_CONFIG": str(tmp_path), "SLOT_CLAIMS": "engine"})) is True
     with pytest.raises(StackError, match=r"SLOT_CLAIMS='both': use engine"):
-        registry.engine_claims_on(Settings({"SLOT_CLAIMS": "both"}))
+        slots.engine_claims_on(Settings({"SLOT_CLAIMS": "both"}))
 
 
 def test_the_env_cache_follows_docker_context_use(tmp_path, monkeypatch):

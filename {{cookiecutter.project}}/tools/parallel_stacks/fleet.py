@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from . import engine as docker_state
-from . import registry
 from .basics import StackError, pid_alive
+from .registry import slots as engine_slots
+from .registry import store
 from .settings import Settings
 
 GRACE_SECONDS = 600  # a fresh claim may not have started its stack yet
@@ -182,7 +183,7 @@ def collect(base: Settings, contexts: list[str] | None) -> tuple[list[tuple[str,
     """(the table's rows, the snapshot): every copy on the engine (or each docker context of `contexts`), with this
     machine's claims."""
     settings = base
-    with registry.Registry(settings) as reg:
+    with store.Registry(settings) as reg:
         claims = dict(reg.claims)
     rows: list[tuple[str, ...]] = []
     records: list[dict[str, Any]] = []
@@ -197,7 +198,7 @@ def collect(base: Settings, contexts: list[str] | None) -> tuple[list[tuple[str,
         reachable = True
         try:
             copies = docker_copies(settings)
-            on_engine = registry.engine_claims(settings) if registry.engine_claims_on(settings) else {}
+            on_engine = engine_slots.engine_claims(settings) if engine_slots.engine_claims_on(settings) else {}
         except StackError as exc:
             errors.append({"engine": endpoint, "error": str(exc)})
             copies, on_engine, reachable = {}, {}, False
@@ -222,10 +223,10 @@ def collect(base: Settings, contexts: list[str] | None) -> tuple[list[tuple[str,
                 offset = project.rsplit("-", 1)[-1]
                 rows.append((*_row(project, copy.get("worktree") or "?", offset, "fixed", sorted(copy["ports"]), copy), endpoint))
                 records.append({**_record(rows[-1][:-1], copy, None, None, named, show), "claimed_at": None, "engine": endpoint})
-        me = registry.machine_id(settings)
+        me = engine_slots.machine_id(settings)
         for slot, labels in sorted(on_engine.items()):
-            if labels.get(registry.SLOT_MACHINE_LABEL) != me:  # another machine's claim on this engine
-                holder = f"{labels.get(registry.SLOT_TREE_LABEL, '?')} on {labels.get(registry.SLOT_HOST_LABEL, '?')}"
+            if labels.get(engine_slots.SLOT_MACHINE_LABEL) != me:  # another machine's claim on this engine
+                holder = engine_slots.holder(labels)
                 rows.append(("?", str(slot), "claimed", "-", "-", "-", holder, endpoint))
                 records.append({"compose_project": None, "offset": slot, "how": "claimed", "claimed_by": holder, "engine": endpoint})
     taken = iso_utc(time.time())
@@ -405,7 +406,7 @@ def would_remove(settings: Settings, claims: Mapping[str, dict[str, Any]], copie
             {
                 "kind": "engine claim",
                 "name": f"PORT_OFFSET={slot}",
-                "worktree": labels.get(registry.SLOT_TREE_LABEL),
+                "worktree": labels.get(engine_slots.SLOT_TREE_LABEL),
                 "why": "worktree is gone",
             }
         )
@@ -471,13 +472,14 @@ def _labelled(settings: Settings, kind: str, label: str) -> list[Any] | None:
 
 def stale_engine_claims(settings: Settings) -> list[tuple[int, dict[str, str]]]:
     """The engine's slot claims this machine made for worktrees that are gone (other machines' claims are theirs to judge)."""
-    if not registry.engine_claims_on(settings):
+    if not engine_slots.engine_claims_on(settings):
         return []
-    mine = registry.machine_id(settings)
+    mine = engine_slots.machine_id(settings)
     return [
         (slot, labels)
-        for slot, labels in sorted(registry.engine_claims(settings).items())
-        if labels.get(registry.SLOT_MACHINE_LABEL) == mine and not Path(labels.get(registry.SLOT_TREE_LABEL) or "/nonexistent").is_dir()
+        for slot, labels in sorted(engine_slots.engine_claims(settings).items())
+        if labels.get(engine_slots.SLOT_MACHINE_LABEL) == mine
+        and not Path(labels.get(engine_slots.SLOT_TREE_LABEL) or "/nonexistent").is_dir()
     ]
 
 

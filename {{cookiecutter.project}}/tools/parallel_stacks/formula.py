@@ -56,7 +56,7 @@ TEST_PORT_BLOCKS = 20
 
 def worker_port_range(offset: int, start: int | None = None) -> range:
     """THE test-port formula: every port the test workers of the copy at `offset` may bind
-    (`start`: where the registry moved a claimed copy's range, see registry.allocate_test_ports)."""
+    (`start`: where the registry moved a claimed copy's range, see registry.testports.allocate_test_ports)."""
     start = TEST_PORT_BASE + offset if start is None else start
     return range(start, start + TEST_PORT_BLOCK * TEST_PORT_BLOCKS)
 

@@ -35,11 +35,11 @@ def resolve_offset(
     if raw is not None:
         return parse_offset(raw, source, stack), source, None
     if (root / ".env.dynamic").exists():
-        from . import registry
+        from .registry import dynamic
 
-        remembered = registry.read_dynamic(root, env_name)
+        remembered = dynamic.read_dynamic(root, env_name)
         if remembered is not None:
-            test_start = registry.read_dynamic_test_ports(root, env_name)
+            test_start = dynamic.read_dynamic_test_ports(root, env_name)
             return parse_offset(str(remembered), ".env.dynamic", stack), ".env.dynamic", test_start
     step = stack.get("task_step", DEFAULT_TASK_STEP)
     for var in TASK_VARS:
@@ -65,9 +65,9 @@ def resolve_offset(
 
 
 def _auto(root: Path, env_name: str, stack: dict[str, Any], bind: str, settings: Settings, label: str, claim: bool) -> tuple[int, str, int]:
-    from . import registry  # lazy: only auto copies pay for the registry
+    from .registry import claims  # lazy: only auto copies pay for the registry
 
-    offset, test_start, held = registry.claim(root, env_name, stack, bind, settings, write=claim)
+    offset, test_start, held = claims.claim(root, env_name, stack, bind, settings, claims.auto_offsets(stack), write=claim)
     return parse_offset(str(offset), label, stack), "auto" if held else UNCLAIMED.format("auto"), test_start
 
 
@@ -83,9 +83,11 @@ def _derived(
     claim: bool,
 ) -> tuple[int, str, int]:
     """A task id's or build number's slot: seed 000's offset if free, else the next free one."""
-    from . import registry
+    from .registry import claims
 
-    offset, test_start, held = registry.claim_derived(root, env_name, stack, bind, settings, preferred, label, write=claim)
+    offset, test_start, held = claims.claim(
+        root, env_name, stack, bind, settings, claims.next_offsets(preferred, stack), label, write=claim
+    )
     return parse_offset(str(offset), label, stack), source if held else UNCLAIMED.format(source), test_start
 
 

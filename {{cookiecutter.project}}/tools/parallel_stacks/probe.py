@@ -218,14 +218,13 @@ for port in sys.argv[2:]:
 """
 
 
-def remote_busy_ports(copy: Copy, ports: list[int], settings: Settings) -> set[int]:
+def remote_busy_ports(bind: str, ports: list[int], settings: Settings) -> set[int]:
     """Ports of `ports` something holds on a remote engine's host: a short-lived container on that host's
     network tries to bind each (PROBE_IMAGE, default the stack's PYTHON_IMAGE; it needs python3)."""
 
     from . import engine as docker_state
 
     image = settings.get("PROBE_IMAGE") or settings.get("PYTHON_IMAGE") or "python:3.12-slim"
-    bind = copy.env["BIND_ADDRESS"]
     out = docker_state.docker(
         settings,
         "run",
@@ -327,7 +326,7 @@ def check(settings: Settings, copy: Copy, services: Mapping[str, Mapping[str, An
         own = {p for rec in running or [] if is_own(rec, copy) for _, p in rec["ports"]}
         ports = [p for _, p in service_ports(copy, services) if p not in own]
         try:
-            busy = remote_busy_ports(copy, ports, settings) if ports else set()
+            busy = remote_busy_ports(copy.bind, ports, settings) if ports else set()
         except StackError as exc:
             print(
                 f"warning: could not probe the ports of {copy.env.get('STACK_HOST')} ({exc}); checked its containers only", file=sys.stderr

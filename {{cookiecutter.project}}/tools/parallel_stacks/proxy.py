@@ -27,7 +27,7 @@ from . import labels
 from .basics import StackError
 from .formula import named_host
 from .model import Copy
-from .registry import state_dir
+from .registry.store import state_dir
 from .settings import Settings
 
 __all__ = [

@@ -31,8 +31,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import fleet, registry
+from .. import fleet
 from ..basics import PORT_MAX, PORT_MIN, StackError, pid_alive
+from ..registry import store
 from ..runner import run
 from ..settings import Settings
 
@@ -395,7 +396,7 @@ def serve(settings: Settings, port: int) -> int:
 
 # ---------------------------------------------------------------- start, reuse, stop
 def _state_path(settings: Settings) -> Path:
-    return registry.state_dir(settings) / STATE_FILE
+    return store.state_dir(settings) / STATE_FILE
 
 
 def _write_state(path: Path, state: Mapping[str, Any]) -> None:
@@ -485,7 +486,7 @@ def start(settings: Settings) -> int:
     port = _port(settings)
     if port and not port_free("127.0.0.1", port):
         raise StackError(f"port {port} is held by {process_owner(port)}; set DASHBOARD_PORT to a free port (0: any)")
-    directory = registry.state_dir(settings)
+    directory = store.state_dir(settings)
     directory.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(OSError):
         _state_path(settings).unlink()  # a dead dashboard's

@@ -175,10 +175,11 @@ def check_ephemeral(report: Report, c: Checked) -> None:
 
 def check_registry(report: Report, c: Checked) -> None:
     """The slot registry reads, and how many of its claims are stale (read-only: doctor changes nothing)."""
-    from .. import fleet, registry
+    from .. import fleet
+    from ..registry import store
 
     try:
-        with registry.Registry(c.settings, write=False) as reg:
+        with store.Registry(c.settings, write=False) as reg:
             claims = dict(reg.claims)
         copies = fleet.docker_copies(c.settings) if c.running is not None else None
         stale = fleet.stale_claims(c.settings, claims, copies, time.time())

@@ -15,9 +15,10 @@ import time
 from pathlib import Path
 
 from .. import engine as docker_state
-from .. import registry
 from ..basics import StackError
 from ..fleet import collect, docker_copies, orphaned_copies, orphaned_routes, remove_orphans, stale_claims, stale_engine_claims
+from ..registry import dynamic, store
+from ..registry import slots as engine_slots
 from ..runner import run
 from ..settings import Settings
 
@@ -65,10 +66,10 @@ def gc(settings: Settings, force: bool) -> int:
         )
     for slot, labels in [] if copies is None else stale_engine_claims(settings):
         print(
-            f"{'removing' if force else 'would remove'} the engine's claim of PORT_OFFSET={slot} (vanished worktree {labels.get(registry.SLOT_TREE_LABEL)})"
+            f"{'removing' if force else 'would remove'} the engine's claim of PORT_OFFSET={slot} (vanished worktree {labels.get(engine_slots.SLOT_TREE_LABEL)})"
         )
         if force:
-            docker_state.docker(settings, "rm", f"{registry.SLOT_PREFIX}{slot}")
+            docker_state.docker(settings, "rm", f"{engine_slots.SLOT_PREFIX}{slot}")
     routes = [] if copies is None else orphaned_routes(settings)
     for port, project, _tree, why in routes:
         print(f"{'removing' if force else 'would remove'} the named URLs of {project} ({why}) from the proxy on port {port}")
@@ -76,7 +77,7 @@ def gc(settings: Settings, force: bool) -> int:
             from .. import proxy
 
             proxy.withdraw(project, port, settings)
-    with registry.Registry(settings) as reg:
+    with store.Registry(settings) as reg:
         stale = stale_claims(settings, reg.claims, copies, time.time())
         if not stale:
             print("no stale claims")
@@ -92,7 +93,7 @@ def gc(settings: Settings, force: bool) -> int:
             del reg.claims[key]
             tree = Path(claim["worktree"])
             if tree.is_dir():
-                registry.write_dynamic(tree, claim.get("env", "dev"), None)
+                dynamic.write_dynamic(tree, claim.get("env", "dev"), None)
         reg.write()
     print(f"freed {len(stale)} claim(s)")
     return 0

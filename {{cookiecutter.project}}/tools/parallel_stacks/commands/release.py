@@ -19,14 +19,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     def command() -> int:
-        from .. import derive, registry
+        from .. import derive
         from ..config import env_name_of, project_root
+        from ..registry import claims
 
         root = project_root(settings)
         if args.command == "claim":
             print(derive.load(root, settings.replace(PORT_OFFSET="auto"), claim=True)["PORT_OFFSET"])
             return 0
-        freed = registry.release(root, env_name_of(settings), settings)
+        freed = claims.release(root, env_name_of(settings), settings)
         print(f"released PORT_OFFSET={freed}" if freed is not None else "released this worktree's task and build-number slots, if any")
         return 0
 

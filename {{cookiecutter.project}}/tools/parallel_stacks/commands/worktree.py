@@ -173,7 +173,8 @@ def find(top: Path, name_or_path: str) -> tuple[Path, str]:
 
 def teardown(project_dir: Path, settings: Settings) -> Copy:
     """Nuke the worktree's copy (refused, with nothing changed, when it is another worktree's) and release its claims."""
-    from .. import oplock, registry
+    from .. import oplock
+    from ..registry import claims
     from .nuke import remove as nuke
 
     copy = derive.copy_of(project_dir, Settings({**clean_env(settings), "STACK_ROOT": str(project_dir)}))
@@ -181,7 +182,7 @@ def teardown(project_dir: Path, settings: Settings) -> Copy:
         code = nuke(settings, copy, argparse.Namespace(force=True, dry_run=False))
     if code != 0:
         raise SystemExit(code)
-    registry.release(project_dir, copy.env_name, settings)
+    claims.release(project_dir, copy.env_name, settings)
     return copy
 
 
