@@ -28,9 +28,12 @@ from .config import (
     project_root,
 )
 from .formula import compose_project_name, host_port, named_host, volume_name, worker_ports_text
-from .model import Copy
 from .offsets import resolve_offset
 from .settings import Settings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .model import Copy
 
 __all__ = [
     "DATA_DIR",
@@ -214,6 +217,8 @@ def _mask_url_password(url: str, secrets: set[str]) -> str:
 
 def copy_of(root: Path | None, settings: Settings, claim: bool = False) -> Copy:
     """The typed copy (model.Copy) of the worktree at `root` (None: STACK_ROOT or the cwd's), derived as `load` does."""
+    from .model import Copy  # lazy: `make env` prints strings and never builds one
+
     values = load(root, settings, claim)
     return Copy.of(values, services(Path(values["STACK_WORKTREE"])))
 
@@ -224,6 +229,8 @@ def compose_environment(root: Path | None, settings: Settings, claim: bool = Fal
 
     One pass over stack.yml and the env files serves both.
     """
+    from .model import Copy
+
     derived, layers = load_with_layers(root, settings, claim)
     own = compose_variables(load_stack(Path(derived["STACK_WORKTREE"]) / "stack.yml"))
     if own is not None:

@@ -40,7 +40,10 @@ VARIABLES: tuple[tuple[str, str], ...] = (
     ("GITHUB_RUN_ID", "a CI run id (GitHub Actions): picks the offset like a task id"),
     ("BIND_ADDRESS", "the host address published ports bind to (default 127.0.0.1)"),
     ("NAMED_URLS_PORT", "the port of the machine's named-URL proxy (default 7355; off disables it)"),
-    ("SLOT_CLAIMS", "engine: record claimed slots (auto, task ids, build numbers) on the Docker engine too (the default for a remote engine); local: this machine's registry only"),
+    (
+        "SLOT_CLAIMS",
+        "engine: record claimed slots (auto, task ids, build numbers) on the Docker engine too (the default for a remote engine); local: this machine's registry only",
+    ),
     ("SERVICES", "only these services (space or comma separated): make up, make test"),
     # the engine
     ("DOCKER_HOST", "the Docker engine to use, as the docker CLI reads it"),
