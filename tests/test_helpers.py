@@ -839,3 +839,22 @@ def test_one_docker_runner_words_every_failure_in_one_line(tmp_path, monkeypatch
     stub.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?' >&2\nexit 1\n")
     with pytest.raises(StackError, match="^the Docker engine is not reachable"):
         engine.missing_images(here, ["x:1"])
+
+
+def test_a_copy_is_typed_once_from_what_make_env_derives(root):
+    """model.Copy (issue 25): the services' ports are ints, their URLs and named URLs those `make env` prints, the
+    copy's names and offset typed; `as_env()` is exactly the derived values (what compose and make env get)."""
+    values = load(root, PORT_OFFSET="10000")
+    copy = derive.copy_of(root, Settings({"PARALLEL_STACKS_STATE_DIR": str(root / ".registry"), "PORT_OFFSET": "10000"}))
+    assert copy.as_env() == values
+    assert (copy.offset, copy.offset_source, copy.env_name, copy.compose_project) == (10000, "environment", "dev", "shop-10000")
+    assert copy.worktree == root.resolve() and not copy.remote and copy.bind == "127.0.0.1"
+    api = copy.service("api")
+    assert (api.kind_name, api.port, api.container_port) == ("http", 18003, int(values["API_CONTAINER_PORT"]))
+    assert api.url == values["API_URL"] and api.named_url == values["API_NAMED_URL"]
+    assert copy.service("postgres").url == values["DATABASE_URL"] and copy.service("postgres").named_url is None
+    assert copy.ports() == [(s, int(values[f"{s.upper()}_PORT"])) for s in derive.services(root)]
+    assert copy.secrets["POSTGRES_PASSWORD"] == values["POSTGRES_PASSWORD"]
+    assert [s.name for s in copy.only({"api", "redis"}).services] == [s for s in derive.services(root) if s in ("api", "redis")]
+    with pytest.raises(KeyError):
+        copy.service("nope")

@@ -34,6 +34,7 @@ class ServiceCopy:
     port: int  # this copy's host port
     container_port: int
     volumes: tuple[str, ...]  # this copy's volume names of the service
+    url: str | None  # the URL clients on this machine use (its kind's <SERVICE>_URL ...)
     named_url: str | None  # its URL through the machine's proxy (http services, a local engine)
 
     @property
@@ -70,15 +71,17 @@ class Copy:
         services = []
         for name, svc in stack_services.items():
             key = var_name(name)
+            kind = kinds.of(svc)
             services.append(
                 ServiceCopy(
                     name=name,
                     key=key,
-                    kind_name=kinds.name_of(svc),
+                    kind_name=kind.name,
                     host=host,
                     port=int(derived[f"{key}_PORT"]),
                     container_port=int(derived[f"{key}_CONTAINER_PORT"]),
                     volumes=tuple(derived[f"{var_name(v)}_VOLUME"] for v in svc.get("volumes", []) if f"{var_name(v)}_VOLUME" in derived),
+                    url=derived.get(kind.url_variable(kinds.Service(name, key, host, 0))) or None,
                     named_url=derived.get(f"{key}_NAMED_URL") or None,
                 )
             )
@@ -153,6 +156,12 @@ class Copy:
     def named_urls_port(self) -> str:
         """The machine's named-URL proxy port, or `off`."""
         return self.env.get("NAMED_URLS_PORT", "off")
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """The copy's secrets ({POSTGRES_PASSWORD: ...}): what its kinds declare secret, never printed unless asked."""
+        keys = dict.fromkeys(k for svc in self.services for k in svc.kind.secrets)
+        return {k: self.env[k] for k in keys if k in self.env}
 
     def ports(self) -> list[tuple[str, int]]:
         """(service, host port) of every service."""
