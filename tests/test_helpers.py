@@ -13,6 +13,7 @@ from dotenv import dotenv_values
 
 from conftest import TEST_STACK_YML, make_worktree
 from parallel_stacks import basics, config, derive, localenv
+from parallel_stacks.model import Copy
 from parallel_stacks.settings import Settings
 from parallel_stacks import probe as check_ports
 from parallel_stacks.basics import StackError
@@ -29,7 +30,7 @@ def root(tmp_path):
 
 def copy_at(root, **environ):
     """The typed copy (model.Copy) `load` derives."""
-    return derive.Copy.of(load(root, **environ), derive.services(root))
+    return Copy.of(load(root, **environ), derive.services(root))
 
 
 def load(root, **environ):
@@ -706,7 +707,7 @@ def test_up_stamp_needs_the_same_digest_containers_health_and_images(monkeypatch
     from parallel_stacks import engine
     from parallel_stacks.commands import upstate
 
-    values = derive.Copy({"STACK_WORKTREE": str(tmp_path), "COMPOSE_PROJECT_NAME": "shop-100"}, ())
+    values = Copy({"STACK_WORKTREE": str(tmp_path), "COMPOSE_PROJECT_NAME": "shop-100"}, ())
     environ = Settings({"XDG_CACHE_HOME": str(tmp_path / "cache")})
     config = upstate.model_of("the text", {"services": {"db": {"image": "pg:1"}, "api": {"build": {"context": str(tmp_path)}}}})
     assert config["services"]["api"]["build"] == {"context": str(tmp_path), "dockerfile": None} and config["images"] == ["pg:1"]

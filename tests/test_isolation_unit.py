@@ -378,3 +378,14 @@ def test_only_kinds_whose_servers_a_run_prepares_must_answer_before_it_starts():
     from parallel_stacks import kinds
 
     assert {name for name in kinds.names() if kinds.get(name).prepares_tests} == {"postgres", "redis"}
+
+
+def test_a_run_of_some_services_still_keeps_workers_off_the_others_ports():
+    """SERVICES=postgres: the run isolates postgres only, but a worker's port block still avoids every port of the
+    stack (the api another team member runs by hand holds its own)."""
+    copy = values(0, UI_PORT="20005").only({"postgres"})
+    assert [s.name for s in copy.services] == ["postgres"] and "ui" in [s.name for s in copy.all_services]
+    with pytest.raises(StackError, match="overlaps the stack's ui port 20005"):
+        iso.port_block(copy, 0, iso.services_of(copy))
+    ctx = context(values(0).only({"postgres"}), "gw1", True)
+    assert ctx.redis is None and ctx.database_name  # only what the run works on is isolated

@@ -219,3 +219,22 @@ def test_no_copy_travels_as_a_string_mapping_named_values():
         and any(a.arg == "values" for a in node.args.args + node.args.kwonlyargs + node.args.posonlyargs)
     ]
     assert found == [], found
+
+
+def test_every_image_variable_a_kind_declares_is_a_listed_setting():
+    """A kind's server image is overridable by a variable (REDIS_IMAGE ...) the plugin reads through settings: it
+    must be on settings.VARIABLES (a name computed at run time, so the test above cannot see it)."""
+    from parallel_stacks import kinds, settings
+    from parallel_stacks.kinds import Service, Worker
+
+    service = Service("svc", "SVC", "127.0.0.1", 1)
+    worker = Worker("gw0", 0, "gw0", True, {})
+    declared = set()
+    for name in kinds.names():
+        kind = kinds.get(name)
+        copy = type("FakeCopy", (), {"service": lambda self, _n: type("S", (), {"container_port": 1})(), "env": {}})()
+        route = kind.local_route(service, copy, worker)
+        if route is not None and route.server is not None:
+            declared.add(route.server.image_variable)
+    assert declared, "no kind declares a server of the worker's own: the check would check nothing"
+    assert declared <= settings.NAMES, f"not in settings.VARIABLES: {sorted(declared - settings.NAMES)}"

@@ -15,7 +15,7 @@ if sys.argv[3] == "registry":
     from parallel_stacks import derive
     from parallel_stacks.settings import Settings
 
-    settings = Settings({"PORT_OFFSET": "auto", "PARALLEL_STACKS_STATE_DIR": sys.argv[4]})
+    settings = Settings.read().replace(PORT_OFFSET="auto", PARALLEL_STACKS_STATE_DIR=sys.argv[4])  # the engine as this shell has it
     out = derive.load(Path(sys.argv[1]), settings, claim=True)["PORT_OFFSET"]  # deriving alone claims nothing (491dfcf)
 elif sys.argv[3] == "port-for":
     import port_for

@@ -9,7 +9,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .basics import MAX_NUMBER_DIGITS, PORT_MAX, PORT_MIN, StackError, is_digits, short
-from .model import Copy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .model import Copy
 
 __all__ = [
     "NAMED_URLS_PORT_DEFAULT",

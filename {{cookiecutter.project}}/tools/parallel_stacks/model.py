@@ -59,7 +59,8 @@ class Copy:
     same values typed."""
 
     env: Mapping[str, str]
-    services: tuple[ServiceCopy, ...]
+    services: tuple[ServiceCopy, ...]  # the services this command works on (SERVICES=...: those)
+    others: tuple[ServiceCopy, ...] = ()  # the rest of the stack's (their ports still count: a worker's ports avoid them)
 
     @classmethod
     def of(cls, derived: Mapping[str, str], stack_services: Mapping[str, Mapping[str, Any]]) -> Copy:
@@ -97,15 +98,22 @@ class Copy:
         return dict(self.env)
 
     def service(self, name: str) -> ServiceCopy:
-        """The service called `name` (KeyError if the copy has none)."""
-        for svc in self.services:
+        """The service called `name` (KeyError if the stack has none)."""
+        for svc in self.all_services:
             if svc.name == name:
                 return svc
         raise KeyError(name)
 
     def only(self, names: set[str] | list[str]) -> Copy:
-        """This copy with only the services `names` (SERVICES=...: a run that isolates some of them)."""
-        return Copy(self.env, tuple(s for s in self.services if s.name in names))
+        """This copy working on the services `names` only (SERVICES=...: a run that isolates some of them); the
+        others stay in `others`, so `all_services` is still the whole stack."""
+        every = self.all_services
+        return Copy(self.env, tuple(s for s in every if s.name in names), tuple(s for s in every if s.name not in names))
+
+    @property
+    def all_services(self) -> tuple[ServiceCopy, ...]:
+        """Every service of the stack, those `only` left out included."""
+        return self.services + self.others
 
     @property
     def offset(self) -> int:

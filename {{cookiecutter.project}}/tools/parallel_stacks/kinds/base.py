@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..model import Copy
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..model import Copy
+
 
 __all__ = ["Kind", "LocalRoute", "LocalServer", "Run", "Service", "Worker"]
 
@@ -107,7 +110,7 @@ class Kind:
         return f"{service.key}_URL"
 
     def url(self, service: Service, derived: Mapping[str, str]) -> str:
-        """The URL clients on this machine use to reach `service` (`values`: settings derived so far)."""
+        """The URL clients on this machine use to reach `service` (`derived`: the values derived so far)."""
         return f"http://{service.host}:{service.port}"
 
     # ------------------------------------------------------------ test isolation

@@ -18,8 +18,11 @@ from typing import Any
 from urllib.parse import quote
 
 from ..basics import StackError, await_answer
-from ..model import Copy
 from .base import Kind, LocalRoute, LocalServer, Lookup, Service, Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..model import Copy
 
 __all__ = ["BROKER_COMMAND", "BROKER_IMAGE", "KIND", "MqttEndpoint", "TopicNamespace", "TopicOutsideNamespace"]
 

@@ -17,8 +17,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..basics import StackError
-from ..model import Copy
 from .base import Kind, Lookup, Run, Service, Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..model import Copy
 
 __all__ = [
     "KIND",

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..basics import StackError
-from ..model import Copy
 from .base import Kind, LocalRoute, LocalServer, Run, Service, Worker
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..model import Copy
 
 __all__ = ["DATABASES", "KIND", "RedisNamespace", "Resp", "redis_prefix"]
 

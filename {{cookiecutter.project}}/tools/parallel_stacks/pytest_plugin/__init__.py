@@ -20,7 +20,6 @@ from typing import Any
 import pytest
 
 from ..basics import StackError
-from ..model import Copy
 from .isolation import build_context, mapped_variables, worker_index, worker_variables
 from .state import (
     STATE,
@@ -112,7 +111,6 @@ def _no_restart_under_grouping(config: pytest.Config) -> None:
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """`-n auto`: the CPUs this process may use (affinity, cgroup quota), capped by what the copy can isolate
     and by the work: the last run of the same tests says how much there is (0: one process, no workers)."""
-    from .. import kinds
     from .workcache import work_records
     from .workers import auto_workers, selection_key, usable_cpus, work_workers
 
@@ -120,11 +118,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     if root is None or settings_of(config).get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # not ours, or the user's explicit choice: xdist decides
     try:
-        kinds_of = copy_of(root, settings_of(config))[1]
+        copy = copy_of(root, settings_of(config))
         options = isolation_options(config, config.getoption("isolation_redis"), config.getoption("no_isolation_of"))
     except StackError:
         return None  # pytest_configure words it
-    limit = auto_workers({kinds.get(kind) for kind in kinds_of.values()}, options, usable_cpus())
+    limit = auto_workers({svc.kind for svc in copy.services}, options, usable_cpus())
     workers, why = work_workers(work_records(config).get(selection_key(config.invocation_params.args)), limit)
     if why:
         config.stash[AUTO_WHY] = why
@@ -151,12 +149,12 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         return
     known = early_config.known_args_namespace
     try:
-        derived, kinds_of = copy_of(root, settings_of(early_config))
+        copy = copy_of(root, settings_of(early_config))
         options = isolation_options(early_config, getattr(known, "isolation_redis", None), getattr(known, "no_isolation_of", None))
         worker = settings_of(early_config).get(
             "PYTEST_XDIST_WORKER", "master"
         )  # set before pytest starts in a worker (workerinput is not yet)
-        ctx = build_context(Copy.of_kinds(derived, kinds_of), worker, not getattr(known, "no_isolation", False), Path("/"), options)
+        ctx = build_context(copy, worker, not getattr(known, "no_isolation", False), Path("/"), options)
         variables = worker_variables(ctx, media_root=False)
         variables.update(mapped_variables(isolation_env_lines(early_config), variables))
     except (StackError, ValueError, KeyError):
@@ -343,7 +341,8 @@ def pytest_configure_node(node: Any) -> None:
         state.workers.add(worker_index(str(node.gateway.id)))  # replacements of crashed workers included
         node.workerinput["isolation_run_dir"] = str(state.run_dir)
         node.workerinput["isolation_values"] = state.copy.as_env()
-        node.workerinput["isolation_kinds"] = dict(state.kinds_of)
+        node.workerinput["isolation_kinds"] = {svc.name: svc.kind_name for svc in state.copy.all_services}
+        node.workerinput["isolation_services"] = [svc.name for svc in state.copy.services]
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -96,6 +96,7 @@ def worker_broker(pytestconfig: pytest.Config, parallel_context: ParallelTestCon
     """A Mosquitto broker of this worker's own, for one test (seed 002): container `<copy>-<worker>-broker` on its
     own network, published on 127.0.0.1 on the last port of the worker's block, removed when the test ends."""
     from ..engine import TEST_COPY_LABEL, TEST_WORKER_LABEL, WORKTREE_LABEL
+    from ..settings import Settings
     from . import containers
 
     state = pytestconfig.stash[STATE]
@@ -105,7 +106,7 @@ def worker_broker(pytestconfig: pytest.Config, parallel_context: ParallelTestCon
         WORKTREE_LABEL: state.copy.env["STACK_WORKTREE"],
     }
     port = parallel_context.ports.port(parallel_context.ports.size - 1)
-    image = state.settings.get("MOSQUITTO_IMAGE") or BROKER_IMAGE
+    image = Settings.read().get("MOSQUITTO_IMAGE") or BROKER_IMAGE  # read now: a conftest's or monkeypatch's setting counts
     try:
         container = containers.start(
             state.settings, image, parallel_context.container_name("broker"), port, 1883, labels, state.run_dir, BROKER_COMMAND

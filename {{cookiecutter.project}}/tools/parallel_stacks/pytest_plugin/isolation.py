@@ -69,8 +69,8 @@ class PortBlock:
 
 
 def services_of(copy: Copy) -> list[str]:
-    """The names of the copy's services."""
-    return [svc.name for svc in copy.services]
+    """The names of every service of the copy's stack (those SERVICES= left out included: their ports are taken too)."""
+    return [svc.name for svc in copy.all_services]
 
 
 def port_block(copy: Copy, index: int, services: list[str] | None = None) -> PortBlock:

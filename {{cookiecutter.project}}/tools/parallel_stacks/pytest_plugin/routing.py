@@ -178,8 +178,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             _check_free(state, p)
             _write_spec(state, p.local.server, p)
     text = localroute.encode([p.route for p in routing.planned], STARTER)
-    pythonpath = state.settings.get("PYTHONPATH")
-    routing.saved_env = {name: state.settings.env.get(name) for name in (localroute.ENV, "PYTHONPATH")}
+    now = Settings.read()  # as conftests and plugins left it by now (pytest-env's PYTHONPATH=...), not as pytest started
+    pythonpath = now.get("PYTHONPATH")
+    routing.saved_env = {name: now.env.get(name) for name in (localroute.ENV, "PYTHONPATH")}
     os.environ[localroute.ENV] = text  # the plugin's job: the worker's variables, for its subprocesses too
     os.environ["PYTHONPATH"] = str(SITE_DIR) + (os.pathsep + pythonpath if pythonpath else "")
     localroute.install(localroute.Router([p.route for p in routing.planned], STARTER))
@@ -241,7 +242,7 @@ def _write_spec(state: State, server: LocalServer, p: Planned) -> None:
     ctx = state.context
     spec = {
         "service": p.service,
-        "image": state.settings.get(server.image_variable) or server.image,
+        "image": Settings.read().get(server.image_variable) or server.image,  # a conftest's or monkeypatch's setting counts
         "name": ctx.container_name(p.service),
         "port": p.route.target,
         "container_port": server.container_port,

@@ -30,6 +30,7 @@ __all__ = [
     "release_run_lock",
     "release_worker_lock",
     "run_lock_path",
+    "selected",
     "settings_of",
     "stack_down_message",
     "sweep_stale_runs",
@@ -77,20 +78,25 @@ def project_root(config: pytest.Config) -> Path | None:
     return None if found is None else Path(found)
 
 
-def copy_of(root: Path, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-    """(values, {service: kind}) of the copy at `root`, as `make env` derives them (cached).
+def copy_of(root: Path, settings: Settings) -> Copy:
+    """The copy at `root`, as `make env` derives it (cached).
 
     SERVICES="db redis" (as on `make up`): the run isolates, checks and cleans up those services only (a team
-    that runs only its infrastructure in compose); unset, every service of stack.yml."""
+    that runs only its infrastructure in compose), the rest in `copy.others`; unset, every service of stack.yml."""
     from ..current import values
 
     derived, services = values(settings.replace(STACK_ROOT=str(root)))
-    kinds_of = {name: kinds.name_of(svc) for name, svc in services.items()}
-    wanted = settings.get("SERVICES").replace(",", " ").split()
-    unknown = [name for name in wanted if name not in kinds_of]
+    return selected(Copy.of(derived, services), settings.get("SERVICES"))
+
+
+def selected(copy: Copy, services: str) -> Copy:
+    """`copy` working on the services SERVICES names (space or comma separated; empty: all of them)."""
+    wanted = services.replace(",", " ").split()
+    names = [svc.name for svc in copy.all_services]
+    unknown = [name for name in wanted if name not in names]
     if unknown:
-        raise StackError(f"SERVICES names {', '.join(unknown)}, not a service of this copy (services: {', '.join(sorted(kinds_of))})")
-    return derived, {name: kind for name, kind in kinds_of.items() if not wanted or name in wanted}
+        raise StackError(f"SERVICES names {', '.join(unknown)}, not a service of this copy (services: {', '.join(sorted(names))})")
+    return copy.only(wanted) if wanted else copy
 
 
 def isolation_env_lines(config: pytest.Config) -> list[str]:
@@ -124,11 +130,12 @@ class State:
         workerinput = _workerinput(config)
         self.settings = settings_of(config)
         if _is_worker(config) and "isolation_values" in workerinput:
-            values = dict(workerinput["isolation_values"])  # the controller's: derived once per run
-            self.kinds_of: dict[str, str] = dict(workerinput["isolation_kinds"])
+            # the controller's copy, derived once per run: its values, every service's kind, those it works on
+            self.copy = Copy.of_kinds(workerinput["isolation_values"], workerinput["isolation_kinds"])
+            self.copy = self.copy.only(workerinput["isolation_services"])
         else:
-            values, self.kinds_of = copy_of(root, self.settings)
-        self.copy = Copy.of_kinds(values, self.kinds_of)
+            self.copy = copy_of(root, self.settings)
+        self.kinds_of = {svc.name: svc.kind_name for svc in self.copy.services}
         self.isolated = not config.getoption("no_isolation")
         self.use_stack = not config.getoption("no_stack")
         self.options = isolation_options(config, config.getoption("isolation_redis"), config.getoption("no_isolation_of"))
