@@ -227,11 +227,12 @@ def test_no_secret_in_the_page_or_the_json(fleet):
 
 
 def test_a_test_run_holding_the_copys_lock_is_shown(fleet):
+    from parallel_stacks.model import Copy
     from parallel_stacks.oplock import hold_file, release_file
     from parallel_stacks.pytest_plugin.state import run_lock_path
 
     values = fleet["values"][0]
-    path = run_lock_path(values)
+    path = run_lock_path(Copy(values, ()))
     fd = hold_file(path, lambda pid: "waiting")
     try:
         held = wait_for(lambda: mine(api(), fleet)[values["COMPOSE_PROJECT_NAME"]]["test_run"], 5, "the run lock shown")
