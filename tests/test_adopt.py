@@ -474,7 +474,7 @@ def test_compose_profiles_from_dotenv_are_recorded_and_used(tmp_path, docker_eng
     })
     assert adopt(repo).returncode == 0
     assert yaml.safe_load((repo / "stack.yml").read_text())["compose"]["profiles"] == ["debug"]
-    from parallel_stacks.commands import compose as compose_run
+    from parallel_stacks import composecli as compose_run
 
     from parallel_stacks.model import Copy
 

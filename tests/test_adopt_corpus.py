@@ -75,7 +75,7 @@ def documented(before: dict, after: dict) -> dict:
 def helper_config(repo: Path, offset: int) -> dict:
     """The model compose builds from the helper's own command line and environment for this copy."""
     from parallel_stacks import derive
-    from parallel_stacks.commands import compose as compose_run
+    from parallel_stacks import composecli as compose_run
     from parallel_stacks.settings import Settings
 
     copy, env = derive.compose_environment(repo, Settings({**os.environ, "PORT_OFFSET": str(offset), "NAMED_URLS_PORT": "off"}))

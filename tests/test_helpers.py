@@ -17,7 +17,7 @@ from parallel_stacks.model import Copy
 from parallel_stacks.settings import Settings
 from parallel_stacks import probe as check_ports
 from parallel_stacks.basics import StackError
-from parallel_stacks.commands import compose as compose_run
+from parallel_stacks import composecli as compose_run
 from parallel_stacks.commands import nuke
 
 STACK = TEST_STACK_YML
@@ -678,7 +678,7 @@ def test_legacy_copy_drops_start_interval_and_checks_every_2s_or_the_start_inter
 
 
 def test_context_digest_changes_with_any_byte_and_file(tmp_path):
-    from parallel_stacks.commands import upstate
+    from parallel_stacks import upstate
 
     ctx = tmp_path / "ctx"
     ctx.mkdir()
@@ -705,7 +705,7 @@ def test_context_digest_changes_with_any_byte_and_file(tmp_path):
 
 def test_up_stamp_needs_the_same_digest_containers_health_and_images(monkeypatch, tmp_path):
     from parallel_stacks import engine
-    from parallel_stacks.commands import upstate
+    from parallel_stacks import upstate
 
     values = Copy({"STACK_WORKTREE": str(tmp_path), "COMPOSE_PROJECT_NAME": "shop-100"}, ())
     environ = Settings({"XDG_CACHE_HOME": str(tmp_path / "cache")})
@@ -747,7 +747,7 @@ def test_up_stamp_needs_the_same_digest_containers_health_and_images(monkeypatch
 
 
 def test_what_compose_config_reads_is_keyed_by_file_dotenv_and_the_variables_it_names(tmp_path):
-    from parallel_stacks.commands import upstate
+    from parallel_stacks import upstate
 
     compose = tmp_path / "compose.yaml"
     compose.write_text("services:\n  db:\n    image: ${DB_IMAGE:-pg}\n    environment: [PASSED_THROUGH]\n")

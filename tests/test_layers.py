@@ -17,8 +17,8 @@ LAYERS = {
     1: {"basics", "root", "runner", "cache", "labels", "localroute", "route_site", "settings"},
     2: {"config", "formula", "kinds", "model"},
     3: {"engine", "probe"},
-    4: {"registry", "offsets", "proxy"},
-    5: {"derive", "current", "localenv"},
+    4: {"registry", "offsets", "proxy", "composecli"},
+    5: {"derive", "current", "localenv", "upstate"},
     6: {"ownership", "oplock", "fleet"},
     7: {"commands", "pytest_plugin", "__main__"},
 }
@@ -238,3 +238,16 @@ def test_every_image_variable_a_kind_declares_is_a_listed_setting():
             declared.add(route.server.image_variable)
     assert declared, "no kind declares a server of the worker's own: the check would check nothing"
     assert declared <= settings.NAMES, f"not in settings.VARIABLES: {sorted(declared - settings.NAMES)}"
+
+
+def test_commands_take_library_code_from_below_not_from_each_other():
+    """A command module imports the library (fleet, composecli, upstate ...), not another command, except where one
+    command runs another: `make worktree-remove` runs `make nuke`'s removal."""
+    allowed = {("worktree", "nuke")}
+    found = []
+    for path in sorted((PACKAGE / "commands").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                others = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+                found += [(path.stem, o) for o in others if (path.stem, o) not in allowed]
+    assert found == [], f"commands importing commands: {found}"

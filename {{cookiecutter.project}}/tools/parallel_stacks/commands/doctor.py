@@ -110,7 +110,7 @@ def check_engine(report: Report, c: Checked) -> None:
 
 def check_compose(report: Report, c: Checked) -> None:
     """A compose command exists (v2 plugin, or v1), and which version."""
-    from . import compose as compose_run
+    from .. import composecli as compose_run
 
     try:
         cmd = compose_run.compose_command(c.settings)
@@ -123,8 +123,8 @@ def check_compose(report: Report, c: Checked) -> None:
 
 def check_compose_files(report: Report, c: Checked) -> None:
     """The compose files this copy uses exist and `compose config` accepts them, with this copy's variables."""
+    from .. import composecli as compose_run
     from ..config import compose_variables, load_stack
-    from . import compose as compose_run
 
     if c.compose is None:
         return  # check_compose said why

@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     def command() -> int:
-        from .compose import compose_command, compose_config
+        from ..composecli import compose_command, compose_config
 
         copy, env = derive.compose_environment(None, settings)
         missing = [k for k in derive.secret_keys(derive.services(copy.worktree)) if not copy.env.get(k)]

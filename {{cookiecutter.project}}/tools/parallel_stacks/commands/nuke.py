@@ -131,9 +131,9 @@ def remove(settings: Settings, copy: Copy, args: argparse.Namespace) -> int:
         import shutil
 
         shutil.rmtree(data)
-    from .upstate import forget
+    from ..upstate import forget
 
-    forget(copy, settings)  # the quick `make up`'s stamp of this copy (commands/upstate.py): nothing of it is left
+    forget(copy, settings)  # the quick `make up`'s stamp of this copy (upstate.py): nothing of it is left
     if kept:
         print(f"kept image(s) {', '.join(kept)}: still in use by a container outside {project}", file=sys.stderr)
     print(

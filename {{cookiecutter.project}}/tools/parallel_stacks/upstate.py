@@ -29,9 +29,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .. import labels
-from ..model import Copy
-from ..settings import Settings
+from . import labels
+from .model import Copy
+from .settings import Settings
 
 __all__ = ["config_key", "context_digest", "inputs_digest", "model_of", "record", "remembered_model", "stamp_path", "unchanged"]
 
@@ -103,7 +103,7 @@ def config_key(cmd: list[str], version: str, compose_files: list[str], env: Mapp
 def model_of(config_text: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """What the stamp keeps of `compose config` (no values: they may be secrets): a digest of its text, each
     service's image and build context, and the images it names."""
-    from .compose import required_images
+    from .composecli import required_images
 
     services = {}
     for name, svc in (config.get("services") or {}).items():
@@ -139,7 +139,7 @@ def service_images(config: Mapping[str, Any], project: str, separator: str = "-"
 def inputs_digest(settings: Settings, cmd: list[str], model: Mapping[str, Any]) -> str | None:
     """What the copy is started from (model_of's), as one digest; None when an image it names is missing
     (the full path pulls it) or a build context is not a directory here."""
-    from .. import engine
+    from . import engine
 
     digest = hashlib.sha256(json.dumps([FORMAT, cmd]).encode())
     digest.update(str(model.get("text")).encode())
@@ -175,7 +175,7 @@ def _load(path: str) -> dict[str, Any]:
 def unchanged(copy: Copy, digest: str | None, model: Mapping[str, Any], settings: Settings, separator: str = "-") -> bool:
     """True when the copy runs exactly what the last successful `up` started from `digest`, all of it healthy
     (`separator`: how this compose names the images it builds, see service_images)."""
-    from .. import engine
+    from . import engine
 
     if digest is None:
         return False
@@ -204,7 +204,7 @@ def record(
 ) -> None:
     """After a successful `up`: the copy's containers were started from `digest` (no stamp if there is none);
     `key` and `model`: what `compose config` read and what the stamp keeps of its answer."""
-    from .. import engine
+    from . import engine
 
     path = stamp_path(copy, settings)
     entries = engine.project_containers(settings, copy.env["COMPOSE_PROJECT_NAME"]) if digest is not None else None
