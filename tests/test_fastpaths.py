@@ -148,15 +148,15 @@ def test_check_ports_limits_match_basics():
 def test_quick_check_defers_to_the_full_one_on_any_doubt(root, monkeypatch):
     from parallel_stacks import engine as docker_state
 
-    values, services = derive.copy_of(root, Settings({"PORT_OFFSET": "41000"})), derive.services(root)
+    values = derive.copy_of(root, Settings({"PORT_OFFSET": "41000"}))
     monkeypatch.setattr(docker_state, "engine_get", lambda settings, path: b'[{"Ports":[]}]')
-    assert check_ports.quick_all_free(Settings({}), values, services)
+    assert check_ports.quick_all_free(Settings({}), values)
     monkeypatch.setattr(docker_state, "engine_get", lambda settings, path: b'[{"Ports":[{"PublicPort":49003,"Type":"tcp"}]}]')
-    assert not check_ports.quick_all_free(Settings({}), values, services)  # api's port, published by some container
+    assert not check_ports.quick_all_free(Settings({}), values)  # api's port, published by some container
     monkeypatch.setattr(docker_state, "engine_get", lambda settings, path: None)
-    assert not check_ports.quick_all_free(Settings({}), values, services)  # no engine answer: the full check decides
+    assert not check_ports.quick_all_free(Settings({}), values)  # no engine answer: the full check decides
     monkeypatch.setattr(docker_state, "engine_get", lambda settings, path: b'[]')
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 49003))
         listener.listen()
-        assert not check_ports.quick_all_free(Settings({}), values, services)
+        assert not check_ports.quick_all_free(Settings({}), values)

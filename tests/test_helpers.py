@@ -526,7 +526,7 @@ def test_foreign_ipv4_listener_is_named_with_its_pid(root):
     listener, port, offset = api_listener()
     with listener:
         values = copy_at(root, PORT_OFFSET=offset)
-        found = check_ports.find_conflicts(values, derive.services(root), running=[])
+        found = check_ports.find_conflicts(values, running=[])
         conflict = api_conflict(found, port)
         assert f"pid {os.getpid()} (" in conflict.owner and "python" in conflict.owner
         message = check_ports.describe(values, found, 12000)
@@ -539,7 +539,7 @@ def test_foreign_dual_stack_listener_on_any_v6_is_named(root):
     listener, port, offset = api_listener(socket.AF_INET6, "::", v6only=0)
     with listener:
         values = copy_at(root, PORT_OFFSET=offset)
-        conflict = api_conflict(check_ports.find_conflicts(values, derive.services(root), running=[]), port)
+        conflict = api_conflict(check_ports.find_conflicts(values, running=[]), port)
         assert f"pid {os.getpid()}" in conflict.owner
 
 
@@ -549,13 +549,13 @@ def test_v6_only_listener_on_loopback_counts_for_localhost(root):
     with listener:
         assert check_ports.port_free("127.0.0.1", port)  # IPv4 alone would miss it
         values = copy_at(root, PORT_OFFSET=offset)
-        assert api_conflict(check_ports.find_conflicts(values, derive.services(root), running=[]), port)
+        assert api_conflict(check_ports.find_conflicts(values, running=[]), port)
 
 
 def test_container_published_port_without_listener_is_a_conflict(root):
     values = copy_at(root, PORT_OFFSET="23000")
     other = {"name": "other-1-api-1", "project": "other-1", "working_dir": "/src/other", "ports": [("127.0.0.1", 31003)]}
-    found = check_ports.find_conflicts(values, derive.services(root), running=[other])
+    found = check_ports.find_conflicts(values, running=[other])
     conflict = api_conflict(found, 31003)
     assert conflict.owner == "container other-1-api-1 (compose project other-1, worktree /src/other)"
 
@@ -565,17 +565,17 @@ def test_ports_of_this_copy_are_not_conflicts(root):
     with listener:
         values = copy_at(root, PORT_OFFSET=offset)
         mine = {"name": f"shop-{offset}-api-1", "project": f"shop-{offset}", "working_dir": str(root), "ports": [("127.0.0.1", port)]}
-        found = check_ports.find_conflicts(values, derive.services(root), running=[mine])
+        found = check_ports.find_conflicts(values, running=[mine])
         assert not [c for c in found if c.port == port]
         other = dict(mine, project="someone-else")
-        found = check_ports.find_conflicts(values, derive.services(root), running=[other])
+        found = check_ports.find_conflicts(values, running=[other])
         assert "compose project someone-else" in api_conflict(found, port).owner
 
 
 def test_container_on_another_address_is_not_a_conflict(root):
     values = copy_at(root, PORT_OFFSET="23000", BIND_ADDRESS="127.0.0.2")
     other = {"name": "x", "project": "x", "working_dir": None, "ports": [("127.0.0.1", 31003)]}
-    assert check_ports.find_conflicts(values, derive.services(root), running=[other]) == []
+    assert check_ports.find_conflicts(values, running=[other]) == []
 
 
 def test_nearest_free_offset_skips_taken_ports(root):

@@ -170,13 +170,7 @@ def services(root: Path) -> dict[str, dict[str, Any]]:
 def secret_keys(stack_services: Mapping[str, Mapping[str, Any]], stored: bool = False) -> list[str]:
     """The secret settings of the stack's kinds (POSTGRES_PASSWORD, ...); `stored`: only those a service
     keeps in its volume (a lost one locks the data), not those it takes afresh at every start."""
-    keys: list[str] = []
-    for svc in stack_services.values():
-        kind = kinds.of(svc)
-        for key in kind.secrets if not stored or kind.secrets_stored else ():
-            if key not in keys:
-                keys.append(key)
-    return keys
+    return kinds.secret_keys((kinds.of(svc) for svc in stack_services.values()), stored)
 
 
 def urls(env: Mapping[str, str]) -> dict[str, str]:

@@ -182,15 +182,14 @@ def snapshot(settings: Settings, contexts: list[str] | None = None) -> dict[str,
 def collect(base: Settings, contexts: list[str] | None) -> tuple[list[tuple[str, ...]], dict[str, Any]]:
     """(the table's rows, the snapshot): every copy on the engine (or each docker context of `contexts`), with this
     machine's claims."""
-    settings = base
-    with store.Registry(settings) as reg:
+    with store.Registry(base) as reg:
         claims = dict(reg.claims)
     rows: list[tuple[str, ...]] = []
     records: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
     stale: list[dict[str, Any]] = []
     seen: set[str] = set()
-    show = settings.flag("SHOW_SECRETS")
+    show = base.flag("SHOW_SECRETS")
     targets: list[str | None] = list(contexts) if contexts else [None]
     for index, context in enumerate(targets):
         settings = engine_context(base, context)

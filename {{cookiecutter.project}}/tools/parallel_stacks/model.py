@@ -168,8 +168,9 @@ class Copy:
     @property
     def secrets(self) -> dict[str, str]:
         """The copy's secrets ({POSTGRES_PASSWORD: ...}): what its kinds declare secret, never printed unless asked."""
-        keys = dict.fromkeys(k for svc in self.services for k in svc.kind.secrets)
-        return {k: self.env[k] for k in keys if k in self.env}
+        from . import kinds
+
+        return {k: self.env[k] for k in kinds.secret_keys(svc.kind for svc in self.services) if k in self.env}
 
     def ports(self) -> list[tuple[str, int]]:
         """(service, host port) of every service."""

@@ -100,15 +100,10 @@ def ephemeral_range() -> tuple[int, int]:
         return 49152, 65535  # IANA's dynamic range (macOS, BSD)
 
 
-def ephemeral_ports(copy: Copy, services: Mapping[str, Mapping[str, Any]]) -> tuple[list[int], int, int]:
+def ephemeral_ports(copy: Copy) -> tuple[list[int], int, int]:
     """(this copy's host ports inside the ephemeral range, its low end, its high end)."""
     low, high = ephemeral_range()
-    return [p for _, p in service_ports(copy, services) if low <= p <= high], low, high
-
-
-def service_ports(copy: Copy, services: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, int]]:
-    """(service, host port) of every service of the copy."""
-    return [(svc.name, svc.port) for svc in copy.services if svc.name in services]
+    return [p for _, p in copy.ports() if low <= p <= high], low, high
 
 
 def process_owner(port: int) -> str:
@@ -168,7 +163,6 @@ def is_own(rec: dict[str, Any], copy: Copy) -> bool:
 
 def find_conflicts(
     copy: Copy,
-    services: Mapping[str, Mapping[str, Any]],
     running: list[dict[str, Any]] | None,
     remote_busy: Collection[int] | None = None,
 ) -> list[Conflict]:
@@ -187,7 +181,7 @@ def find_conflicts(
                 held.setdefault(port, rec)
     found = []
     hosts = addresses(bind)
-    for name, port in service_ports(copy, services):
+    for name, port in copy.ports():
         if port in own:
             continue
         if port in held:
@@ -324,7 +318,7 @@ def check(settings: Settings, copy: Copy, services: Mapping[str, Mapping[str, An
     busy: set[int] | None = None
     if remote:
         own = {p for rec in running or [] if is_own(rec, copy) for _, p in rec["ports"]}
-        ports = [p for _, p in service_ports(copy, services) if p not in own]
+        ports = [p for _, p in copy.ports() if p not in own]
         try:
             busy = remote_busy_ports(copy.bind, ports, settings) if ports else set()
         except StackError as exc:
@@ -332,12 +326,12 @@ def check(settings: Settings, copy: Copy, services: Mapping[str, Mapping[str, An
                 f"warning: could not probe the ports of {copy.env.get('STACK_HOST')} ({exc}); checked its containers only", file=sys.stderr
             )
             busy = set()
-    found = find_conflicts(copy, services, running, busy)
+    found = find_conflicts(copy, running, busy)
     if found:
         raise StackError(describe(copy, found, nearest_free_offset(copy, services, running, remote=remote)))
 
 
-def quick_all_free(settings: Settings, copy: Copy, services: Mapping[str, Mapping[str, Any]]) -> bool:
+def quick_all_free(settings: Settings, copy: Copy) -> bool:
     """True when every port is free on the host and no running container mentions it.
 
     The common case, answered with sockets and one raw engine request; any
@@ -348,7 +342,7 @@ def quick_all_free(settings: Settings, copy: Copy, services: Mapping[str, Mappin
 
     if copy.env.get("STACK_ENGINE", "local") != "local":
         return False  # another host's ports: the full check probes them there
-    ports = [port for _, port in service_ports(copy, services)]
+    ports = [port for _, port in copy.ports()]
     hosts = addresses(copy.env["BIND_ADDRESS"])
     if not all(port_free(h, p) for p in ports for h in hosts):
         return False

@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
 
         values, services = derived(settings)
         copy = Copy.of(values, services)
-        if not probe.quick_all_free(settings, copy, services):
+        if not probe.quick_all_free(settings, copy):
             probe.check(settings, copy, services)
-        inside, low, high = probe.ephemeral_ports(copy, services)
+        inside, low, high = probe.ephemeral_ports(copy)
         if inside and not copy.remote:
             print(
                 f"warning: ports {', '.join(map(str, inside))} of {copy.compose_project} lie in this machine's ephemeral "

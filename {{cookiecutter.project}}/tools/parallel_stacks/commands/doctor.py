@@ -164,7 +164,7 @@ def check_ephemeral(report: Report, c: Checked) -> None:
     """No port of the copy lies where the kernel picks outgoing connections' ports."""
     from .. import probe
 
-    inside, low, high = probe.ephemeral_ports(c.copy, c.services)
+    inside, low, high = probe.ephemeral_ports(c.copy)
     if inside:
         report.line(
             "warn", "ephemeral", f"ports {inside} lie in the kernel's ephemeral range {low}-{high}: outgoing connections may take them"

@@ -11,13 +11,27 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..basics import StackError
 from .base import Kind, LocalRoute, LocalServer, Run, Service, Worker
 
-__all__ = ["DEFAULT", "Kind", "LocalRoute", "LocalServer", "Run", "Service", "Worker", "check_declared", "get", "name_of", "names", "of"]
+__all__ = [
+    "DEFAULT",
+    "Kind",
+    "LocalRoute",
+    "LocalServer",
+    "Run",
+    "Service",
+    "Worker",
+    "check_declared",
+    "get",
+    "name_of",
+    "names",
+    "of",
+    "secret_keys",
+]
 
 DEFAULT = "http"  # a service whose stack.yml entry names no kind
 
@@ -50,6 +64,17 @@ def name_of(service: Mapping[str, Any]) -> str:
 def of(service: Mapping[str, Any]) -> Kind:
     """The Kind of a stack.yml service entry."""
     return get(name_of(service))
+
+
+def secret_keys(of_services: Iterable[Kind], stored: bool = False) -> list[str]:
+    """The secret settings of these services' kinds (POSTGRES_PASSWORD, ...), each once, in order; `stored`: only
+    those a service keeps in its volume (a lost one locks the data), not those it takes afresh at every start."""
+    keys: list[str] = []
+    for kind in of_services:
+        for key in kind.secrets if not stored or kind.secrets_stored else ():
+            if key not in keys:
+                keys.append(key)
+    return keys
 
 
 def check_declared(fname: str, service: str, kind_name: object, seen: dict[str, str]) -> None:

@@ -210,7 +210,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     down = unanswered(state)
     if down is not None:  # refused before the lock: nothing taken, nothing removed
-        raise pytest.UsageError(stack_down_message(state.copy, state.kinds_of, down))
+        raise pytest.UsageError(stack_down_message(state.copy, down))
     try:
         _stop_on_sigterm(config)
         state.lock_fd = take_run_lock(state.copy)  # from here on this run may remove what it makes (and killed runs left)
@@ -224,7 +224,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     except Exception as exc:  # psycopg.OperationalError, redis.ConnectionError and friends: one clear line
-        raise pytest.UsageError(stack_down_message(state.copy, state.kinds_of, exc)) from None
+        raise pytest.UsageError(stack_down_message(state.copy, exc)) from None
 
 
 SIGTERM_HANDLER = pytest.StashKey[Any]()
@@ -278,7 +278,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     except StackError as exc:
         raise pytest.UsageError(str(exc)) from None
     except Exception as exc:
-        raise pytest.UsageError(stack_down_message(state.copy, state.kinds_of, exc)) from None
+        raise pytest.UsageError(stack_down_message(state.copy, exc)) from None
     state.wait_ms += (time.perf_counter() - started) * 1000
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -135,7 +134,6 @@ class State:
             self.copy = self.copy.only(workerinput["isolation_services"])
         else:
             self.copy = copy_of(root, self.settings)
-        self.kinds_of = {svc.name: svc.kind_name for svc in self.copy.services}
         self.isolated = not config.getoption("no_isolation")
         self.use_stack = not config.getoption("no_stack")
         self.options = isolation_options(config, config.getoption("isolation_redis"), config.getoption("no_isolation_of"))
@@ -289,11 +287,9 @@ def unanswered(state: State) -> BaseException | None:
     return None
 
 
-def stack_down_message(copy: Copy, kinds_of: Mapping[str, str], exc: BaseException) -> str:
+def stack_down_message(copy: Copy, exc: BaseException) -> str:
     """One line for a stack that does not answer: a missing secret, or which service refused."""
-    from .. import derive
-
-    missing = [key for key in derive.secret_keys({n: {"kind": k} for n, k in kinds_of.items()}) if not copy.env.get(key)]
+    missing = [key for key in kinds.secret_keys(svc.kind for svc in copy.services) if not copy.env.get(key)]
     if missing:
         return (
             f"this worktree has no {', '.join(missing)} for stack copy {copy.env['COMPOSE_PROJECT_NAME']} "
